@@ -1,0 +1,105 @@
+# Build, test and CI entry points. `make test` is what CI runs (via .ci/run);
+# it works non-interactively (CI=true, no terminal).
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := build
+
+GO           ?= go
+BIN          ?= bin
+FUZZTIME     ?= 15s
+TEST_TIMEOUT ?= 30m
+# staticcheck 2026.2.2; needs a Go toolchain at least as new as the code.
+STATICCHECK_VERSION ?= v0.8.2
+STATICCHECK := $(BIN)/staticcheck-$(STATICCHECK_VERSION)
+# Opt-in: BROWSER_TESTS=1 make deps also installs Debian's chromium for the
+# browser-driven end-to-end tests (not needed by the default test suite).
+BROWSER_TESTS ?=
+
+.PHONY: all run build test deps vet staticcheck fuzz bench lint clean
+
+all: build
+
+## run: the gateway with an embedded miniredis and demo ticks
+run:
+	$(GO) run ./cmd/gateway -embedded-redis -demo
+
+build:
+	$(GO) build -o $(BIN)/gateway ./cmd/gateway
+
+## test: vet, staticcheck, race-enabled tests (real redis-server), short fuzz
+test: deps
+	$(GO) vet ./...
+	@$(MAKE) --no-print-directory staticcheck
+	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+	@$(MAKE) --no-print-directory fuzz
+
+## deps: redis-server on PATH (integration tests start real ones, see fanout/redistest)
+deps:
+	@if [ -n "$${REDIS_SERVER:-}" ] && [ -x "$${REDIS_SERVER}" ]; then \
+		echo "deps: using REDIS_SERVER=$${REDIS_SERVER}"; \
+	elif command -v redis-server >/dev/null 2>&1; then \
+		echo "deps: $$(command -v redis-server): $$(redis-server --version)"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "deps: installing redis-server with apt-get"; \
+		apt-get update; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends redis-server; \
+		: "tests start their own servers; stop the daemon the package may have started"; \
+		service redis-server stop >/dev/null 2>&1 || true; \
+		echo "deps: $$(command -v redis-server): $$(redis-server --version)"; \
+	else \
+		echo "deps: error: redis-server is not on PATH and cannot be installed automatically" >&2; \
+		echo "deps: (needs root and apt-get). Install it (Debian: apt-get install redis-server)" >&2; \
+		echo "deps: or set REDIS_SERVER=/path/to/redis-server." >&2; \
+		exit 1; \
+	fi
+ifneq ($(BROWSER_TESTS),)
+	@if command -v chromium >/dev/null 2>&1; then \
+		echo "deps: $$(command -v chromium)"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "deps: installing chromium with apt-get (BROWSER_TESTS=$(BROWSER_TESTS))"; \
+		apt-get update; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium; \
+	else \
+		echo "deps: error: BROWSER_TESTS is set but chromium is missing and cannot be installed (needs root and apt-get)" >&2; \
+		exit 1; \
+	fi
+endif
+
+vet:
+	$(GO) vet ./...
+
+## staticcheck: pinned version; if it cannot be fetched (offline) warn and go on,
+## but findings do fail.
+staticcheck:
+	@if [ ! -x "$(STATICCHECK)" ]; then \
+		mkdir -p "$(BIN)"; \
+		tmp=$$(mktemp -d); \
+		if GOBIN="$$tmp" $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION); then \
+			mv "$$tmp/staticcheck" "$(STATICCHECK)"; \
+		fi; \
+		rm -rf "$$tmp"; \
+	fi; \
+	if [ -x "$(STATICCHECK)" ]; then \
+		echo "$(STATICCHECK) ./..."; \
+		"$(STATICCHECK)" ./...; \
+	else \
+		echo "WARNING: staticcheck $(STATICCHECK_VERSION) could not be fetched; skipping it" >&2; \
+	fi
+
+## fuzz: every Fuzz* target in the module, one at a time, FUZZTIME each
+fuzz:
+	FUZZTIME=$(FUZZTIME) GO=$(GO) bash .ci/fuzz.sh
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+lint:
+	@out=$$(gofmt -l $$(find . -name '*.go' -not -path './.git/*' -not -path './vendor/*' -not -path './$(BIN)/*')); \
+	if [ -n "$$out" ]; then echo "gofmt needed on:" >&2; echo "$$out" >&2; exit 1; fi
+	$(GO) vet ./...
+	@$(MAKE) --no-print-directory staticcheck
+
+clean:
+	rm -rf $(BIN)
+	$(GO) clean ./...
