@@ -1,0 +1,184 @@
+// Command gateway forwards Redis pub/sub messages to WebSocket clients.
+//
+// Configuration comes from environment variables and flags (gateway
+// -help lists them); docs/CONFIGURATION.md has the full table.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+
+	"github.com/wsgw/gateway/auth"
+	"github.com/wsgw/gateway/fanout"
+	"github.com/wsgw/gateway/server"
+)
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = "dev"
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+func run(args []string) int {
+	fs := flag.NewFlagSet("gateway", flag.ContinueOnError)
+	showVersion := fs.Bool("version", false, "print the version and exit")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: gateway [flags]\n\nEvery flag can also be set by the environment variable named in its help.\n\n")
+		fs.PrintDefaults()
+	}
+	cfg, err := loadConfig(args, os.Getenv, fs)
+	if errors.Is(err, flag.ErrHelp) || (err != nil && *showVersion) {
+		return 0
+	}
+	if *showVersion {
+		fmt.Println("gateway", version)
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "gateway:", err)
+		return 2
+	}
+	log := newLogger(cfg)
+	if err := serve(cfg, log); err != nil {
+		log.Error("gateway stopped", "err", err)
+		return 1
+	}
+	return 0
+}
+
+func newLogger(cfg config) *slog.Logger {
+	var lvl slog.Level
+	_ = lvl.UnmarshalText([]byte(cfg.LogLevel))
+	opts := &slog.HandlerOptions{Level: lvl}
+	if cfg.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+}
+
+func serve(cfg config, log *slog.Logger) error {
+	redisAddr := net.JoinHostPort(cfg.RedisHost, strconv.Itoa(cfg.RedisPort))
+	if cfg.EmbeddedRedis {
+		// Asked for explicitly: a gateway pointed at a real Redis never
+		// falls back to this.
+		mr := miniredis.NewMiniRedis()
+		if err := mr.StartAddr("127.0.0.1:0"); err != nil {
+			return fmt.Errorf("embedded redis: %w", err)
+		}
+		defer mr.Close()
+		redisAddr = mr.Addr()
+		log.Info("embedded Redis (miniredis) started: try redis-cli -h 127.0.0.1 -p "+strconv.Itoa(mr.Server().Addr().Port)+" PUBLISH market:tick:DEMO '{\"price\":1}'",
+			"addr", redisAddr)
+	}
+
+	acl := auth.DefaultACL()
+	if cfg.ACLFile != "" {
+		var err error
+		if acl, err = auth.LoadACL(cfg.ACLFile); err != nil {
+			return fmt.Errorf("ACL_FILE: %w", err)
+		}
+	}
+	var pem []byte
+	if cfg.JWTPublicKeyFile != "" {
+		var err error
+		if pem, err = os.ReadFile(cfg.JWTPublicKeyFile); err != nil {
+			return fmt.Errorf("JWT_PUBLIC_KEY_FILE: %w", err)
+		}
+	}
+	var secret []byte
+	if cfg.JWTSecret != "" {
+		secret = []byte(cfg.JWTSecret)
+	}
+	authn, err := auth.NewAuthenticator(auth.Config{
+		RequireAuth:     cfg.RequireAuth,
+		DefaultRole:     cfg.DefaultRole,
+		APIKey:          cfg.APIKey,
+		JWTSecret:       secret,
+		JWTPublicKeyPEM: pem,
+		Issuer:          cfg.JWTIssuer,
+		Audience:        cfg.JWTAudience,
+		RoleClaim:       cfg.JWTRoleClaim,
+		Leeway:          5 * time.Second,
+	}, acl)
+	if err != nil {
+		return fmt.Errorf("authentication settings: %w", err)
+	}
+
+	hub, err := fanout.New(fanout.Config{
+		RedisAddr:      redisAddr,
+		RedisUsername:  cfg.RedisUsername,
+		RedisPassword:  cfg.RedisPassword,
+		RESP2:          cfg.EmbeddedRedis,
+		Shards:         cfg.EventLoops,
+		SendQueue:      cfg.SendQueueSize,
+		Linger:         500 * time.Millisecond,
+		CanaryInterval: cfg.CanaryInterval,
+		Logger:         log,
+	})
+	if err != nil {
+		return err
+	}
+	srv, err := server.New(server.Config{
+		Addr:                    net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port)),
+		Loops:                   cfg.EventLoops,
+		MaxMessageBytes:         cfg.MaxMessageBytes,
+		MaxChannels:             cfg.MaxChannels,
+		MaxWildcards:            cfg.MaxWildcards,
+		MaxMessagesPerSecond:    cfg.MaxMessagesPerSecond,
+		MaxConnections:          cfg.MaxConnections,
+		MaxConnectionsPerIP:     cfg.MaxConnectionsPerIP,
+		HandshakeTimeout:        cfg.HandshakeTimeout,
+		AllowedOrigins:          cfg.AllowedOrigins,
+		MaxOutboundBytes:        cfg.MaxOutboundBytes,
+		PingInterval:            cfg.PingInterval,
+		PingTimeout:             cfg.PingTimeout,
+		Echo:                    cfg.Echo,
+		SlowClientTimeout:       cfg.SlowClientTimeout,
+		SlowClientMaxDrops:      uint64(cfg.SlowClientMaxDrops),
+		MaxConnectionsPerSecond: cfg.MaxConnectionsPerSecond,
+		Version:                 version,
+		Logger:                  log,
+	}, hub, authn, acl)
+	if err != nil {
+		return err
+	}
+	hub.Start()
+	if err := srv.Start(); err != nil {
+		_ = hub.Close(context.Background())
+		return err
+	}
+	log.Info("gateway listening", "addr", srv.Addr(), "ws", "ws://"+srv.Addr()+"/ws", "redis", redisAddr,
+		"event_loops", cfg.EventLoops, "version", version)
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if cfg.Demo {
+		go demo(ctx, redisAddr, cfg.EmbeddedRedis, log)
+	}
+	<-ctx.Done()
+	log.Info("shutting down", "timeout", cfg.ShutdownTimeout)
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		log.Warn("shutdown", "err", err)
+	}
+	hctx, hcancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer hcancel()
+	if err := hub.Close(hctx); err != nil {
+		log.Warn("redis unsubscribe at shutdown", "err", err)
+	}
+	log.Info("stopped")
+	return nil
+}

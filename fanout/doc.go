@@ -1,0 +1,43 @@
+// Package fanout subscribes to Redis pub/sub on behalf of every client and
+// delivers each message to the connections that follow it.
+//
+// One upstream subscription exists per stream (an exact channel or a glob
+// pattern), however many clients want it: the first local subscriber
+// subscribes upstream, and the stream is unsubscribed once the last one
+// has left and Config.Linger (at most a second) has passed.
+//
+// Goroutines:
+//   - rueidis's reader goroutine runs Hub.onMessage for each message. It
+//     never blocks (house rule 6): it stamps the message once (per-stream
+//     seq, receive time), encodes it once into an immutable
+//     wsproto.Frame, and offers that same frame to each shard that has
+//     subscribers of the stream, with a non-blocking channel send. A full
+//     shard channel drops the message for that shard and counts it; the
+//     seq was taken, so the clients see the gap.
+//   - the control goroutine owns the stream table and the Redis
+//     connection: (un)subscribes upstream, reconnects with backoff,
+//     resubscribes everything after a reconnect, and expires idle streams.
+//     Event loops reach it through a mutex-guarded request list that never
+//     blocks them (Hub.Subscribe, Unsubscribe, Remove).
+//   - one goroutine per shard (one shard per event loop) owns the
+//     subscriber lists of its loop's connections. It is the only producer
+//     of those connections' queues; the event loop is the only consumer.
+//     Queues are lock-free single-producer/single-consumer rings that are
+//     allocated on first use, start at 4 slots and double under load up to
+//     Config.SendQueue. A full queue drops the frame for that connection
+//     only and counts it.
+//   - a shard wakes its event loop once per burst: a subscriber with new
+//     frames is marked pending and put in the shard's intrusive ready
+//     queue; if no flush is scheduled, the shard's waker submits one task
+//     to the loop, which drains every ready subscriber (Shard.NextReady,
+//     Subscriber.Pop) with one Writev each.
+//
+// Frame ownership: onMessage builds a frame holding one reference, adds
+// one per shard it hands the frame to, and drops its own. A shard adds one
+// per subscriber in a single atomic add and drops the shard's. The event
+// loop releases each frame after Writev (gnet has copied whatever the
+// socket did not take). When a connection closes, the shard releases what
+// its queue still holds.
+//
+// Nothing on the delivery path takes a lock or allocates per subscriber.
+package fanout

@@ -1,0 +1,673 @@
+package fanout
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/rueidis"
+
+	"github.com/wsgw/gateway/auth"
+	"github.com/wsgw/gateway/wsproto"
+)
+
+// Sentinel errors.
+var (
+	ErrConfig = errors.New("fanout: invalid configuration")
+	ErrClosed = errors.New("fanout: hub closed")
+)
+
+// Config is the hub's part of the gateway configuration. Passed by value.
+type Config struct {
+	RedisAddr     string
+	RedisUsername string
+	RedisPassword string
+	// RESP2 forces RESP2 (miniredis, the embedded mode, speaks no RESP3
+	// pub/sub).
+	RESP2 bool
+	// Shards is the number of shards, one per event loop.
+	Shards int
+	// SendQueue bounds each connection's queue, in frames.
+	SendQueue int
+	// Handoff bounds each shard's inbound channel, in operations.
+	Handoff int
+	// Linger is how long a stream with no subscriber stays subscribed
+	// upstream before it is unsubscribed (issue 2: within a second).
+	// It absorbs a client that leaves and comes straight back.
+	Linger time.Duration
+	// RetryMin and RetryMax bound the reconnect backoff.
+	RetryMin, RetryMax time.Duration
+	// CanaryInterval is how often a canary is published on the
+	// gateway's private channel; when none has come back through the
+	// subscription for 3 intervals the link is treated as broken (a live
+	// TCP socket is no proof that pub/sub works, e.g. after a Sentinel
+	// failover). 0 disables the canary.
+	CanaryInterval time.Duration
+	Logger         *slog.Logger
+}
+
+func (c *Config) validate() error {
+	switch {
+	case c.RedisAddr == "":
+		return fmt.Errorf("%w: empty Redis address", ErrConfig)
+	case c.Shards < 1:
+		return fmt.Errorf("%w: shards %d < 1", ErrConfig, c.Shards)
+	case c.SendQueue < 1:
+		return fmt.Errorf("%w: send queue %d < 1", ErrConfig, c.SendQueue)
+	case c.Linger < 0 || c.Linger > time.Second:
+		return fmt.Errorf("%w: linger %v outside [0, 1s]", ErrConfig, c.Linger)
+	}
+	if c.Handoff < 1 {
+		c.Handoff = 8192
+	}
+	if c.RetryMin <= 0 {
+		c.RetryMin = 100 * time.Millisecond
+	}
+	if c.RetryMax < c.RetryMin {
+		c.RetryMax = 5 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.CanaryInterval < 0 {
+		return fmt.Errorf("%w: canary interval %v < 0", ErrConfig, c.CanaryInterval)
+	}
+	return nil
+}
+
+// stream is one upstream subscription: an exact channel or a pattern.
+type stream struct {
+	name    string
+	pattern bool
+	seq     atomic.Uint64 // last seq stamped; bumped once per outage
+	// refs counts local subscriptions. The control goroutine adds, the
+	// shards subtract; the control goroutine is the only one that
+	// drops a stream, and only once refs is 0 after the linger.
+	refs atomic.Int64
+	// subs[i] is owned by shard i's goroutine; shardSubs[i] mirrors its
+	// length for the dispatcher, which skips shards with nobody.
+	subs      [][]*Subscriber
+	shardSubs []atomic.Int32
+	idleSince time.Time // control goroutine only
+}
+
+// Stats is a snapshot of the hub's counters.
+type Stats struct {
+	Streams          int    `json:"streams"`
+	MessagesReceived uint64 `json:"messages_received"`
+	Delivered        uint64 `json:"messages_delivered"`
+	Dropped          uint64 `json:"messages_dropped"`
+	RedisUp          bool   `json:"redis_up"`
+	Reconnects       uint64 `json:"redis_reconnects"`
+	// HandoffDropped is the part of Dropped lost because a shard's
+	// channel was full (the Redis reader outpaced a shard).
+	HandoffDropped uint64 `json:"handoff_dropped"`
+	// CanaryRTT is the last round trip of the canary through Redis
+	// pub/sub; 0 before the first.
+	CanaryRTT time.Duration `json:"canary_rtt_ns"`
+}
+
+type reqKind uint8
+
+const (
+	reqSubscribe reqKind = iota + 1
+	reqUnsubscribe
+	reqRemove
+	reqIdle
+)
+
+type request struct {
+	kind    reqKind
+	sub     *Subscriber
+	changed []string // channels to join or leave
+	all     []string // every channel named by the client, for the ack
+	reqID   []byte
+	st      *stream
+}
+
+// Hub subscribes to Redis on behalf of all connections and fans each
+// message out to the shards. See the package documentation for its
+// goroutines.
+type Hub struct {
+	cfg    Config
+	log    *slog.Logger
+	shards []*Shard
+
+	// Lookup for the pub/sub callback: name → *stream. Written only by
+	// the control goroutine.
+	channels sync.Map
+	patterns sync.Map
+
+	// Control goroutine only.
+	streams map[string]*stream
+	idle    map[*stream]struct{}
+	client  rueidis.Client
+	dc      rueidis.DedicatedClient
+	dcClose func()
+	dcWait  <-chan error
+	// retry fires the next connection attempt. linkDown re-arms it, as
+	// it runs on more paths than the dcWait case (a failed upstream
+	// (un)subscribe from subscribe or expire).
+	retry *time.Timer
+
+	// Requests from event loops: appended under mu, never blocking the
+	// loop; signalled through kick.
+	mu      sync.Mutex
+	pending []request
+	kick    chan struct{}
+
+	received   atomic.Uint64
+	handoff    atomic.Uint64 // messages lost because a shard's channel was full
+	nstreams   atomic.Int64
+	up         atomic.Bool
+	reconnects atomic.Uint64
+	canaryChan string
+	publisher  atomic.Pointer[rueidis.Client] // set once the client exists
+	canaryRTT  atomic.Int64                   // nanoseconds
+	canaryLast atomic.Int64                   // unix nanos of the last canary received
+	upSince    time.Time                      // control goroutine only
+	everUp     bool                           // control goroutine only
+
+	done    chan struct{}
+	stopped chan struct{}
+	once    sync.Once
+}
+
+// New validates cfg and builds a hub. Nothing connects until Start.
+func New(cfg Config) (*Hub, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	h := &Hub{
+		cfg:     cfg,
+		log:     cfg.Logger,
+		streams: make(map[string]*stream),
+		idle:    make(map[*stream]struct{}),
+		kick:    make(chan struct{}, 1),
+		done:    make(chan struct{}),
+		stopped: make(chan struct{}),
+	}
+	var id [8]byte
+	_, _ = rand.Read(id[:])
+	h.canaryChan = "__ws_gateway:canary:" + hex.EncodeToString(id[:])
+	h.shards = make([]*Shard, cfg.Shards)
+	for i := range h.shards {
+		sh := &Shard{idx: i, hub: h, in: make(chan shardOp, cfg.Handoff), subs: make(map[*Subscriber]struct{})}
+		sh.ready.init()
+		h.shards[i] = sh
+	}
+	return h, nil
+}
+
+// Shard returns shard i. Safe for concurrent use.
+func (h *Hub) Shard(i int) *Shard { return h.shards[i] }
+
+// Start launches the shard goroutines and the control goroutine, which
+// connects to Redis in the background (the gateway starts while Redis is
+// down and delivers once it appears).
+func (h *Hub) Start() {
+	for _, sh := range h.shards {
+		go sh.run(h.done)
+	}
+	go h.control()
+}
+
+// Close unsubscribes upstream, stops every goroutine of the hub and waits
+// for the control goroutine (bounded by ctx).
+func (h *Hub) Close(ctx context.Context) error {
+	h.once.Do(func() { close(h.done) })
+	select {
+	case <-h.stopped:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("fanout: close: %w", ctx.Err())
+	}
+}
+
+// Healthy reports whether the pub/sub link to Redis is up. Safe for
+// concurrent use.
+func (h *Hub) Healthy() bool { return h.up.Load() }
+
+// Stats returns the current counters. Safe for concurrent use.
+func (h *Hub) Stats() Stats {
+	st := Stats{
+		Streams:          int(h.nstreams.Load()),
+		MessagesReceived: h.received.Load(),
+		RedisUp:          h.up.Load(),
+		Reconnects:       h.reconnects.Load(),
+		Dropped:          h.handoff.Load(),
+		HandoffDropped:   h.handoff.Load(),
+		CanaryRTT:        time.Duration(h.canaryRTT.Load()),
+	}
+	for _, sh := range h.shards {
+		st.Delivered += sh.delivered.Load()
+		st.Dropped += sh.dropped.Load()
+	}
+	return st
+}
+
+// NewSubscriber creates the fanout state of a connection served by event
+// loop (and so shard) shard. Safe for concurrent use; allocates no queue.
+func (h *Hub) NewSubscriber(shard int, owner any) *Subscriber {
+	return &Subscriber{Owner: owner, shard: h.shards[shard]}
+}
+
+// Subscribe joins s to the streams in add (channels it does not follow
+// yet) and then queues a "subscribed" ack naming all, after any frame
+// already queued for s. Safe for concurrent use; never blocks.
+func (h *Hub) Subscribe(s *Subscriber, add, all []string, requestID []byte) {
+	h.enqueue(request{kind: reqSubscribe, sub: s, changed: add, all: all, reqID: requestID})
+}
+
+// Unsubscribe is Subscribe's converse, acked with "unsubscribed".
+func (h *Hub) Unsubscribe(s *Subscriber, del, all []string, requestID []byte) {
+	h.enqueue(request{kind: reqUnsubscribe, sub: s, changed: del, all: all, reqID: requestID})
+}
+
+// Remove drops s from every stream and releases whatever is queued for
+// it. The caller (the connection's event loop, on close) must not call
+// s.Pop afterwards. Safe for concurrent use; never blocks.
+func (h *Hub) Remove(s *Subscriber) {
+	h.enqueue(request{kind: reqRemove, sub: s})
+}
+
+// Reply queues a per-connection frame behind the frames already queued
+// for s, taking over the caller's reference. Safe for concurrent use.
+func (h *Hub) Reply(s *Subscriber, f *wsproto.Frame) {
+	// Through the shard, so it is ordered with acks and data.
+	select {
+	case s.shard.in <- shardOp{kind: opReply, sub: s, frame: f}:
+	default:
+		s.dropped.Add(1)
+		s.shard.dropped.Add(1)
+		f.Release()
+	}
+}
+
+func (h *Hub) enqueue(r request) {
+	h.mu.Lock()
+	h.pending = append(h.pending, r)
+	h.mu.Unlock()
+	select {
+	case h.kick <- struct{}{}:
+	default:
+	}
+}
+
+// release is called by a shard goroutine when a subscription of st ends.
+func (h *Hub) release(st *stream) {
+	if st.refs.Add(-1) == 0 {
+		h.enqueue(request{kind: reqIdle, st: st})
+	}
+}
+
+// onMessage is rueidis's pub/sub callback. It must never block (house
+// rule 6): it stamps the message, encodes it once, and hands the frame to
+// the shards with non-blocking sends.
+func (h *Hub) onMessage(m rueidis.PubSubMessage) {
+	now := time.Now()
+	if m.Channel == h.canaryChan {
+		if sent, err := strconv.ParseInt(m.Message, 10, 64); err == nil {
+			h.canaryRTT.Store(now.UnixNano() - sent)
+		}
+		h.canaryLast.Store(now.UnixNano())
+		return
+	}
+	h.received.Add(1)
+	var v any
+	var ok bool
+	if m.Pattern != "" {
+		v, ok = h.patterns.Load(m.Pattern)
+	} else {
+		v, ok = h.channels.Load(m.Channel)
+	}
+	if !ok {
+		return // a stream dropped a moment ago; nobody follows it
+	}
+	st := v.(*stream)
+	// Every message received on the stream takes a seq, delivered or not,
+	// so a loss anywhere after this point shows up as a gap.
+	seq := st.seq.Add(1)
+	var f *wsproto.Frame
+	for i, sh := range h.shards {
+		if st.shardSubs[i].Load() == 0 {
+			continue
+		}
+		if f == nil {
+			f = wsproto.BuildData(seq, m.Channel, m.Pattern, m.Message, now)
+		}
+		f.Retain(1)
+		select {
+		case sh.in <- shardOp{kind: opDeliver, st: st, frame: f}:
+		default:
+			f.Release()
+			h.handoff.Add(1)
+		}
+	}
+	if f != nil {
+		f.Release()
+	}
+}
+
+// control is the hub's control goroutine: it owns the stream table and
+// the Redis connection, and is the only goroutine that issues blocking
+// Redis commands.
+func (h *Hub) control() {
+	defer close(h.stopped)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	backoff := h.cfg.RetryMin
+	retry := time.NewTimer(0)
+	defer retry.Stop()
+	h.retry = retry // linkDown re-arms it
+	lingerTick := time.NewTicker(100 * time.Millisecond)
+	defer lingerTick.Stop()
+	if h.cfg.CanaryInterval > 0 {
+		go h.canary()
+	}
+	for {
+		select {
+		case <-h.done:
+			h.shutdown(ctx)
+			return
+		case <-retry.C:
+			if err := h.connect(ctx); err != nil {
+				h.log.Warn("redis connect failed", "addr", h.cfg.RedisAddr, "err", err, "retry_in", backoff)
+				retry.Reset(backoff)
+				backoff = min(2*backoff, h.cfg.RetryMax)
+			} else {
+				backoff = h.cfg.RetryMin
+			}
+		case err := <-h.dcWait:
+			h.linkDown(err) // re-arms h.retry
+		case <-h.kick:
+			h.process(ctx)
+		case now := <-lingerTick.C:
+			h.expire(ctx, now)
+			if h.canaryLost(now) {
+				h.linkDown(errCanaryLost) // re-arms h.retry
+			}
+		}
+	}
+}
+
+func (h *Hub) process(ctx context.Context) {
+	h.mu.Lock()
+	batch := h.pending
+	h.pending = nil
+	h.mu.Unlock()
+	for i := range batch {
+		r := &batch[i]
+		switch r.kind {
+		case reqSubscribe:
+			h.subscribe(ctx, r)
+		case reqUnsubscribe:
+			streams := make([]*stream, 0, len(r.changed))
+			for _, name := range r.changed {
+				if st := h.streams[name]; st != nil {
+					streams = append(streams, st)
+				}
+			}
+			ack := wsproto.NewAck("unsubscribed", r.all, r.reqID, time.Now())
+			r.sub.shard.in <- shardOp{kind: opDel, sub: r.sub, streams: streams, frame: ack}
+		case reqRemove:
+			r.sub.shard.in <- shardOp{kind: opRemove, sub: r.sub}
+		case reqIdle:
+			if r.st.refs.Load() == 0 && h.streams[r.st.name] == r.st {
+				r.st.idleSince = time.Now()
+				h.idle[r.st] = struct{}{}
+			}
+		}
+	}
+}
+
+func (h *Hub) subscribe(ctx context.Context, r *request) {
+	streams := make([]*stream, 0, len(r.changed))
+	var fresh []*stream
+	for _, name := range r.changed {
+		st := h.streams[name]
+		if st == nil {
+			st = &stream{
+				name:      name,
+				pattern:   auth.IsPattern(name),
+				subs:      make([][]*Subscriber, len(h.shards)),
+				shardSubs: make([]atomic.Int32, len(h.shards)),
+			}
+			h.streams[name] = st
+			if st.pattern {
+				h.patterns.Store(name, st)
+			} else {
+				h.channels.Store(name, st)
+			}
+			h.nstreams.Add(1)
+			fresh = append(fresh, st)
+		}
+		st.refs.Add(1)
+		delete(h.idle, st)
+		streams = append(streams, st)
+	}
+	if len(fresh) > 0 && h.dc != nil {
+		if err := h.upstream(ctx, fresh, true); err != nil {
+			// The streams stay in the table; they are subscribed
+			// again when the link is back.
+			h.linkDown(err)
+		}
+	}
+	ack := wsproto.NewAck("subscribed", r.all, r.reqID, time.Now())
+	r.sub.shard.in <- shardOp{kind: opAdd, sub: r.sub, streams: streams, frame: ack}
+}
+
+// expire unsubscribes upstream the streams idle for longer than Linger.
+func (h *Hub) expire(ctx context.Context, now time.Time) {
+	if len(h.idle) == 0 {
+		return
+	}
+	var gone []*stream
+	for st := range h.idle {
+		if now.Sub(st.idleSince) < h.cfg.Linger {
+			continue
+		}
+		delete(h.idle, st)
+		if st.refs.Load() != 0 {
+			continue
+		}
+		delete(h.streams, st.name)
+		if st.pattern {
+			h.patterns.Delete(st.name)
+		} else {
+			h.channels.Delete(st.name)
+		}
+		h.nstreams.Add(-1)
+		gone = append(gone, st)
+	}
+	if len(gone) > 0 && h.dc != nil {
+		if err := h.upstream(ctx, gone, false); err != nil {
+			h.linkDown(err)
+		}
+	}
+}
+
+// upstream sends SUBSCRIBE/PSUBSCRIBE (or their converses) for streams,
+// in chunks so that no single command is huge.
+func (h *Hub) upstream(ctx context.Context, streams []*stream, sub bool) error {
+	const chunk = 512
+	var chans, pats []string
+	for _, st := range streams {
+		if st.pattern {
+			pats = append(pats, st.name)
+		} else {
+			chans = append(chans, st.name)
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	for len(chans) > 0 || len(pats) > 0 {
+		var cmd rueidis.Completed
+		b := h.dc.B()
+		switch {
+		case len(chans) > 0:
+			n := min(chunk, len(chans))
+			if sub {
+				cmd = b.Subscribe().Channel(chans[:n]...).Build()
+			} else {
+				cmd = b.Unsubscribe().Channel(chans[:n]...).Build()
+			}
+			chans = chans[n:]
+		default:
+			n := min(chunk, len(pats))
+			if sub {
+				cmd = b.Psubscribe().Pattern(pats[:n]...).Build()
+			} else {
+				cmd = b.Punsubscribe().Pattern(pats[:n]...).Build()
+			}
+			pats = pats[n:]
+		}
+		if err := h.dc.Do(ctx, cmd).Error(); err != nil {
+			return fmt.Errorf("fanout: upstream (un)subscribe: %w", err)
+		}
+	}
+	return nil
+}
+
+// connect opens the pub/sub connection and subscribes every stream in
+// the table. Control goroutine only.
+func (h *Hub) connect(ctx context.Context) error {
+	if h.client == nil {
+		c, err := rueidis.NewClient(rueidis.ClientOption{
+			InitAddress:  []string{h.cfg.RedisAddr},
+			Username:     h.cfg.RedisUsername,
+			Password:     h.cfg.RedisPassword,
+			AlwaysRESP2:  h.cfg.RESP2,
+			DisableCache: true,
+			ClientName:   "ws-gateway",
+		})
+		if err != nil {
+			return fmt.Errorf("fanout: connect %s: %w", h.cfg.RedisAddr, err)
+		}
+		h.client = c
+		h.publisher.Store(&c)
+	}
+	dc, closeFn := h.client.Dedicate()
+	wait := dc.SetPubSubHooks(rueidis.PubSubHooks{OnMessage: h.onMessage})
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	err := dc.Do(pctx, dc.B().Ping().Build()).Error()
+	cancel()
+	if err == nil {
+		h.dc = dc
+		all := make([]*stream, 0, len(h.streams))
+		for _, st := range h.streams {
+			all = append(all, st)
+		}
+		if h.cfg.CanaryInterval > 0 {
+			all = append(all, &stream{name: h.canaryChan})
+		}
+		err = h.upstream(ctx, all, true)
+	}
+	if err != nil {
+		h.dc = nil
+		closeFn()
+		return err
+	}
+	h.dc, h.dcClose, h.dcWait = dc, closeFn, wait
+	if h.reconnects.Load() > 0 || h.everUp {
+		h.log.Info("redis link restored", "addr", h.cfg.RedisAddr, "streams", len(h.streams))
+	} else {
+		h.log.Info("redis link up", "addr", h.cfg.RedisAddr)
+	}
+	h.everUp = true
+	h.upSince = time.Now()
+	h.up.Store(true)
+	return nil
+}
+
+// linkDown handles a broken pub/sub link: health goes red, every stream's
+// seq skips one so the first message after recovery shows the gap, and
+// every subscriber is told which of its channels were interrupted.
+func (h *Hub) linkDown(err error) {
+	if h.dc == nil {
+		return
+	}
+	h.log.Warn("redis link down", "addr", h.cfg.RedisAddr, "err", err)
+	h.up.Store(false)
+	h.reconnects.Add(1)
+	h.dcClose()
+	h.dc, h.dcClose, h.dcWait = nil, nil, nil
+	h.retry.Reset(h.cfg.RetryMin)
+	for _, st := range h.streams {
+		st.seq.Add(1)
+	}
+	for _, sh := range h.shards {
+		sh.in <- shardOp{kind: opInterrupted}
+	}
+}
+
+func (h *Hub) shutdown(ctx context.Context) {
+	if h.dc != nil {
+		all := make([]*stream, 0, len(h.streams))
+		for _, st := range h.streams {
+			all = append(all, st)
+		}
+		if err := h.upstream(ctx, all, false); err != nil {
+			h.log.Warn("upstream unsubscribe at shutdown", "err", err)
+		}
+		h.dcClose()
+		h.dc = nil
+	}
+	if h.client != nil {
+		h.client.Close()
+	}
+	h.up.Store(false)
+}
+
+var errCanaryLost = errors.New("fanout: canary did not come back through pub/sub")
+
+// canaryLost reports whether the link is up but no canary has come back
+// for three intervals. Control goroutine only.
+func (h *Hub) canaryLost(now time.Time) bool {
+	iv := h.cfg.CanaryInterval
+	if iv <= 0 || h.dc == nil || now.Sub(h.upSince) < 3*iv {
+		return false
+	}
+	last := time.Unix(0, h.canaryLast.Load())
+	if last.Before(h.upSince) {
+		last = h.upSince
+	}
+	return now.Sub(last) > 3*iv
+}
+
+// canary publishes the current time on the private canary channel every
+// interval, through the ordinary (non-pub/sub) connection; onMessage
+// measures the round trip. Its own goroutine, so a slow PUBLISH never
+// delays the control goroutine.
+func (h *Hub) canary() {
+	t := time.NewTicker(h.cfg.CanaryInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-h.done:
+			return
+		case <-t.C:
+		}
+		c := h.publisher.Load()
+		if c == nil || !h.up.Load() {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), h.cfg.CanaryInterval)
+		cl := *c
+		err := cl.Do(ctx, cl.B().Publish().Channel(h.canaryChan).Message(strconv.FormatInt(time.Now().UnixNano(), 10)).Build()).Error()
+		cancel()
+		if err != nil {
+			h.log.Debug("canary publish failed", "err", err)
+		}
+	}
+}
+
+// CanaryChannel is the private channel the canary uses.
+func (h *Hub) CanaryChannel() string { return h.canaryChan }

@@ -1,0 +1,57 @@
+package fanout
+
+import "sync/atomic"
+
+// readyQueue is an intrusive multi-producer/single-consumer queue of
+// subscribers that have frames waiting (Vyukov's MPSC node queue). Its
+// links live in the Subscriber, so queueing allocates nothing. A
+// subscriber is in the queue at most once at a time: its pending flag is
+// set when it is pushed and cleared by the consumer when it is popped.
+//
+// Producers: the shard goroutine. Consumer: the shard's event loop.
+type readyQueue struct {
+	head atomic.Pointer[Subscriber] // last pushed; producers swap it
+	tail *Subscriber                // consumer only
+	stub Subscriber
+}
+
+func (q *readyQueue) init() {
+	q.head.Store(&q.stub)
+	q.tail = &q.stub
+}
+
+// push appends s. Safe for concurrent use by producers.
+func (q *readyQueue) push(s *Subscriber) {
+	s.readyNext.Store(nil)
+	prev := q.head.Swap(s)
+	prev.readyNext.Store(s)
+}
+
+// pop returns the next subscriber, or nil when the queue is empty or a
+// producer is between its two stores (the producer then schedules another
+// flush, so nothing is stranded). Consumer only.
+func (q *readyQueue) pop() *Subscriber {
+	tail := q.tail
+	next := tail.readyNext.Load()
+	if tail == &q.stub {
+		if next == nil {
+			return nil
+		}
+		q.tail = next
+		tail = next
+		next = next.readyNext.Load()
+	}
+	if next != nil {
+		q.tail = next
+		return tail
+	}
+	if tail != q.head.Load() {
+		return nil
+	}
+	q.push(&q.stub)
+	if next = tail.readyNext.Load(); next != nil {
+		q.tail = next
+		return tail
+	}
+	return nil
+}

@@ -1,0 +1,258 @@
+package fanout
+
+import (
+	"sync/atomic"
+	"time"
+
+	"github.com/wsgw/gateway/wsproto"
+)
+
+type opKind uint8
+
+const (
+	opDeliver     opKind = iota + 1 // frame for every subscriber of st in this shard
+	opAdd                           // sub joins streams, then ack
+	opDel                           // sub leaves streams, then ack
+	opRemove                        // sub leaves everything; drain its queue
+	opInterrupted                   // tell every subscriber its streams lost messages
+	opReply                         // a per-connection frame (ack for nothing new, errors)
+)
+
+// shardOp is one unit of work for a shard. Data deliveries and
+// membership changes share one channel so a subscriber's ack is always
+// queued before the first data frame of the streams it acknowledges.
+type shardOp struct {
+	kind    opKind
+	st      *stream
+	frame   *wsproto.Frame // reference owned by the op
+	sub     *Subscriber
+	streams []*stream
+}
+
+// Shard owns the subscriber lists of the connections of one event loop.
+// Its goroutine is the only producer for those connections' queues; the
+// event loop is the only consumer. Nothing on the delivery path takes a
+// lock: frames go into the queues with atomics, and the loop is woken once
+// per burst through the Waker.
+type Shard struct {
+	idx int
+	hub *Hub
+	in  chan shardOp
+
+	ready      readyQueue
+	scheduled  atomic.Bool // a flush is queued on the loop and has not started
+	wakeNeeded bool        // shard goroutine only: ready queue grew in this burst
+	waker      func()
+
+	// subs is every subscriber with at least one membership, for
+	// upstream_interrupted notices. Shard goroutine only.
+	subs map[*Subscriber]struct{}
+
+	delivered atomic.Uint64 // frames written by the loop (counted by the loop)
+	dropped   atomic.Uint64 // frames dropped for full queues or a full hand-off
+}
+
+// SetWaker installs the function the shard calls (from its own goroutine)
+// when subscribers became ready and no flush is queued. It must not block:
+// the server's waker submits one task to the event loop. Call before
+// Hub.Start.
+func (sh *Shard) SetWaker(w func()) { sh.waker = w }
+
+// BeginFlush must be called by the event loop at the start of each flush,
+// before the first NextReady, so that a subscriber made ready during the
+// flush schedules another one. Event-loop only.
+func (sh *Shard) BeginFlush() { sh.scheduled.Store(false) }
+
+// NextReady returns the next subscriber with frames waiting, or nil.
+// Event-loop only.
+func (sh *Shard) NextReady() *Subscriber {
+	s := sh.ready.pop()
+	if s != nil {
+		// Cleared before the caller drains, so a frame pushed after
+		// the drain re-queues the subscriber.
+		s.pending.Store(false)
+	}
+	return s
+}
+
+// Requeue puts s back in the ready queue because its queue still holds
+// frames after a bounded drain, and makes sure a flush is scheduled.
+// Event-loop only (the ready queue accepts several producers).
+func (sh *Shard) Requeue(s *Subscriber) {
+	if s.pending.CompareAndSwap(false, true) {
+		sh.ready.push(s)
+	}
+	if sh.scheduled.CompareAndSwap(false, true) && sh.waker != nil {
+		sh.waker()
+	}
+}
+
+// AddDelivered counts frames written to sockets. Event-loop only (one
+// uncontended atomic per flush, not per frame).
+func (sh *Shard) AddDelivered(n int) { sh.delivered.Add(uint64(n)) }
+
+// Index is the shard's number, equal to its event loop's.
+func (sh *Shard) Index() int { return sh.idx }
+
+func (sh *Shard) run(done <-chan struct{}) {
+	for {
+		select {
+		case <-done:
+			return
+		case op := <-sh.in:
+			sh.handle(op)
+		}
+		// Drain the burst before waking the loop once for all of it.
+	burst:
+		for i := 0; i < 1024; i++ {
+			select {
+			case op := <-sh.in:
+				sh.handle(op)
+			default:
+				break burst
+			}
+		}
+		if sh.wakeNeeded {
+			sh.wakeNeeded = false
+			if sh.scheduled.CompareAndSwap(false, true) && sh.waker != nil {
+				sh.waker()
+			}
+		}
+	}
+}
+
+func (sh *Shard) handle(op shardOp) {
+	switch op.kind {
+	case opDeliver:
+		sh.deliver(op.st, op.frame)
+	case opAdd:
+		sh.add(op.sub, op.streams, op.frame)
+	case opDel:
+		sh.del(op.sub, op.streams, op.frame)
+	case opRemove:
+		sh.remove(op.sub)
+	case opInterrupted:
+		sh.interrupted()
+	case opReply:
+		sh.reply(op.sub, op.frame)
+	}
+}
+
+// deliver hands f to every subscriber of st in this shard. The op's
+// reference is released at the end; each queued copy holds its own.
+func (sh *Shard) deliver(st *stream, f *wsproto.Frame) {
+	subs := st.subs[sh.idx]
+	if n := len(subs); n > 0 {
+		// One atomic add for the whole shard rather than one per
+		// subscriber; refused pushes give theirs back.
+		f.Retain(int32(n))
+		for _, s := range subs {
+			if !s.enqueue(f) {
+				f.Release()
+			}
+		}
+	}
+	f.Release()
+}
+
+func (sh *Shard) reply(s *Subscriber, f *wsproto.Frame) {
+	if s.removed || !s.enqueue(f) {
+		f.Release()
+	}
+}
+
+func (sh *Shard) add(s *Subscriber, streams []*stream, ack *wsproto.Frame) {
+	if s.removed {
+		// The connection closed while its subscribe was in flight.
+		for _, st := range streams {
+			sh.hub.release(st)
+		}
+		ack.Release()
+		return
+	}
+	for _, st := range streams {
+		subs := st.subs[sh.idx]
+		s.members = append(s.members, membership{st: st, idx: int32(len(subs))})
+		st.subs[sh.idx] = append(subs, s)
+		st.shardSubs[sh.idx].Add(1)
+	}
+	if len(s.members) > 0 {
+		sh.subs[s] = struct{}{}
+	}
+	sh.reply(s, ack)
+}
+
+func (sh *Shard) del(s *Subscriber, streams []*stream, ack *wsproto.Frame) {
+	for _, st := range streams {
+		sh.leave(s, st)
+	}
+	if len(s.members) == 0 {
+		delete(sh.subs, s)
+	}
+	sh.reply(s, ack)
+}
+
+// leave removes s from st by swapping the last subscriber into its slot.
+func (sh *Shard) leave(s *Subscriber, st *stream) {
+	mi := -1
+	for i, m := range s.members {
+		if m.st == st {
+			mi = i
+			break
+		}
+	}
+	if mi < 0 {
+		return
+	}
+	idx := s.members[mi].idx
+	s.members[mi] = s.members[len(s.members)-1]
+	s.members = s.members[:len(s.members)-1]
+
+	subs := st.subs[sh.idx]
+	last := len(subs) - 1
+	if moved := subs[last]; int(idx) != last {
+		subs[idx] = moved
+		for i := range moved.members {
+			if moved.members[i].st == st {
+				moved.members[i].idx = idx
+				break
+			}
+		}
+	}
+	subs[last] = nil
+	st.subs[sh.idx] = subs[:last]
+	st.shardSubs[sh.idx].Add(-1)
+	sh.hub.release(st)
+}
+
+func (sh *Shard) remove(s *Subscriber) {
+	for len(s.members) > 0 {
+		sh.leave(s, s.members[len(s.members)-1].st)
+	}
+	s.members = nil
+	s.removed = true
+	delete(sh.subs, s)
+	// The event loop stopped consuming before Remove was called (and
+	// Remove's hand-off orders its last Pop before this), so the shard
+	// may act as consumer now and give the frames back.
+	for f := s.q.pop(); f != nil; f = s.q.pop() {
+		f.Release()
+	}
+}
+
+// interrupted queues one upstream_interrupted error to each subscriber,
+// naming the channels it follows (issue 4).
+func (sh *Shard) interrupted() {
+	now := time.Now()
+	for s := range sh.subs {
+		names := make([]string, len(s.members))
+		for i, m := range s.members {
+			names[i] = m.st.name
+		}
+		f := wsproto.NewError(wsproto.CodeUpstreamInterrupted,
+			"the link to Redis was interrupted: messages may have been lost; seq will jump", names, nil, now)
+		if !s.enqueue(f) {
+			f.Release()
+		}
+	}
+}

@@ -1,0 +1,386 @@
+package server
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gobwas/ws"
+	"github.com/panjf2000/gnet/v2"
+
+	"github.com/wsgw/gateway/auth"
+	"github.com/wsgw/gateway/fanout"
+	"github.com/wsgw/gateway/wsproto"
+)
+
+// Connection states. Ordered: comparisons like state >= stateOpen mean
+// "was upgraded".
+const (
+	stateHandshake uint8 = iota
+	stateOpen
+	stateClosing // our close frame is sent; waiting for the peer's
+	stateClosed
+)
+
+// conn is one client connection. Event-loop only: every field is touched
+// only on the loop that owns gc (house rule 2), except sub, whose queue is
+// fed by the shard goroutine through its own atomics.
+//
+// It is kept small on purpose: an idle subscribed socket must cost under
+// 1 KiB of gateway memory in total (issue 2), and most of that goes to
+// gnet's own connection.
+type conn struct {
+	gc    gnet.Conn
+	loop  *loopState
+	sub   *fanout.Subscriber
+	idx   int32 // position in loop.conns
+	state uint8
+
+	blocked bool // waiting in loop.blocked for its outbound buffer to drain
+	echo    bool // /echo connection (conformance mode)
+
+	since     int64 // accept time, unix nanos
+	lastRead  int64 // last inbound frame
+	lastPing  int64
+	closeSent int64
+	expires   int64 // token expiry, 0 = never
+
+	reader wsproto.Reader
+
+	role   string
+	remote string
+	ip     string
+
+	// Subscriptions as the client sees them; the hub holds the streams.
+	chans    []string
+	patterns int
+
+	// Inbound rate limit: a token bucket refilled at
+	// MaxMessagesPerSecond; strikes counts refusals since the bucket was
+	// last full.
+	tokens     float64
+	lastRefill int64
+	strikes    int
+
+	sent        uint64
+	dropsSeen   uint64 // sub.Dropped() at the last sweep
+	fullSince   int64  // start of the current run of drops, 0 when none
+	closeReason string
+}
+
+// handshake waits for a complete HTTP request head, then answers it: a
+// WebSocket upgrade on /ws, or a plain HTTP response that closes the
+// connection. Event-loop only.
+func (s *Server) handshake(cn *conn) gnet.Action {
+	c := cn.gc
+	buf, _ := c.Peek(-1)
+	end := bytes.Index(buf, []byte("\r\n\r\n"))
+	if end < 0 {
+		if len(buf) > s.cfg.MaxHeaderBytes {
+			return s.refuse(cn, http.StatusRequestHeaderFieldsTooLarge, "request head too large")
+		}
+		return gnet.None
+	}
+	headLen := end + 4
+	if headLen > s.cfg.MaxHeaderBytes {
+		return s.refuse(cn, http.StatusRequestHeaderFieldsTooLarge, "request head too large")
+	}
+	head := buf[:headLen]
+	req, err := http.ReadRequest(bufio.NewReaderSize(bytes.NewReader(head), headLen))
+	if err != nil {
+		return s.refuse(cn, http.StatusBadRequest, "malformed HTTP request")
+	}
+	path := req.URL.Path
+	isWS := hasToken(req.Header.Get("Connection"), "upgrade") && strings.EqualFold(req.Header.Get("Upgrade"), "websocket")
+	wsPath := path == "/ws" || (s.cfg.Echo && path == "/echo")
+	if !isWS || !wsPath {
+		_, _ = c.Write(s.plainHTTP(req.Method, path, isWS))
+		cn.closeReason = "plain HTTP"
+		return gnet.Close
+	}
+	if s.draining.Load() {
+		return s.refuse(cn, http.StatusServiceUnavailable, "server is shutting down")
+	}
+	if origin := req.Header.Get("Origin"); origin != "" && len(s.cfg.AllowedOrigins) > 0 &&
+		!slices.Contains(s.cfg.AllowedOrigins, origin) {
+		return s.refuse(cn, http.StatusForbidden, "origin not allowed")
+	}
+	token, err := auth.TokenFromRequest(req.URL.RawQuery, req.Header.Get("Authorization"))
+	var id auth.Identity
+	if err == nil {
+		id, err = s.authn.Authenticate(token, time.Now())
+	}
+	if err != nil {
+		s.log.Info("upgrade refused", "remote", c.RemoteAddr().String(), "reason", err)
+		return s.refuse(cn, http.StatusUnauthorized, "unauthorized")
+	}
+	if s.cfg.MaxConnections > 0 && s.conns.Load() >= int64(s.cfg.MaxConnections) {
+		return s.refuse(cn, http.StatusServiceUnavailable, "too many connections")
+	}
+	if !s.acceptRate.allow(time.Now()) {
+		_, _ = c.Write(appendHTTP(nil, http.StatusServiceUnavailable, "text/plain; charset=utf-8",
+			"Retry-After: 1\r\n", []byte("too many new connections: retry shortly\n")))
+		cn.closeReason = "connection rate limit"
+		return gnet.Close
+	}
+	ip := remoteIP(c.RemoteAddr())
+	if !s.acquireIP(ip) {
+		return s.refuse(cn, http.StatusServiceUnavailable, "too many connections from this address")
+	}
+
+	var out bytes.Buffer
+	if _, err := s.upgrader.Upgrade(struct {
+		io.Reader
+		io.Writer
+	}{bytes.NewReader(head), &out}); err != nil {
+		s.releaseIP(ip)
+		// gobwas/ws has already written the matching 4xx response.
+		_, _ = c.Write(out.Bytes())
+		cn.closeReason = "bad upgrade: " + err.Error()
+		return gnet.Close
+	}
+	_, _ = c.Write(out.Bytes())
+	_, _ = c.Discard(headLen)
+
+	now := time.Now().UnixNano()
+	cn.state = stateOpen
+	cn.echo = path == "/echo"
+	cn.ip = ip
+	cn.remote = c.RemoteAddr().String()
+	cn.role = id.Role
+	if !id.Expires.IsZero() {
+		cn.expires = id.Expires.UnixNano()
+	}
+	cn.lastRead, cn.lastPing, cn.lastRefill = now, now, now
+	cn.tokens = float64(s.cfg.MaxMessagesPerSecond)
+	cn.reader.MaxMessage = s.cfg.MaxMessageBytes
+	cn.sub = s.hub.NewSubscriber(cn.loop.idx, cn)
+	s.conns.Add(1)
+	s.log.Info("connection opened", "remote", cn.remote, "role", cn.role, "auth", id.Method)
+	return gnet.None
+}
+
+// refuse answers the upgrade with an HTTP error and closes: a refused
+// client never holds an accepted WebSocket (issue 3).
+func (s *Server) refuse(cn *conn, status int, msg string) gnet.Action {
+	_, _ = cn.gc.Write(httpError(status, msg))
+	cn.closeReason = msg
+	return gnet.Close
+}
+
+func remoteIP(a net.Addr) string {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		return ta.IP.String()
+	}
+	return a.String()
+}
+
+// frames reads every complete frame in the inbound buffer. Event-loop only.
+func (s *Server) frames(cn *conn) gnet.Action {
+	c := cn.gc
+	buf, _ := c.Peek(-1)
+	off := 0
+	action := gnet.None
+	for off < len(buf) && cn.state < stateClosed && action == gnet.None {
+		ev, n, err := cn.reader.Next(buf[off:])
+		if err != nil {
+			var r wsproto.CloseReason
+			if !errors.As(err, &r) {
+				r = wsproto.CloseProtocol
+			}
+			cn.fail(r)
+			off = len(buf)
+			action = gnet.Close
+			break
+		}
+		if n == 0 {
+			break
+		}
+		off += n
+		cn.lastRead = time.Now().UnixNano()
+		action = s.event(cn, ev)
+	}
+	// Every byte up to off belongs to frames handled above; their
+	// payloads are not referenced past this point. Discard(0) would
+	// discard everything in gnet, so a partial frame is left alone.
+	if off > 0 {
+		_, _ = c.Discard(off)
+	}
+	return action
+}
+
+// event handles one frame or message. Event-loop only.
+func (s *Server) event(cn *conn, ev wsproto.Event) gnet.Action {
+	switch ev.Kind {
+	case wsproto.KindPing:
+		if cn.state == stateOpen {
+			_, _ = cn.gc.Write(wsproto.AppendControl(nil, ws.OpPong, ev.Payload))
+		}
+	case wsproto.KindPong:
+		// lastRead is already updated: that is all a pong is for.
+	case wsproto.KindClose:
+		if cn.state == stateOpen {
+			// Echo the peer's code (RFC 6455 §5.5.1), then close
+			// the TCP connection: the server closes first (§7.1.1).
+			code := ev.CloseCode
+			if code == ws.StatusNoStatusRcvd {
+				_, _ = cn.gc.Write(wsproto.AppendControl(nil, ws.OpClose, nil))
+			} else {
+				_, _ = cn.gc.Write(wsproto.AppendClose(nil, code, ""))
+			}
+			cn.closeReason = "client closed with " + strconv.Itoa(int(code))
+		} else if cn.closeReason == "" {
+			cn.closeReason = "close handshake completed"
+		}
+		cn.state = stateClosing
+		return gnet.Close
+	case wsproto.KindMessage:
+		if cn.state != stateOpen {
+			return gnet.None // §5.5.1: after our close, data is ignored
+		}
+		if cn.echo {
+			s.echo(cn, ev)
+			return gnet.None
+		}
+		if ev.Op != ws.OpText {
+			cn.reply(wsproto.NewError(wsproto.CodeBadRequest, "binary messages are not supported: send JSON text", nil, nil, time.Now()))
+			return gnet.None
+		}
+		return s.command(cn, ev.Payload)
+	}
+	return gnet.None
+}
+
+// reply writes a per-connection frame and releases it.
+func (cn *conn) reply(f *wsproto.Frame) {
+	_, _ = cn.gc.Write(f.Bytes())
+	f.Release()
+}
+
+// startClose sends a close frame and waits (up to closeGrace, see sweep)
+// for the peer's answer before closing TCP.
+func (cn *conn) startClose(r wsproto.CloseReason) {
+	if cn.state != stateOpen {
+		return
+	}
+	_, _ = cn.gc.Write(wsproto.AppendClose(nil, r.Code, r.Text))
+	cn.state = stateClosing
+	cn.closeSent = time.Now().UnixNano()
+	cn.closeReason = r.Text
+}
+
+// fail sends a close frame for a protocol violation; the caller closes the
+// TCP connection right away (RFC 6455 §7.1.7, "fail the connection").
+func (cn *conn) fail(r wsproto.CloseReason) {
+	if cn.state == stateOpen {
+		_, _ = cn.gc.Write(wsproto.AppendClose(nil, r.Code, r.Text))
+	}
+	cn.state = stateClosing
+	cn.closeReason = r.Text
+}
+
+// allow takes one token from the connection's bucket.
+func (cn *conn) allow(rate int) bool {
+	now := time.Now().UnixNano()
+	burst := float64(rate)
+	cn.tokens += float64(now-cn.lastRefill) / 1e9 * float64(rate)
+	cn.lastRefill = now
+	if cn.tokens >= burst {
+		cn.tokens = burst
+		cn.strikes = 0
+	}
+	if cn.tokens < 1 {
+		cn.strikes++
+		return false
+	}
+	cn.tokens--
+	return true
+}
+
+// command parses and executes one client command. Event-loop only.
+func (s *Server) command(cn *conn, p []byte) gnet.Action {
+	now := time.Now()
+	if !cn.allow(s.cfg.MaxMessagesPerSecond) {
+		if cn.strikes > s.cfg.MaxMessagesPerSecond {
+			cn.startClose(wsproto.CloseRateLimited)
+			return gnet.None
+		}
+		cn.reply(wsproto.NewError(wsproto.CodeRateLimited, "too many messages: slow down", nil, nil, now))
+		return gnet.None
+	}
+	cmd, cerr := wsproto.ParseCommand(p)
+	if cerr != nil {
+		cn.reply(wsproto.NewError(cerr.Code, cerr.Message, cerr.Channels, cerr.RequestID, now))
+		return gnet.None
+	}
+	switch cmd.Action {
+	case wsproto.ActionPing:
+		cn.reply(wsproto.NewPong(cmd.RequestID, now))
+	case wsproto.ActionSubscribe:
+		s.subscribe(cn, cmd, now)
+	case wsproto.ActionUnsubscribe:
+		var del []string
+		for _, ch := range cmd.Channels {
+			if i := slices.Index(cn.chans, ch); i >= 0 {
+				cn.chans = slices.Delete(cn.chans, i, i+1)
+				if auth.IsPattern(ch) {
+					cn.patterns--
+				}
+				del = append(del, ch)
+			}
+		}
+		s.hub.Unsubscribe(cn.sub, del, cmd.Channels, cmd.RequestID)
+	}
+	return gnet.None
+}
+
+// subscribe applies the ACL and the per-connection limits to the whole
+// request before changing anything: a request is all or nothing.
+func (s *Server) subscribe(cn *conn, cmd wsproto.Command, now time.Time) {
+	var forbidden, add []string
+	addPatterns := 0
+	for _, ch := range cmd.Channels {
+		if !s.acl.Allowed(cn.role, ch) {
+			forbidden = append(forbidden, ch)
+			continue
+		}
+		if !slices.Contains(cn.chans, ch) {
+			add = append(add, ch)
+			if auth.IsPattern(ch) {
+				addPatterns++
+			}
+		}
+	}
+	switch {
+	case forbidden != nil:
+		cn.reply(wsproto.NewError(wsproto.CodeForbidden, "role "+strconv.Quote(cn.role)+" may not subscribe to these channels", forbidden, cmd.RequestID, now))
+		return
+	case len(cn.chans)+len(add) > s.cfg.MaxChannels:
+		cn.reply(wsproto.NewError(wsproto.CodeTooManyChannels,
+			"at most "+strconv.Itoa(s.cfg.MaxChannels)+" channels per connection", add, cmd.RequestID, now))
+		return
+	case cn.patterns+addPatterns > s.cfg.MaxWildcards:
+		cn.reply(wsproto.NewError(wsproto.CodeTooManyWildcards,
+			"at most "+strconv.Itoa(s.cfg.MaxWildcards)+" pattern subscriptions per connection", add, cmd.RequestID, now))
+		return
+	}
+	cn.chans = append(cn.chans, add...)
+	cn.patterns += addPatterns
+	s.hub.Subscribe(cn.sub, add, cmd.Channels, cmd.RequestID)
+}
+
+// echo sends a message back as it came (conformance mode, issue 8).
+func (s *Server) echo(cn *conn, ev wsproto.Event) {
+	var hdr [ws.MaxHeaderSize]byte
+	h := ws.Header{Fin: true, OpCode: ev.Op, Length: int64(len(ev.Payload))}
+	w := bytes.NewBuffer(hdr[:0])
+	_ = ws.WriteHeader(w, h)
+	_, _ = cn.gc.Writev([][]byte{w.Bytes(), ev.Payload})
+}

@@ -1,0 +1,34 @@
+// Package server is the gnet v2 reactor: it accepts TCP connections,
+// answers the HTTP upgrade with gobwas/ws (or /health, /stats and 404 as
+// plain HTTP on the same port), reads WebSocket frames straight from
+// gnet's inbound buffer, executes client commands, and writes the frames
+// fanout queues for each connection.
+//
+// Goroutines:
+//   - gnet's event loops (Config.Loops of them) run every callback of
+//     Server (OnOpen, OnTraffic, OnClose) and every task the server
+//     submits (flush, tick, shutdown). A connection and its state are
+//     touched only on its loop (house rule 2); other goroutines reach it
+//     through EventLoop.Execute. Nothing on a loop blocks: Redis work is
+//     handed to fanout's control goroutine.
+//   - fanout's shard goroutine for a loop wakes it once per burst with one
+//     Execute(flush) task; the flush drains each ready connection's queue
+//     with one Writev per batch.
+//   - gnet's ticker goroutine calls OnTick every 100 ms, which submits one
+//     tick task per loop: blocked connections are resumed, and once a
+//     second the loop sweeps its connections for handshake timeouts,
+//     pings, idle peers and expired tokens. No timer or goroutine exists
+//     per connection.
+//
+// Inbound bytes: frames are parsed from Peek and discarded only after
+// they were handled (house rule 3); payloads are unmasked in place and
+// never referenced after the callback. Only fragmented messages are
+// copied, into a pooled reassembly buffer owned by the connection's
+// wsproto.Reader.
+//
+// Outbound bytes: shared data frames are written by reference and
+// released right after Writev; gnet copies whatever the socket did not
+// take into the connection's outbound buffer. Once that buffer holds
+// Config.MaxOutboundBytes the loop stops draining the connection, so its
+// queue fills and drops instead of memory growing.
+package server

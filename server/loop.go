@@ -1,0 +1,237 @@
+package server
+
+import (
+	"context"
+	"time"
+
+	"github.com/gobwas/ws"
+	"github.com/panjf2000/gnet/v2"
+
+	"github.com/wsgw/gateway/fanout"
+	"github.com/wsgw/gateway/wsproto"
+)
+
+// Bounds of one Writev: enough frames to amortise the syscall, few enough
+// that one busy connection cannot hold its loop for long.
+const (
+	maxIov       = 64
+	maxIovBytes  = 256 << 10
+	maxDrainRuns = 16
+)
+
+// loopState is everything one event loop owns besides its connections'
+// own state. Event-loop only, except the fields set at creation.
+type loopState struct {
+	srv   *Server
+	el    gnet.EventLoop
+	idx   int
+	shard *fanout.Shard
+
+	flushTask gnet.RunnableFunc
+	tickTask  gnet.RunnableFunc
+
+	conns   []*conn // every connection of the loop, for sweeps
+	blocked []*conn // connections that stopped draining on a full outbound buffer
+
+	// Scratch for one Writev, reused across connections.
+	iov    [][]byte
+	frames []*wsproto.Frame
+
+	lastSweep time.Time
+}
+
+func (l *loopState) add(cn *conn) {
+	cn.idx = int32(len(l.conns))
+	l.conns = append(l.conns, cn)
+}
+
+func (l *loopState) remove(cn *conn) {
+	i := int(cn.idx)
+	if i < 0 || i >= len(l.conns) || l.conns[i] != cn {
+		return
+	}
+	last := len(l.conns) - 1
+	l.conns[i] = l.conns[last]
+	l.conns[i].idx = int32(i)
+	l.conns[last] = nil
+	l.conns = l.conns[:last]
+	cn.idx = -1
+}
+
+// flush drains the queues of every subscriber the shard marked ready.
+// It runs as one task per burst, submitted by the shard's waker.
+func (l *loopState) flush(context.Context) error {
+	l.shard.BeginFlush()
+	for sub := l.shard.NextReady(); sub != nil; sub = l.shard.NextReady() {
+		cn := sub.Owner.(*conn)
+		if cn.state == stateOpen && !cn.blocked {
+			l.drain(cn)
+		}
+	}
+	return nil
+}
+
+// drain writes what cn's queue holds with one Writev per batch. gnet
+// copies whatever the socket does not take into its outbound buffer, so
+// every frame's reference is released right after the call.
+func (l *loopState) drain(cn *conn) {
+	for run := 0; run < maxDrainRuns; run++ {
+		iov, frames, n := l.iov[:0], l.frames[:0], 0
+		for len(iov) < maxIov && n < maxIovBytes {
+			f := cn.sub.Pop()
+			if f == nil {
+				break
+			}
+			iov = append(iov, f.Bytes())
+			frames = append(frames, f)
+			n += f.Len()
+		}
+		if len(iov) == 0 {
+			return
+		}
+		// Writev may close the connection (and run OnClose) on a
+		// write error; nothing below touches the queue after that.
+		_, _ = cn.gc.Writev(iov)
+		for i, f := range frames {
+			f.Release()
+			frames[i] = nil
+		}
+		for i := range iov {
+			iov[i] = nil
+		}
+		l.iov, l.frames = iov[:0], frames[:0]
+		cn.sent += uint64(len(iov))
+		l.shard.AddDelivered(len(iov))
+		if cn.state != stateOpen {
+			return
+		}
+		if cn.gc.OutboundBuffered() >= l.srv.cfg.MaxOutboundBytes {
+			// Stop feeding a socket that is not reading: its queue
+			// fills and drops instead of gnet's buffer growing
+			// (issue 4). tick resumes it once the buffer drains.
+			cn.blocked = true
+			l.blocked = append(l.blocked, cn)
+			return
+		}
+	}
+	// More is queued than one pass writes: go to the back of the ready
+	// queue so one busy connection cannot starve the others, and let the
+	// loop serve its sockets before the next flush.
+	l.shard.Requeue(cn.sub)
+}
+
+// tick resumes blocked connections whose outbound buffer has drained and,
+// once a second, sweeps every connection for timeouts, pings and expired
+// tokens.
+func (l *loopState) tick(context.Context) error {
+	if len(l.blocked) > 0 {
+		blocked := l.blocked
+		l.blocked = nil
+		for _, cn := range blocked {
+			cn.blocked = false
+			if cn.state != stateOpen {
+				continue
+			}
+			if cn.gc.OutboundBuffered() < l.srv.cfg.MaxOutboundBytes/2 {
+				l.drain(cn)
+			} else {
+				cn.blocked = true
+				l.blocked = append(l.blocked, cn)
+			}
+		}
+	}
+	now := time.Now()
+	if by := l.srv.closeBy.Load(); by != 0 {
+		l.paceClose(now, by)
+	}
+	if now.Sub(l.lastSweep) >= sweepEvery {
+		l.lastSweep = now
+		l.sweep(now)
+	}
+	return nil
+}
+
+func (l *loopState) sweep(now time.Time) {
+	cfg := &l.srv.cfg
+	n := now.UnixNano()
+	var closing []*conn
+	for _, cn := range l.conns {
+		switch cn.state {
+		case stateHandshake:
+			if n-cn.since > int64(cfg.HandshakeTimeout) {
+				cn.closeReason = "handshake timeout"
+				closing = append(closing, cn)
+			}
+		case stateOpen:
+			l.checkSlow(cn, n)
+			switch {
+			case cn.state != stateOpen:
+			case cn.expires != 0 && n >= cn.expires:
+				cn.startClose(wsproto.CloseTokenExpired)
+			case n-cn.lastRead > int64(cfg.PingTimeout):
+				cn.startClose(wsproto.CloseIdle)
+			case n-cn.lastPing >= int64(cfg.PingInterval):
+				cn.lastPing = n
+				_, _ = cn.gc.Write(wsproto.AppendControl(nil, ws.OpPing, nil))
+			}
+		case stateClosing:
+			if n-cn.closeSent > int64(closeGrace) {
+				closing = append(closing, cn)
+			}
+		}
+	}
+	for _, cn := range closing {
+		_ = l.el.Close(cn.gc)
+	}
+}
+
+// checkSlow closes with 1013 a connection that has overflowed its queue
+// for longer than SlowClientTimeout, or lost more than SlowClientMaxDrops
+// frames (issue 4). Called once a second by the sweep.
+func (l *loopState) checkSlow(cn *conn, now int64) {
+	cfg := &l.srv.cfg
+	d := cn.sub.Dropped()
+	switch {
+	case d == cn.dropsSeen:
+		cn.fullSince = 0
+	case cn.fullSince == 0:
+		cn.fullSince = now
+	}
+	cn.dropsSeen = d
+	if (cfg.SlowClientMaxDrops > 0 && d > cfg.SlowClientMaxDrops) ||
+		(cfg.SlowClientTimeout > 0 && cn.fullSince != 0 && now-cn.fullSince >= int64(cfg.SlowClientTimeout)) {
+		cn.startClose(wsproto.CloseSlowConsumer)
+	}
+}
+
+// paceClose closes this loop's share of the remaining connections during
+// a shutdown: the open ones get what is queued for them and then a 1001
+// close, spread evenly until closeBy.
+func (l *loopState) paceClose(now time.Time, closeBy int64) {
+	open := 0
+	for _, cn := range l.conns {
+		if cn.state == stateOpen {
+			open++
+		}
+	}
+	quota := open
+	if left := closeBy - now.UnixNano(); left > int64(tickEvery) {
+		ticks := left / int64(tickEvery)
+		quota = int((int64(open) + ticks - 1) / ticks)
+	}
+	var handshaking []*conn
+	for _, cn := range l.conns {
+		switch {
+		case cn.state == stateOpen && quota > 0:
+			quota--
+			// Send what is already queued first, then the close.
+			l.drain(cn)
+			cn.startClose(wsproto.CloseGoingAway)
+		case cn.state == stateHandshake:
+			handshaking = append(handshaking, cn)
+		}
+	}
+	for _, cn := range handshaking {
+		_ = l.el.Close(cn.gc)
+	}
+}

@@ -1,0 +1,342 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/gobwas/ws"
+	"github.com/panjf2000/gnet/v2"
+
+	"github.com/wsgw/gateway/auth"
+	"github.com/wsgw/gateway/fanout"
+)
+
+// Sentinel errors.
+var (
+	ErrStarted  = errors.New("server: already started")
+	ErrShutdown = errors.New("server: shut down")
+)
+
+// tickEvery is the period of the per-loop maintenance pass that resumes
+// connections blocked on a full outbound buffer. Timeouts and pings are
+// checked every sweepEvery.
+const (
+	tickEvery  = 100 * time.Millisecond
+	sweepEvery = time.Second
+	closeGrace = 2 * time.Second // how long a sent close frame waits for the peer's
+)
+
+// Server is the gnet event handler: it owns the listener, the event loops
+// and every connection's state. Create it with New, then Start.
+type Server struct {
+	gnet.BuiltinEventEngine
+
+	cfg   Config
+	log   *slog.Logger
+	hub   *fanout.Hub
+	authn *auth.Authenticator
+	acl   *auth.ACL
+
+	eng      gnet.Engine
+	addr     string
+	booted   chan struct{}
+	done     chan struct{}
+	runErr   error
+	started  time.Time
+	draining atomic.Bool
+
+	conns    atomic.Int64 // upgraded WebSocket connections
+	sockets  atomic.Int64 // accepted TCP connections, upgraded or not
+	loopsMu  sync.Mutex
+	loops    []*loopState
+	perIPMu  sync.Mutex
+	perIP    map[string]int
+	upgrader ws.Upgrader
+
+	// extraHTTP serves paths other than /ws, /health and /stats (the demo
+	// page); nil answers 404.
+	extraHTTP func(path string) []byte
+
+	acceptRate rateLimiter
+
+	// Paced shutdown (issue 4): closes are spread until closeBy.
+	closeBy atomic.Int64 // unix nanos; 0 when not draining
+}
+
+// New builds a server. cfg is validated here.
+func New(cfg Config, hub *fanout.Hub, authn *auth.Authenticator, acl *auth.ACL) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if hub == nil || authn == nil || acl == nil {
+		return nil, fmt.Errorf("%w: hub, authenticator and ACL are required", ErrConfig)
+	}
+	s := &Server{
+		cfg:    cfg,
+		log:    cfg.Logger,
+		hub:    hub,
+		authn:  authn,
+		acl:    acl,
+		booted: make(chan struct{}),
+		done:   make(chan struct{}),
+		perIP:  make(map[string]int),
+	}
+	// permessage-deflate and subprotocols are not negotiated (issue 8):
+	// Negotiate and Protocol stay nil, so the response carries neither
+	// header and frames with RSV bits set are protocol errors.
+	s.upgrader = ws.Upgrader{}
+	s.acceptRate.rate = float64(cfg.MaxConnectionsPerSecond)
+	return s, nil
+}
+
+// SetExtraHTTP installs a handler for other plain-HTTP paths (the demo
+// page). Call before Start. fn runs on an event loop and must not block;
+// it returns a complete HTTP response or nil for 404.
+func (s *Server) SetExtraHTTP(fn func(path string) []byte) { s.extraHTTP = fn }
+
+// Start listens and returns once the engine is accepting connections.
+func (s *Server) Start() error {
+	if !s.started.IsZero() {
+		return ErrStarted
+	}
+	s.started = time.Now()
+	go func() {
+		defer close(s.done)
+		s.runErr = gnet.Run(s, "tcp://"+s.cfg.Addr,
+			gnet.WithMulticore(true),
+			gnet.WithNumEventLoop(s.cfg.Loops),
+			gnet.WithReusePort(false),
+			gnet.WithTicker(true),
+			gnet.WithTCPNoDelay(gnet.TCPNoDelay),
+			gnet.WithLogger(gnetLogger{s.log}),
+		)
+	}()
+	select {
+	case <-s.booted:
+		return nil
+	case <-s.done:
+		return fmt.Errorf("server: listen on %s: %w", s.cfg.Addr, s.runErr)
+	}
+}
+
+// Addr is the address the server listens on, with the real port when
+// Config.Addr asked for port 0. Valid after Start.
+func (s *Server) Addr() string { return s.addr }
+
+// OnBoot records the engine and the bound address. Engine goroutine.
+func (s *Server) OnBoot(eng gnet.Engine) gnet.Action {
+	s.eng = eng
+	s.addr = s.cfg.Addr
+	if fd, err := eng.Dup(); err == nil {
+		if sa, err := syscall.Getsockname(fd); err == nil {
+			switch a := sa.(type) {
+			case *syscall.SockaddrInet4:
+				s.addr = net.JoinHostPort(net.IP(a.Addr[:]).String(), strconv.Itoa(a.Port))
+			case *syscall.SockaddrInet6:
+				s.addr = net.JoinHostPort(net.IP(a.Addr[:]).String(), strconv.Itoa(a.Port))
+			}
+		}
+		_ = syscall.Close(fd)
+	}
+	close(s.booted)
+	return gnet.None
+}
+
+// loopFor returns the state of event loop el, creating it the first time
+// the loop is seen. Loop states are numbered in order of first sight; the
+// number is the loop's fanout shard. Event-loop only (takes loopsMu once
+// per connection).
+func (s *Server) loopFor(el gnet.EventLoop) *loopState {
+	s.loopsMu.Lock()
+	defer s.loopsMu.Unlock()
+	for _, l := range s.loops {
+		if l.el == el {
+			return l
+		}
+	}
+	l := &loopState{srv: s, el: el, idx: len(s.loops), shard: s.hub.Shard(len(s.loops))}
+	l.flushTask = gnet.RunnableFunc(l.flush)
+	l.tickTask = gnet.RunnableFunc(l.tick)
+	// The waker is installed before any subscriber of this shard exists:
+	// every later shard operation is ordered after this through the hub's
+	// request queue, so the shard goroutine sees it.
+	l.shard.SetWaker(func() {
+		if err := el.Execute(context.Background(), l.flushTask); err != nil {
+			// Only during engine shutdown; the queues are
+			// released by the hub then.
+			l.shard.BeginFlush()
+		}
+	})
+	s.loops = append(s.loops, l)
+	return l
+}
+
+// OnOpen registers a new TCP connection; it becomes a WebSocket once its
+// upgrade request has arrived (OnTraffic). Event-loop only.
+func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
+	s.sockets.Add(1)
+	l := s.loopFor(c.EventLoop())
+	now := time.Now().UnixNano()
+	cn := &conn{gc: c, loop: l, since: now, lastRead: now}
+	l.add(cn)
+	c.SetContext(cn)
+	return nil, gnet.None
+}
+
+// OnClose releases the connection's state. Event-loop only; gnet may
+// call it from inside a Write or Writev on this connection.
+func (s *Server) OnClose(c gnet.Conn, err error) gnet.Action {
+	s.sockets.Add(-1)
+	cn, ok := c.Context().(*conn)
+	if !ok {
+		return gnet.None
+	}
+	cn.loop.remove(cn)
+	if cn.state >= stateOpen {
+		s.conns.Add(-1)
+		s.releaseIP(cn.ip)
+		s.hub.Remove(cn.sub)
+		reason := cn.closeReason
+		if reason == "" {
+			reason = "peer closed"
+			if err != nil {
+				reason = err.Error()
+			}
+		}
+		s.log.Info("connection closed", "remote", cn.remote, "role", cn.role,
+			"duration", time.Since(time.Unix(0, cn.since)).Round(time.Millisecond),
+			"frames_sent", cn.sent, "dropped", cn.sub.Dropped(), "reason", reason)
+	}
+	cn.reader.Reset()
+	cn.state = stateClosed
+	return gnet.None
+}
+
+// OnTraffic handles inbound bytes, and also the wake-ups of gnet.Conn.Wake.
+// Event-loop only.
+func (s *Server) OnTraffic(c gnet.Conn) gnet.Action {
+	cn := c.Context().(*conn)
+	if cn.state == stateHandshake {
+		if a := s.handshake(cn); a != gnet.None || cn.state != stateOpen {
+			return a
+		}
+	}
+	return s.frames(cn)
+}
+
+// OnTick schedules the maintenance pass on every loop. It runs on gnet's
+// ticker goroutine, so it only submits tasks.
+func (s *Server) OnTick() (time.Duration, gnet.Action) {
+	s.loopsMu.Lock()
+	loops := s.loops
+	s.loopsMu.Unlock()
+	for _, l := range loops {
+		_ = l.el.Execute(context.Background(), l.tickTask)
+	}
+	return tickEvery, gnet.None
+}
+
+func (s *Server) acquireIP(ip string) bool {
+	s.perIPMu.Lock()
+	defer s.perIPMu.Unlock()
+	if s.cfg.MaxConnectionsPerIP > 0 && s.perIP[ip] >= s.cfg.MaxConnectionsPerIP {
+		return false
+	}
+	s.perIP[ip]++
+	return true
+}
+
+func (s *Server) releaseIP(ip string) {
+	s.perIPMu.Lock()
+	defer s.perIPMu.Unlock()
+	if s.perIP[ip] <= 1 {
+		delete(s.perIP, ip)
+	} else {
+		s.perIP[ip]--
+	}
+}
+
+// Connections is the number of open WebSocket connections. Safe for
+// concurrent use.
+func (s *Server) Connections() int64 { return s.conns.Load() }
+
+// Shutdown closes every connection with 1001 (going away), waits for the
+// close handshakes up to ctx's deadline, then stops the engine. New
+// upgrades are refused with 503 meanwhile. Safe for concurrent use.
+func (s *Server) Shutdown(ctx context.Context) error {
+	if !s.draining.CompareAndSwap(false, true) {
+		return ErrShutdown
+	}
+	// Closes are paced over the first half of the shutdown window so
+	// that tens of thousands of clients do not reconnect to the next
+	// instance in the same instant; the second half is for the close
+	// handshakes. Each loop's tick closes its share (see loopState.tick).
+	window := 2 * time.Second
+	if dl, ok := ctx.Deadline(); ok {
+		window = time.Until(dl) / 2
+	}
+	s.closeBy.Store(time.Now().Add(max(window, 0)).UnixNano())
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+wait:
+	for s.conns.Load() > 0 {
+		select {
+		case <-ctx.Done():
+			break wait
+		case <-t.C:
+		}
+	}
+	stopCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.eng.Stop(stopCtx); err != nil {
+		return fmt.Errorf("server: stop engine: %w", err)
+	}
+	<-s.done
+	return nil
+}
+
+// gnetLogger routes gnet's own log lines to slog.
+type gnetLogger struct{ l *slog.Logger }
+
+func (g gnetLogger) Debugf(f string, a ...any) { g.l.Debug(fmt.Sprintf(f, a...), "src", "gnet") }
+func (g gnetLogger) Infof(f string, a ...any)  { g.l.Debug(fmt.Sprintf(f, a...), "src", "gnet") }
+func (g gnetLogger) Warnf(f string, a ...any)  { g.l.Warn(fmt.Sprintf(f, a...), "src", "gnet") }
+func (g gnetLogger) Errorf(f string, a ...any) { g.l.Error(fmt.Sprintf(f, a...), "src", "gnet") }
+func (g gnetLogger) Fatalf(f string, a ...any) { g.l.Error(fmt.Sprintf(f, a...), "src", "gnet") }
+
+// rateLimiter is a token bucket shared by all loops (accepted upgrades per
+// second). Safe for concurrent use; one short critical section per
+// upgrade, never on the delivery path.
+type rateLimiter struct {
+	mu     sync.Mutex
+	rate   float64 // tokens per second; 0 = unlimited
+	tokens float64
+	last   time.Time
+}
+
+func (r *rateLimiter) allow(now time.Time) bool {
+	if r.rate <= 0 {
+		return true
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.last.IsZero() {
+		r.tokens = r.rate
+	} else {
+		r.tokens = min(r.rate, r.tokens+now.Sub(r.last).Seconds()*r.rate)
+	}
+	r.last = now
+	if r.tokens < 1 {
+		return false
+	}
+	r.tokens--
+	return true
+}

@@ -1,0 +1,23 @@
+// Package wsproto is the gateway's wire protocol: WebSocket frame building
+// and parsing (RFC 6455) on top of github.com/gobwas/ws primitives, the JSON
+// messages the gateway sends (data, subscribed, unsubscribed, pong, error),
+// and the parser for the JSON commands clients send.
+//
+// Who calls it:
+//   - fanout's dispatch (the rueidis pub/sub callback goroutine) calls
+//     BuildData once per Redis message; the resulting *Frame is shared by
+//     every subscriber and never mutated.
+//   - server's event loops call Reader.Next on bytes peeked from gnet's
+//     inbound buffer, ParseCommand on complete text messages, and the Append*
+//     builders for per-connection replies.
+//
+// Nothing here blocks, does I/O or takes a lock. Frame is safe for
+// concurrent use (reference counted with atomics); Reader is owned by one
+// connection and is event-loop only.
+//
+// Buffer ownership: every Frame's bytes live in a bytebufferpool buffer. The
+// creator holds one reference; each holder that keeps the frame (a ring slot)
+// holds another; whoever drops the last reference (Release) returns the
+// buffer to the pool. A frame's bytes must not be read after the caller's
+// own reference is released.
+package wsproto

@@ -1,0 +1,188 @@
+package wsproto
+
+import (
+	"encoding/json"
+	"strconv"
+	"time"
+	"unicode/utf8"
+	"unsafe"
+
+	"github.com/gobwas/ws"
+)
+
+// ErrorCode is the machine-readable code of an error frame (docs/PROTOCOL.md).
+type ErrorCode string
+
+// The error codes a client can receive. The connection stays open after
+// every one of them.
+const (
+	CodeBadRequest          ErrorCode = "bad_request"
+	CodeUnknownAction       ErrorCode = "unknown_action"
+	CodeForbidden           ErrorCode = "forbidden"
+	CodeTooManyChannels     ErrorCode = "too_many_channels"
+	CodeTooManyWildcards    ErrorCode = "too_many_wildcards"
+	CodeRateLimited         ErrorCode = "rate_limited"
+	CodeUpstreamInterrupted ErrorCode = "upstream_interrupted"
+	CodeUnsupportedData     ErrorCode = "unsupported_data"
+)
+
+// timeLayout is RFC 3339 in UTC with milliseconds; the literal Z is right
+// because every timestamp is converted to UTC first.
+const timeLayout = "2006-01-02T15:04:05.000Z"
+
+// AppendTimestamp appends t as a JSON string in the protocol's format.
+func AppendTimestamp(dst []byte, t time.Time) []byte {
+	dst = append(dst, '"')
+	dst = t.UTC().AppendFormat(dst, timeLayout)
+	return append(dst, '"')
+}
+
+// BuildData encodes one data message as a complete text frame:
+//
+//	{"type":"data","seq":N,"channel":"…","pattern":"…","data":…,"timestamp":"…"}
+//
+// pattern is omitted when empty. payload is embedded as JSON when it is
+// valid UTF-8 and valid JSON, else as a JSON string with invalid UTF-8
+// replaced by U+FFFD, so the frame is always valid UTF-8 text (RFC 6455
+// §5.6). The caller owns the returned frame's one reference.
+//
+// Safe for concurrent use; called once per Redis message, never per
+// subscriber.
+func BuildData(seq uint64, channel, pattern, payload string, received time.Time) *Frame {
+	f := newFrame()
+	b := f.buf.B
+	b = append(b, `{"type":"data","seq":`...)
+	b = strconv.AppendUint(b, seq, 10)
+	b = append(b, `,"channel":`...)
+	b = AppendJSONString(b, channel)
+	if pattern != "" {
+		b = append(b, `,"pattern":`...)
+		b = AppendJSONString(b, pattern)
+	}
+	b = append(b, `,"data":`...)
+	if isJSON(payload) {
+		b = append(b, payload...)
+	} else {
+		b = AppendJSONString(b, payload)
+	}
+	b = append(b, `,"timestamp":`...)
+	b = AppendTimestamp(b, received)
+	b = append(b, '}')
+	f.buf.B = b
+	return f.seal(ws.OpText)
+}
+
+// isJSON reports whether s can be embedded verbatim as a JSON value.
+// encoding/json's Valid does not check UTF-8 inside strings, so both are
+// checked; the cheap UTF-8 pass runs first.
+func isJSON(s string) bool {
+	if len(s) == 0 || !utf8.ValidString(s) {
+		return false
+	}
+	return json.Valid(unsafe.Slice(unsafe.StringData(s), len(s)))
+}
+
+const hexDigits = "0123456789abcdef"
+
+// AppendJSONString appends s as a JSON string literal. Control characters,
+// quotes and backslashes are escaped; invalid UTF-8 becomes U+FFFD.
+func AppendJSONString(dst []byte, s string) []byte {
+	dst = append(dst, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' {
+				i++
+				continue
+			}
+			dst = append(dst, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				dst = append(dst, '\\', c)
+			case '\n':
+				dst = append(dst, '\\', 'n')
+			case '\r':
+				dst = append(dst, '\\', 'r')
+			case '\t':
+				dst = append(dst, '\\', 't')
+			default:
+				dst = append(dst, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, `\ufffd`...)
+			i++
+			start = i
+			continue
+		}
+		i += size
+	}
+	dst = append(dst, s[start:]...)
+	return append(dst, '"')
+}
+
+// appendChannels appends a JSON array of strings.
+func appendChannels(dst []byte, channels []string) []byte {
+	dst = append(dst, '[')
+	for i, c := range channels {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = AppendJSONString(dst, c)
+	}
+	return append(dst, ']')
+}
+
+// appendTail appends the optional requestId, the timestamp and the closing
+// brace shared by every reply. requestID is raw JSON (a string or number
+// already validated by ParseCommand) or nil.
+func appendTail(b []byte, requestID []byte, now time.Time) []byte {
+	if len(requestID) > 0 {
+		b = append(b, `,"requestId":`...)
+		b = append(b, requestID...)
+	}
+	b = append(b, `,"timestamp":`...)
+	b = AppendTimestamp(b, now)
+	return append(b, '}')
+}
+
+// NewAck builds a "subscribed" or "unsubscribed" reply frame. typ must be
+// one of those two words. The caller owns the returned reference.
+func NewAck(typ string, channels []string, requestID []byte, now time.Time) *Frame {
+	f := newFrame()
+	b := append(f.buf.B, `{"type":"`...)
+	b = append(b, typ...)
+	b = append(b, `","channels":`...)
+	b = appendChannels(b, channels)
+	f.buf.B = appendTail(b, requestID, now)
+	return f.seal(ws.OpText)
+}
+
+// NewPong builds the reply to a "ping" command.
+func NewPong(requestID []byte, now time.Time) *Frame {
+	f := newFrame()
+	b := append(f.buf.B, `{"type":"pong"`...)
+	f.buf.B = appendTail(b, requestID, now)
+	return f.seal(ws.OpText)
+}
+
+// NewError builds an error reply frame. channels may be nil.
+func NewError(code ErrorCode, message string, channels []string, requestID []byte, now time.Time) *Frame {
+	f := newFrame()
+	b := append(f.buf.B, `{"type":"error","code":"`...)
+	b = append(b, code...)
+	b = append(b, `","message":`...)
+	b = AppendJSONString(b, message)
+	if channels != nil {
+		b = append(b, `,"channels":`...)
+		b = appendChannels(b, channels)
+	}
+	f.buf.B = appendTail(b, requestID, now)
+	return f.seal(ws.OpText)
+}
