@@ -1,0 +1,680 @@
+package fanout
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/wsgw/gateway/fanout/redistest"
+)
+
+const waitTimeout = 5 * time.Second
+
+// msg is a decoded server frame (docs/PROTOCOL.md).
+type msg struct {
+	Type      string          `json:"type"`
+	Seq       uint64          `json:"seq"`
+	Channel   string          `json:"channel"`
+	Pattern   string          `json:"pattern"`
+	Data      json.RawMessage `json:"data"`
+	Channels  []string        `json:"channels"`
+	Code      string          `json:"code"`
+	Message   string          `json:"message"`
+	RequestID json.RawMessage `json:"requestId"`
+	Timestamp string          `json:"timestamp"`
+}
+
+// decodeFrame strips the unmasked WebSocket header of a single text frame
+// and decodes its JSON payload.
+func decodeFrame(tb testing.TB, b []byte) msg {
+	tb.Helper()
+	if len(b) < 2 {
+		tb.Fatalf("frame of %d bytes", len(b))
+	}
+	if b[0] != 0x81 {
+		tb.Fatalf("first header byte %#x, want 0x81 (FIN, text)", b[0])
+	}
+	if b[1]&0x80 != 0 {
+		tb.Fatal("server frame is masked")
+	}
+	hl, n := 2, int(b[1]&0x7f)
+	switch n {
+	case 126:
+		hl, n = 4, int(b[2])<<8|int(b[3])
+	case 127:
+		hl, n = 10, 0
+		for _, c := range b[2:10] {
+			n = n<<8 | int(c)
+		}
+	}
+	if len(b)-hl != n {
+		tb.Fatalf("header says %d payload bytes, frame has %d", n, len(b)-hl)
+	}
+	var m msg
+	if err := json.Unmarshal(b[hl:], &m); err != nil {
+		tb.Fatalf("frame payload %q: %v", b[hl:], err)
+	}
+	return m
+}
+
+// client is the test's stand-in for a connection: the frames its event
+// loop popped, in order.
+type client struct {
+	name   string
+	sub    *Subscriber
+	frames chan []byte
+	// stalled: the consumer never pops this client (a slow reader).
+	stalled atomic.Bool
+	// gone: Remove was called; consumer goroutine only.
+	gone bool
+}
+
+// next returns the next frame popped for c.
+func (c *client) next(tb testing.TB) msg {
+	tb.Helper()
+	select {
+	case b := <-c.frames:
+		return decodeFrame(tb, b)
+	case <-time.After(waitTimeout):
+		tb.Fatalf("%s: no frame within %v", c.name, waitTimeout)
+		return msg{}
+	}
+}
+
+// expectData reads the next frame and checks it is a data frame.
+func (c *client) expectData(tb testing.TB, channel, pattern, data string) msg {
+	tb.Helper()
+	m := c.next(tb)
+	if m.Type != "data" || m.Channel != channel || m.Pattern != pattern || string(m.Data) != data {
+		tb.Fatalf("%s: got %+v (data %s), want data on %q (pattern %q) with %s", c.name, m, m.Data, channel, pattern, data)
+	}
+	if _, err := time.Parse("2006-01-02T15:04:05.000Z", m.Timestamp); err != nil {
+		tb.Fatalf("%s: timestamp %q: %v", c.name, m.Timestamp, err)
+	}
+	return m
+}
+
+// expectAck reads the next frame and checks it is an ack of typ.
+func (c *client) expectAck(tb testing.TB, typ string, channels []string, reqID string) {
+	tb.Helper()
+	m := c.next(tb)
+	if m.Type != typ || !slices.Equal(m.Channels, channels) || string(m.RequestID) != reqID {
+		tb.Fatalf("%s: got %+v (requestId %s), want %s %q requestId %s", c.name, m, m.RequestID, typ, channels, reqID)
+	}
+}
+
+// expectNothingQueued checks that no frame is waiting for c right now.
+// Callers make sure whatever could be wrongly queued was delivered first
+// (a later frame on the same connection acts as a barrier).
+func (c *client) expectNothingQueued(tb testing.TB) {
+	tb.Helper()
+	select {
+	case b := <-c.frames:
+		tb.Fatalf("%s: unexpected frame %s", c.name, b)
+	default:
+	}
+}
+
+// loop stands in for one event loop: a single goroutine that owns the
+// consumer side of its shard.
+type loop struct {
+	sh       *Shard
+	wake     chan struct{}
+	do       chan func()
+	overflow atomic.Bool
+}
+
+func (l *loop) run(stop <-chan struct{}) {
+	for {
+		select {
+		case <-stop:
+			return
+		case fn := <-l.do:
+			fn()
+		case <-l.wake:
+			l.flush()
+		}
+	}
+}
+
+func (l *loop) flush() {
+	l.sh.BeginFlush()
+	n := 0
+	for s := l.sh.NextReady(); s != nil; s = l.sh.NextReady() {
+		c := s.Owner.(*client)
+		if c.gone || c.stalled.Load() {
+			continue
+		}
+		for f := s.Pop(); f != nil; f = s.Pop() {
+			select {
+			case c.frames <- bytes.Clone(f.Bytes()):
+			default:
+				l.overflow.Store(true)
+			}
+			f.Release()
+			n++
+		}
+	}
+	l.sh.AddDelivered(n)
+}
+
+// onLoop runs fn on l's goroutine and waits for it.
+func (l *loop) onLoop(tb testing.TB, fn func()) {
+	tb.Helper()
+	done := make(chan struct{})
+	select {
+	case l.do <- func() { fn(); close(done) }:
+	case <-time.After(waitTimeout):
+		tb.Fatal("event loop stuck")
+	}
+	select {
+	case <-done:
+	case <-time.After(waitTimeout):
+		tb.Fatal("event loop stuck")
+	}
+}
+
+// logRecorder is a slog.Handler that keeps the messages logged.
+type logRecorder struct {
+	mu   sync.Mutex
+	msgs []string
+}
+
+func (r *logRecorder) Enabled(context.Context, slog.Level) bool { return true }
+func (r *logRecorder) WithAttrs([]slog.Attr) slog.Handler       { return r }
+func (r *logRecorder) WithGroup(string) slog.Handler            { return r }
+func (r *logRecorder) Handle(_ context.Context, rec slog.Record) error {
+	r.mu.Lock()
+	r.msgs = append(r.msgs, rec.Message)
+	r.mu.Unlock()
+	return nil
+}
+
+func (r *logRecorder) count(msg string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, m := range r.msgs {
+		if m == msg {
+			n++
+		}
+	}
+	return n
+}
+
+type harness struct {
+	h     *Hub
+	loops []*loop
+	logs  *logRecorder
+}
+
+func testConfig(addr string) Config {
+	return Config{
+		RedisAddr: addr,
+		Shards:    2,
+		SendQueue: 64,
+		Linger:    50 * time.Millisecond,
+		RetryMin:  20 * time.Millisecond,
+		RetryMax:  200 * time.Millisecond,
+	}
+}
+
+// startHub builds and starts a hub with one consumer goroutine per shard,
+// stopped (with the hub) by a cleanup.
+func startHub(tb testing.TB, cfg Config) *harness {
+	tb.Helper()
+	logs := &logRecorder{}
+	cfg.Logger = slog.New(logs)
+	h, err := New(cfg)
+	if err != nil {
+		tb.Fatalf("New: %v", err)
+	}
+	hs := &harness{h: h, logs: logs}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := range cfg.Shards {
+		l := &loop{sh: h.Shard(i), wake: make(chan struct{}, 1), do: make(chan func())}
+		l.sh.SetWaker(func() {
+			select {
+			case l.wake <- struct{}{}:
+			default:
+			}
+		})
+		hs.loops = append(hs.loops, l)
+		wg.Add(1)
+		go func() { defer wg.Done(); l.run(stop) }()
+	}
+	h.Start()
+	tb.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := h.Close(ctx); err != nil {
+			tb.Errorf("Close: %v", err)
+		}
+		close(stop)
+		wg.Wait()
+		for i, l := range hs.loops {
+			if l.overflow.Load() {
+				tb.Errorf("loop %d: a client's frame buffer overflowed", i)
+			}
+		}
+	})
+	return hs
+}
+
+func (hs *harness) newClient(tb testing.TB, name string, shard int) *client {
+	tb.Helper()
+	c := &client{name: name, frames: make(chan []byte, 1<<14)}
+	c.sub = hs.h.NewSubscriber(shard, c)
+	if c.sub.Shard().Index() != shard {
+		tb.Fatalf("subscriber in shard %d, want %d", c.sub.Shard().Index(), shard)
+	}
+	return c
+}
+
+// subscribe subscribes c to channels and checks the ack.
+func (hs *harness) subscribe(tb testing.TB, c *client, channels []string, reqID string) {
+	tb.Helper()
+	hs.h.Subscribe(c.sub, channels, channels, []byte(reqID))
+	c.expectAck(tb, "subscribed", channels, reqID)
+}
+
+// remove closes c the way the server does: from its event loop, which
+// stops popping it first.
+func (hs *harness) remove(tb testing.TB, c *client) {
+	tb.Helper()
+	hs.loops[c.sub.Shard().Index()].onLoop(tb, func() {
+		c.gone = true
+		hs.h.Remove(c.sub)
+	})
+}
+
+func numsub(tb testing.TB, s *redistest.Server, channel string) int {
+	tb.Helper()
+	reply := s.Do(tb, "PUBSUB", "NUMSUB", channel)
+	f := strings.Fields(reply)
+	if len(f) != 2 || f[0] != channel {
+		tb.Fatalf("PUBSUB NUMSUB %s = %q", channel, reply)
+	}
+	n, err := strconv.Atoi(f[1])
+	if err != nil {
+		tb.Fatalf("PUBSUB NUMSUB %s = %q", channel, reply)
+	}
+	return n
+}
+
+func numpat(tb testing.TB, s *redistest.Server) int {
+	tb.Helper()
+	n, err := strconv.Atoi(s.Do(tb, "PUBSUB", "NUMPAT"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return n
+}
+
+func waitHealthy(tb testing.TB, h *Hub, want bool) {
+	tb.Helper()
+	redistest.WaitFor(tb, waitTimeout, fmt.Sprintf("Healthy() == %v", want), func() bool { return h.Healthy() == want })
+}
+
+// publishWhenSubscribed waits until Redis has a subscriber for channel
+// (the hub subscribes upstream asynchronously) and publishes.
+func publishWhenSubscribed(tb testing.TB, s *redistest.Server, channel, message string) {
+	tb.Helper()
+	redistest.WaitFor(tb, waitTimeout, "an upstream subscriber of "+channel, func() bool { return numsub(tb, s, channel) > 0 })
+	if n := s.Publish(tb, channel, message); n != 1 {
+		tb.Fatalf("PUBLISH %s reached %d clients, want 1 (the hub)", channel, n)
+	}
+}
+
+func TestHub(t *testing.T) {
+	srv := redistest.Start(t)
+	hs := startHub(t, testConfig(srv.Addr()))
+	h := hs.h
+	waitHealthy(t, h, true)
+	if st := h.Stats(); !st.RedisUp || st.Streams != 0 || st.MessagesReceived != 0 || st.Reconnects != 0 {
+		t.Fatalf("fresh Stats() = %+v", st)
+	}
+
+	a := hs.newClient(t, "a", 0)
+	b := hs.newClient(t, "b", 1)
+	p := hs.newClient(t, "p", 1)
+
+	t.Run("subscribe and deliver", func(t *testing.T) {
+		hs.subscribe(t, a, []string{"news", "sport"}, `"r1"`)
+		hs.subscribe(t, b, []string{"news"}, `7`)
+		publishWhenSubscribed(t, srv, "news", `{"n":1}`)
+		redistest.WaitFor(t, waitTimeout, "sport upstream", func() bool { return numsub(t, srv, "sport") == 1 })
+		if n := numsub(t, srv, "news"); n != 1 {
+			t.Fatalf("NUMSUB news = %d, want 1: one upstream subscription however many clients", n)
+		}
+		srv.Publish(t, "news", `{"n":2}`)
+		srv.Publish(t, "news", `not json`)
+		srv.Publish(t, "sport", `"goal"`)
+		for _, c := range []*client{a, b} {
+			for i, data := range []string{`{"n":1}`, `{"n":2}`, `"not json"`} {
+				if m := c.expectData(t, "news", "", data); m.Seq != uint64(i+1) {
+					t.Fatalf("%s: seq %d, want %d", c.name, m.Seq, i+1)
+				}
+			}
+		}
+		if m := a.expectData(t, "sport", "", `"goal"`); m.Seq != 1 {
+			t.Fatalf("sport seq %d, want 1 (seq is per stream)", m.Seq)
+		}
+		b.expectNothingQueued(t)
+	})
+
+	t.Run("pattern", func(t *testing.T) {
+		hs.subscribe(t, p, []string{"news.*"}, "")
+		redistest.WaitFor(t, waitTimeout, "a pattern subscription", func() bool { return numpat(t, srv) == 1 })
+		srv.Publish(t, "news.eu", `1`)
+		srv.Publish(t, "news.us", `2`)
+		if m := p.expectData(t, "news.eu", "news.*", "1"); m.Seq != 1 {
+			t.Fatalf("pattern seq %d, want 1", m.Seq)
+		}
+		if m := p.expectData(t, "news.us", "news.*", "2"); m.Seq != 2 {
+			t.Fatalf("pattern seq %d, want 2 (seq is per pattern stream)", m.Seq)
+		}
+	})
+
+	t.Run("unsubscribe", func(t *testing.T) {
+		h.Unsubscribe(a.sub, []string{"sport"}, []string{"sport"}, []byte(`"u"`))
+		a.expectAck(t, "unsubscribed", []string{"sport"}, `"u"`)
+		srv.Publish(t, "sport", `"late"`)
+		// Barrier: news comes after sport on the same Redis link and
+		// the same queue, so a sport frame would arrive first.
+		srv.Publish(t, "news", `4`)
+		a.expectData(t, "news", "", "4")
+		b.expectData(t, "news", "", "4")
+		a.expectNothingQueued(t)
+		redistest.WaitFor(t, time.Second, "sport to be unsubscribed upstream after the linger", func() bool {
+			return numsub(t, srv, "sport") == 0
+		})
+	})
+
+	t.Run("stats", func(t *testing.T) {
+		st := h.Stats()
+		// news + news.* (sport expired).
+		if st.Streams != 2 {
+			t.Errorf("Streams = %d, want 2", st.Streams)
+		}
+		// news ×4, sport ×2, news.eu, news.us (the hub also receives
+		// news.eu/news.us only through the pattern).
+		if st.MessagesReceived != 8 {
+			t.Errorf("MessagesReceived = %d, want 8", st.MessagesReceived)
+		}
+		if st.Dropped != 0 || !st.RedisUp || st.Reconnects != 0 {
+			t.Errorf("Stats() = %+v", st)
+		}
+		// Acks count as delivered too: a 1 ack + 1 unsub ack + 5 data,
+		// b 1 ack + 4 data, p 1 ack + 2 data. The loop counts after
+		// its flush, so the count may trail the frames a moment.
+		redistest.WaitFor(t, waitTimeout, "Delivered == 15", func() bool { return h.Stats().Delivered == 15 })
+	})
+
+	const lastPat = 2
+	t.Run("remove", func(t *testing.T) {
+		hs.remove(t, b)
+		srv.Publish(t, "news", `5`)
+		a.expectData(t, "news", "", "5")
+		hs.remove(t, a)
+		redistest.WaitFor(t, time.Second, "news to be unsubscribed upstream after its last subscriber left", func() bool {
+			return numsub(t, srv, "news") == 0
+		})
+		redistest.WaitFor(t, time.Second, "Streams == 1", func() bool { return h.Stats().Streams == 1 })
+		if numpat(t, srv) != 1 {
+			t.Fatal("the pattern was dropped with news")
+		}
+		b.expectNothingQueued(t)
+		a.expectNothingQueued(t)
+	})
+
+	t.Run("redis down", func(t *testing.T) {
+		c := hs.newClient(t, "c", 0)
+		hs.subscribe(t, c, []string{"alerts", "news"}, "")
+		publishWhenSubscribed(t, srv, "alerts", "1")
+		c.expectData(t, "alerts", "", "1")
+		srv.Publish(t, "news", `6`)
+		srv.Publish(t, "news", `7`)
+		// news had expired: a new stream, seq from 1.
+		c.expectData(t, "news", "", "6")
+		lastNews := c.expectData(t, "news", "", "7").Seq
+		if lastNews != 2 {
+			t.Fatalf("news seq %d, want 2 (a fresh stream)", lastNews)
+		}
+
+		srv.Kill(t)
+		waitHealthy(t, h, false)
+		for _, tc := range []struct {
+			c        *client
+			channels []string
+		}{
+			{c, []string{"alerts", "news"}},
+			{p, []string{"news.*"}},
+		} {
+			m := tc.c.next(t)
+			got := slices.Sorted(slices.Values(m.Channels))
+			if m.Type != "error" || m.Code != "upstream_interrupted" || !slices.Equal(got, tc.channels) {
+				t.Fatalf("%s: got %+v, want an upstream_interrupted error naming %q", tc.c.name, m, tc.channels)
+			}
+		}
+		if st := h.Stats(); st.RedisUp || st.Reconnects != 1 {
+			t.Fatalf("after the kill, Stats() = %+v", st)
+		}
+
+		srv.Restart(t)
+		waitHealthy(t, h, true)
+		publishWhenSubscribed(t, srv, "news", `8`)
+		redistest.WaitFor(t, waitTimeout, "the pattern to be resubscribed", func() bool { return numpat(t, srv) == 1 })
+		srv.Publish(t, "news.eu", `3`)
+		if m := c.expectData(t, "news", "", "8"); m.Seq < lastNews+2 {
+			t.Fatalf("first news seq after the outage %d, want >= %d (a gap)", m.Seq, lastNews+2)
+		}
+		if m := p.expectData(t, "news.eu", "news.*", "3"); m.Seq < lastPat+2 {
+			t.Fatalf("first pattern seq after the outage %d, want >= %d (a gap)", m.Seq, lastPat+2)
+		}
+		if n := numsub(t, srv, "alerts"); n != 1 {
+			t.Fatalf("alerts not resubscribed: NUMSUB %d", n)
+		}
+		if st := h.Stats(); !st.RedisUp || st.Reconnects != 1 || st.Streams != 3 {
+			t.Fatalf("after the restart, Stats() = %+v", st)
+		}
+	})
+}
+
+// TestHubStartsWithoutRedis: the gateway starts while Redis is down,
+// reports unhealthy, retries, and delivers once Redis appears.
+func TestHubStartsWithoutRedis(t *testing.T) {
+	// The port of a server that is not running: Start picks it, Kill
+	// frees it, Restart brings Redis back on the same port.
+	srv := redistest.Start(t)
+	srv.Kill(t)
+
+	hs := startHub(t, testConfig(srv.Addr()))
+	redistest.WaitFor(t, waitTimeout, "two failed connection attempts", func() bool {
+		return hs.logs.count("redis connect failed") >= 2
+	})
+	if hs.h.Healthy() || hs.h.Stats().RedisUp {
+		t.Fatal("Healthy() with nothing listening")
+	}
+	// Subscribing while down is acknowledged; the stream is subscribed
+	// upstream once Redis is there.
+	c := hs.newClient(t, "c", 1)
+	hs.subscribe(t, c, []string{"ch"}, "1")
+
+	srv.Restart(t)
+	waitHealthy(t, hs.h, true)
+	publishWhenSubscribed(t, srv, "ch", `"hello"`)
+	if m := c.expectData(t, "ch", "", `"hello"`); m.Seq != 1 {
+		t.Fatalf("seq %d, want 1", m.Seq)
+	}
+	if hs.logs.count("redis link up") != 1 || hs.logs.count("redis link restored") != 0 {
+		t.Fatalf("logs: %q", hs.logs.msgs)
+	}
+}
+
+// TestHubDrops: a client that never reads gets its queue filled and then
+// loses frames, counted per connection and in Stats; a client of the same
+// stream that reads sees every seq.
+func TestHubDrops(t *testing.T) {
+	const n = 300
+	srv := redistest.Start(t)
+	cfg := testConfig(srv.Addr())
+	hs := startHub(t, cfg)
+	waitHealthy(t, hs.h, true)
+
+	slow := hs.newClient(t, "slow", 0)
+	fast := hs.newClient(t, "fast", 0)
+	other := hs.newClient(t, "other shard", 1)
+	slow.stalled.Store(true)
+	hs.h.Subscribe(slow.sub, []string{"firehose"}, []string{"firehose"}, nil)
+	for _, c := range []*client{fast, other} {
+		hs.subscribe(t, c, []string{"firehose"}, "")
+	}
+	redistest.WaitFor(t, waitTimeout, "firehose upstream", func() bool { return numsub(t, srv, "firehose") == 1 })
+
+	// Batches of messages, each in one round trip. The reading clients
+	// take each batch before the next is sent, so fewer than SendQueue
+	// frames are ever owed to them, however slow their loop is (under
+	// -race); the stalled client's queue fills up all the same.
+	const script = `for i = tonumber(ARGV[1]), tonumber(ARGV[2]) do redis.call('PUBLISH', KEYS[1], i) end`
+	const batch = 50
+	for first := 1; first <= n; first += batch {
+		last := min(first+batch-1, n)
+		srv.Do(t, "EVAL", script, "1", "firehose", strconv.Itoa(first), strconv.Itoa(last))
+		for _, c := range []*client{fast, other} {
+			for i := first; i <= last; i++ {
+				if m := c.expectData(t, "firehose", "", strconv.Itoa(i)); m.Seq != uint64(i) {
+					t.Fatalf("%s: seq %d, want %d (dropped %d)", c.name, m.Seq, i, c.sub.Dropped())
+				}
+			}
+		}
+	}
+
+	// The slow client's queue went 4, 8, ... 64 slots, all still owed:
+	// 124 frames, the ack first. The rest was dropped.
+	queued := sum(ringSizes(cfg.SendQueue))
+	wantDropped := uint64(n + 1 - queued)
+	redistest.WaitFor(t, waitTimeout, "drops to be counted", func() bool { return slow.sub.Dropped() == wantDropped })
+	if queued >= 2*cfg.SendQueue {
+		t.Fatalf("bad test: %d queued", queued)
+	}
+	if d := fast.sub.Dropped() + other.sub.Dropped(); d != 0 {
+		t.Fatalf("reading clients dropped %d frames", d)
+	}
+	st := hs.h.Stats()
+	if st.Dropped != wantDropped || st.MessagesReceived != n {
+		t.Fatalf("Stats() = %+v, want Dropped %d, MessagesReceived %d", st, wantDropped, n)
+	}
+
+	// The slow client reads at last: the ack, then the oldest frames in
+	// order, nothing beyond the bound. Its loop skipped it while it was
+	// stalled (popped from the ready queue, frames left in place), so it
+	// puts it back with Requeue, as the server does after a partial
+	// write, which schedules a flush.
+	hs.loops[0].onLoop(t, func() {
+		slow.stalled.Store(false)
+		hs.loops[0].sh.Requeue(slow.sub)
+	})
+	slow.expectAck(t, "subscribed", []string{"firehose"}, "")
+	for i := 1; i < queued; i++ {
+		if m := slow.expectData(t, "firehose", "", strconv.Itoa(i)); m.Seq != uint64(i) {
+			t.Fatalf("slow: seq %d, want %d", m.Seq, i)
+		}
+	}
+	slow.expectNothingQueued(t)
+
+	// Room again: the next message reaches it, with the gap visible.
+	srv.Publish(t, "firehose", "next")
+	if m := slow.expectData(t, "firehose", "", `"next"`); m.Seq != n+1 {
+		t.Fatalf("slow: seq %d, want %d", m.Seq, n+1)
+	}
+	if got := slow.sub.Dropped(); got != wantDropped {
+		t.Fatalf("Dropped() = %d after reading, want %d", got, wantDropped)
+	}
+}
+
+// TestHubConfig covers New's validation.
+func TestHubConfig(t *testing.T) {
+	ok := testConfig("127.0.0.1:1")
+	for _, tc := range []struct {
+		name   string
+		mutate func(*Config)
+		valid  bool
+	}{
+		{"valid", func(*Config) {}, true},
+		{"no address", func(c *Config) { c.RedisAddr = "" }, false},
+		{"no shard", func(c *Config) { c.Shards = 0 }, false},
+		{"no queue", func(c *Config) { c.SendQueue = 0 }, false},
+		{"negative linger", func(c *Config) { c.Linger = -1 }, false},
+		{"linger over a second", func(c *Config) { c.Linger = 2 * time.Second }, false},
+		{"defaults", func(c *Config) { c.RetryMin, c.RetryMax, c.Handoff = 0, 0, 0 }, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := ok
+			tc.mutate(&cfg)
+			h, err := New(cfg)
+			if tc.valid != (err == nil) {
+				t.Fatalf("New: err = %v, want valid %v", err, tc.valid)
+			}
+			if err != nil {
+				if !strings.Contains(err.Error(), "invalid configuration") {
+					t.Fatalf("error %v does not wrap ErrConfig", err)
+				}
+				return
+			}
+			if h.cfg.Handoff < 1 || h.cfg.RetryMin <= 0 || h.cfg.RetryMax < h.cfg.RetryMin || h.log == nil {
+				t.Fatalf("defaults not applied: %+v", h.cfg)
+			}
+		})
+	}
+}
+
+// TestHubRecoversFromFailedSubscribe: an upstream SUBSCRIBE that fails
+// (here NOPERM from an ACL channel rule) takes the link down from the
+// control goroutine's request path rather than from the link's own
+// error channel. The hub must still reconnect and resubscribe once the
+// offending stream is gone.
+func TestHubRecoversFromFailedSubscribe(t *testing.T) {
+	srv := redistest.Start(t)
+	if r := srv.Do(t, "ACL", "SETUSER", "gw", "on", ">pw", "~*", "resetchannels", "&ok:*", "+@all"); r != "OK" {
+		t.Fatalf("ACL SETUSER = %q", r)
+	}
+	cfg := testConfig(srv.Addr())
+	cfg.RedisUsername, cfg.RedisPassword = "gw", "pw"
+	hs := startHub(t, cfg)
+	waitHealthy(t, hs.h, true)
+
+	c := hs.newClient(t, "c", 0)
+	hs.subscribe(t, c, []string{"ok:1"}, "")
+	publishWhenSubscribed(t, srv, "ok:1", "1")
+	c.expectData(t, "ok:1", "", "1")
+
+	// Forbidden upstream: the link goes down and c hears about it.
+	hs.h.Subscribe(c.sub, []string{"forbidden"}, []string{"forbidden"}, nil)
+	if m := c.next(t); m.Type != "error" || m.Code != "upstream_interrupted" || !slices.Equal(m.Channels, []string{"ok:1"}) {
+		t.Fatalf("got %+v, want upstream_interrupted for ok:1", m)
+	}
+	c.expectAck(t, "subscribed", []string{"forbidden"}, "")
+	if hs.h.Healthy() {
+		t.Fatal("Healthy() after a failed upstream subscribe")
+	}
+
+	// Once the forbidden stream has expired, reconnecting succeeds.
+	hs.h.Unsubscribe(c.sub, []string{"forbidden"}, []string{"forbidden"}, nil)
+	c.expectAck(t, "unsubscribed", []string{"forbidden"}, "")
+	waitHealthy(t, hs.h, true)
+	publishWhenSubscribed(t, srv, "ok:1", "2")
+	if m := c.expectData(t, "ok:1", "", "2"); m.Seq < 3 {
+		t.Fatalf("seq %d after the outage, want >= 3", m.Seq)
+	}
+}
