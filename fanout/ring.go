@@ -11,6 +11,12 @@ import (
 // socket costs no ring at all (issue 2: at most 1 KiB per idle socket).
 const initialRing = 4
 
+// calmPushes is how many consecutive pushes must find a grown ring empty
+// (the consumer keeping up) before the producer goes back to a small
+// ring. Bursty traffic keeps the ring it grew; a burst that is over gives
+// its memory back.
+const calmPushes = 256
+
 // ring is one fixed-size circular array of frame slots. A nil slot is
 // free; the producer fills slots in order and the consumer empties them in
 // order, so the slot's own nil-ness is the full/empty test and no shared
@@ -32,7 +38,8 @@ func newRing(n int) *ring {
 // bounded by max slots in its newest ring. When the producer finds its
 // ring full it links a ring twice the size and moves on; the consumer
 // finishes the old ring first, so order is kept. Rings never shrink:
-// a socket that once needed a deep queue keeps it (at 8 bytes a slot).
+// A grown ring is swapped back for a small one once calmPushes pushes in
+// a row found it empty, so a stall that is over gives its memory back.
 //
 // While a ring grows, the older rings' frames are still owed, so the
 // number of queued frames stays below 2*max when max is a power of two
@@ -41,6 +48,7 @@ type queue struct {
 	// producer side: the shard goroutine only.
 	wring *ring
 	w     int // next slot to fill in wring
+	calm  int // consecutive pushes that found wring empty
 
 	// first is published once by the producer; the consumer starts there.
 	first atomic.Pointer[ring]
@@ -61,20 +69,51 @@ func (q *queue) push(f *wsproto.Frame, max int) bool {
 		q.first.Store(rg)
 	}
 	slot := &rg.slots[q.w]
-	if slot.Load() != nil {
+	switch {
+	case slot.Load() != nil:
+		q.calm = 0
 		if len(rg.slots) >= max {
 			return false
 		}
-		nr := newRing(min(2*len(rg.slots), max))
-		rg.next.Store(nr)
-		q.wring, q.w, rg = nr, 0, nr
-		slot = &nr.slots[0]
+		rg = q.link(min(2*len(rg.slots), max))
+		slot = &rg.slots[0]
+	case len(rg.slots) > initialRing && q.empty(rg):
+		// The consumer has taken everything written here: after
+		// enough such pushes, shrink. Order is kept because the
+		// consumer only moves to the new ring after this one.
+		if q.calm++; q.calm >= calmPushes {
+			q.calm = 0
+			rg = q.link(initialRing)
+			slot = &rg.slots[0]
+		}
+	default:
+		q.calm = 0
 	}
 	slot.Store(f)
 	if q.w++; q.w == len(rg.slots) {
 		q.w = 0
 	}
 	return true
+}
+
+// link makes a ring of n slots the producer's current ring. Producer only.
+func (q *queue) link(n int) *ring {
+	nr := newRing(n)
+	q.wring.next.Store(nr)
+	q.wring, q.w = nr, 0
+	return nr
+}
+
+// empty reports whether the consumer has taken the last frame written to
+// rg: it empties slots in order, so that slot being free means every
+// slot is. Producer only; rg must be the producer's ring with slot w
+// free.
+func (q *queue) empty(rg *ring) bool {
+	prev := q.w - 1
+	if prev < 0 {
+		prev = len(rg.slots) - 1
+	}
+	return rg.slots[prev].Load() == nil
 }
 
 // pop removes the oldest frame, or returns nil when there is none now.

@@ -354,3 +354,50 @@ func TestQueueAllocs(t *testing.T) {
 		t.Fatalf("push/pop of 32 frames allocates %.1f times, want 0", allocs)
 	}
 }
+
+// TestQueueShrinksWhenCalm: a ring grown by a stall goes back to the
+// initial size once the consumer has kept up for calmPushes pushes, and
+// a queue that keeps lagging keeps its grown ring.
+func TestQueueShrinksWhenCalm(t *testing.T) {
+	frames, _ := testFrames(t, 2)
+	tests := []struct {
+		name    string
+		lagging bool
+		want    int
+	}{
+		{"calm consumer shrinks", false, initialRing},
+		{"lagging consumer keeps ring", true, 64},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var q queue
+			for i := 0; i < 64; i++ { // stall: grow to 64
+				if !q.push(frames[0], 64) {
+					t.Fatalf("push %d refused", i)
+				}
+			}
+			if q.capacity() != 64 {
+				t.Fatalf("capacity after stall = %d, want 64", q.capacity())
+			}
+			for q.pop() != nil {
+			}
+			for i := 0; i < 2*calmPushes; i++ {
+				if !q.push(frames[1], 64) {
+					t.Fatalf("calm push %d refused", i)
+				}
+				if !tt.lagging {
+					if q.pop() != frames[1] {
+						t.Fatalf("pop %d: wrong frame", i)
+					}
+				} else if i%32 == 31 {
+					for j := 0; j < 31; j++ {
+						q.pop()
+					}
+				}
+			}
+			if got := q.capacity(); got != tt.want {
+				t.Fatalf("capacity = %d, want %d", got, tt.want)
+			}
+		})
+	}
+}
