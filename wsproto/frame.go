@@ -34,6 +34,9 @@ type Frame struct {
 	buf  *bytebufferpool.ByteBuffer
 	off  int // start of the frame within buf.B (after the unused part of headerRoom)
 	refs atomic.Int32
+	// recv is when the Redis message was received (unix nanos), for the
+	// delivery latency metric; 0 for frames that carry no Redis message.
+	recv int64
 }
 
 // newFrame starts a frame whose payload will be appended to the returned
@@ -46,6 +49,7 @@ func newFrame() *Frame {
 	}
 	f.buf.B = f.buf.B[:headerRoom]
 	f.off = 0
+	f.recv = 0
 	f.refs.Store(1)
 	return f
 }
@@ -88,6 +92,11 @@ func (f *Frame) Bytes() []byte { return f.buf.B[f.off:] }
 
 // Len is the frame's size on the wire.
 func (f *Frame) Len() int { return len(f.buf.B) - f.off }
+
+// Received is when the Redis message in a data frame was received, in
+// unix nanoseconds (BuildData's received argument); 0 for every other
+// frame. Valid while the caller holds a reference.
+func (f *Frame) Received() int64 { return f.recv }
 
 // Retain adds n references. Safe for concurrent use; the caller must
 // already hold a reference.

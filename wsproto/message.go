@@ -69,6 +69,7 @@ func BuildData(seq uint64, channel, pattern, payload string, received time.Time)
 	b = AppendTimestamp(b, received)
 	b = append(b, '}')
 	f.buf.B = b
+	f.recv = received.UnixNano()
 	return f.seal(ws.OpText)
 }
 
@@ -76,10 +77,27 @@ func BuildData(seq uint64, channel, pattern, payload string, received time.Time)
 // encoding/json's Valid does not check UTF-8 inside strings, so both are
 // checked; the cheap UTF-8 pass runs first.
 func isJSON(s string) bool {
-	if len(s) == 0 || !utf8.ValidString(s) {
+	if len(s) == 0 || !jsonStart(s) || !utf8.ValidString(s) {
 		return false
 	}
 	return json.Valid(unsafe.Slice(unsafe.StringData(s), len(s)))
+}
+
+// jsonStart reports whether the first non-space byte of s can begin a
+// JSON value. Plain-text payloads are rejected here without json.Valid,
+// which allocates a *SyntaxError for every invalid input.
+func jsonStart(s string) bool {
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; c {
+		case ' ', '\t', '\n', '\r':
+			continue
+		case '{', '[', '"', '-', 't', 'f', 'n', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9':
+			return true
+		default:
+			return false
+		}
+	}
+	return false
 }
 
 const hexDigits = "0123456789abcdef"

@@ -1,0 +1,290 @@
+package wsproto
+
+import (
+	"encoding/json"
+	"errors"
+	"slices"
+	"strings"
+	"testing"
+)
+
+func TestParseCommand(t *testing.T) {
+	name256 := strings.Repeat("n", 256)
+	name257 := strings.Repeat("n", 257)
+	id128 := strings.Repeat("i", 128)
+	id129 := strings.Repeat("i", 129)
+	const badName = "invalid channel name: names are 1 to 256 bytes with no whitespace or control characters"
+
+	tests := []struct {
+		name string
+		in   string
+		// success
+		want Command
+		// failure
+		wantErr      ErrorCode
+		wantMsg      string   // substring of the message, when set
+		wantErrChans []string // offending channels
+		wantErrReqID string   // requestId echoed in the error
+	}{
+		// Valid commands.
+		{name: "subscribe", in: `{"action":"subscribe","channels":["a","b.c"]}`,
+			want: Command{Action: ActionSubscribe, Channels: []string{"a", "b.c"}}},
+		{name: "unsubscribe", in: `{"action":"unsubscribe","channels":["a"]}`,
+			want: Command{Action: ActionUnsubscribe, Channels: []string{"a"}}},
+		{name: "ping", in: `{"action":"ping"}`, want: Command{Action: ActionPing}},
+		{name: "ping ignores channels", in: `{"action":"ping","channels":42}`, want: Command{Action: ActionPing}},
+		{name: "surrounding whitespace", in: " \n\t{\"action\":\"ping\"}\r\n ", want: Command{Action: ActionPing}},
+		{name: "unknown fields ignored", in: `{"action":"ping","extra":{"x":[1]}}`, want: Command{Action: ActionPing}},
+		{name: "pattern and unicode", in: `{"action":"subscribe","channels":["orders.*","日本","é"]}`,
+			want: Command{Action: ActionSubscribe, Channels: []string{"orders.*", "日本", "é"}}},
+		{name: "escaped name", in: `{"action":"subscribe","channels":["\u0061b"]}`,
+			want: Command{Action: ActionSubscribe, Channels: []string{"ab"}}},
+		{name: "duplicates deduplicated", in: `{"action":"subscribe","channels":["a","b","a","c","b","a"]}`,
+			want: Command{Action: ActionSubscribe, Channels: []string{"a", "b", "c"}}},
+		{name: "256-byte name", in: `{"action":"subscribe","channels":["` + name256 + `"]}`,
+			want: Command{Action: ActionSubscribe, Channels: []string{name256}}},
+
+		// requestId.
+		{name: "requestId string", in: `{"action":"ping","requestId":"r-1"}`,
+			want: Command{Action: ActionPing, RequestID: []byte(`"r-1"`)}},
+		{name: "requestId string re-encoded", in: `{"action":"ping","requestId":"\u0041\/b"}`,
+			want: Command{Action: ActionPing, RequestID: []byte(`"A/b"`)}},
+		{name: "requestId number", in: `{"action":"ping","requestId":42}`,
+			want: Command{Action: ActionPing, RequestID: []byte(`42`)}},
+		{name: "requestId negative float", in: `{"action":"ping","requestId":-1.5e3}`,
+			want: Command{Action: ActionPing, RequestID: []byte(`-1.5e3`)}},
+		{name: "requestId null", in: `{"action":"ping","requestId":null}`, want: Command{Action: ActionPing}},
+		{name: "requestId absent", in: `{"action":"ping"}`, want: Command{Action: ActionPing}},
+		{name: "requestId exactly 128", in: `{"action":"ping","requestId":"` + id128 + `"}`,
+			want: Command{Action: ActionPing, RequestID: []byte(`"` + id128 + `"`)}},
+		{name: "requestId 129", in: `{"action":"ping","requestId":"` + id129 + `"}`,
+			wantErr: CodeBadRequest, wantMsg: "longer than 128"},
+		{name: "requestId number too long", in: `{"action":"ping","requestId":` + strings.Repeat("1", 129) + `}`,
+			wantErr: CodeBadRequest},
+		{name: "requestId object", in: `{"action":"ping","requestId":{"a":1}}`, wantErr: CodeBadRequest, wantMsg: "requestId"},
+		{name: "requestId array", in: `{"action":"ping","requestId":["a"]}`, wantErr: CodeBadRequest, wantMsg: "requestId"},
+		{name: "requestId bool", in: `{"action":"ping","requestId":true}`, wantErr: CodeBadRequest, wantMsg: "requestId"},
+
+		// Not a command object.
+		{name: "empty", in: ``, wantErr: CodeBadRequest},
+		{name: "whitespace", in: " \n ", wantErr: CodeBadRequest},
+		{name: "not JSON", in: `subscribe a`, wantErr: CodeBadRequest},
+		{name: "truncated object", in: `{"action":"ping"`, wantErr: CodeBadRequest},
+		{name: "trailing garbage", in: `{"action":"ping"} x`, wantErr: CodeBadRequest},
+		{name: "JSON array", in: `[{"action":"ping"}]`, wantErr: CodeBadRequest},
+		{name: "JSON string", in: `"ping"`, wantErr: CodeBadRequest},
+		{name: "JSON null", in: `null`, wantErr: CodeBadRequest},
+
+		// action.
+		{name: "action missing", in: `{"channels":["a"],"requestId":"m"}`, wantErr: CodeBadRequest, wantMsg: "action", wantErrReqID: `"m"`},
+		{name: "action number", in: `{"action":1,"requestId":2}`, wantErr: CodeBadRequest, wantMsg: "action", wantErrReqID: `2`},
+		{name: "action unknown", in: `{"action":"publish","channels":["a"],"requestId":"u"}`, wantErr: CodeUnknownAction, wantErrReqID: `"u"`},
+		{name: "action wrong case", in: `{"action":"Subscribe","channels":["a"]}`, wantErr: CodeUnknownAction},
+
+		// channels.
+		{name: "channels missing", in: `{"action":"subscribe","requestId":"c"}`, wantErr: CodeBadRequest, wantMsg: "channels", wantErrReqID: `"c"`},
+		{name: "channels null", in: `{"action":"unsubscribe","channels":null}`, wantErr: CodeBadRequest, wantMsg: "channels"},
+		{name: "channels string", in: `{"action":"subscribe","channels":"a"}`, wantErr: CodeBadRequest, wantMsg: "channels"},
+		{name: "channels object", in: `{"action":"subscribe","channels":{"a":1}}`, wantErr: CodeBadRequest, wantMsg: "channels"},
+		{name: "channels with a number", in: `{"action":"subscribe","channels":["a",1]}`, wantErr: CodeBadRequest, wantMsg: "channels"},
+		{name: "channels empty array", in: `{"action":"subscribe","channels":[]}`, wantErr: CodeBadRequest, wantMsg: "empty"},
+		{name: "empty name", in: `{"action":"subscribe","channels":["a",""],"requestId":9}`,
+			wantErr: CodeBadRequest, wantMsg: badName, wantErrChans: []string{""}, wantErrReqID: `9`},
+		{name: "257-byte name", in: `{"action":"subscribe","channels":["` + name257 + `"]}`,
+			wantErr: CodeBadRequest, wantMsg: badName, wantErrChans: []string{name256 + "…"}},
+		{name: "name with space", in: `{"action":"subscribe","channels":["a b"]}`,
+			wantErr: CodeBadRequest, wantErrChans: []string{"a b"}},
+		{name: "name with tab", in: `{"action":"subscribe","channels":["a\tb"]}`,
+			wantErr: CodeBadRequest, wantErrChans: []string{"a\tb"}},
+		{name: "name with newline", in: `{"action":"subscribe","channels":["a\nb"]}`,
+			wantErr: CodeBadRequest, wantErrChans: []string{"a\nb"}},
+		{name: "name with NUL", in: `{"action":"subscribe","channels":["a\u0000b"]}`,
+			wantErr: CodeBadRequest, wantErrChans: []string{"a\x00b"}},
+		{name: "name with NBSP", in: `{"action":"unsubscribe","channels":["a\u00a0b"]}`,
+			wantErr: CodeBadRequest, wantErrChans: []string{"a\u00a0b"}},
+		{name: "name with U+2028", in: `{"action":"subscribe","channels":["a\u2028b"]}`,
+			wantErr: CodeBadRequest, wantErrChans: []string{"a\u2028b"}},
+		{name: "name with DEL", in: `{"action":"subscribe","channels":["a\u007fb"]}`,
+			wantErr: CodeBadRequest, wantErrChans: []string{"a\x7fb"}},
+		{name: "several bad names", in: `{"action":"subscribe","channels":["ok"," x","fine","y\n"],"requestId":"s"}`,
+			wantErr: CodeBadRequest, wantErrChans: []string{" x", "y\n"}, wantErrReqID: `"s"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			in := []byte(tt.in)
+			orig := string(in)
+			cmd, cerr := ParseCommand(in)
+			if string(in) != orig {
+				t.Fatal("ParseCommand modified its input")
+			}
+			if tt.wantErr == "" {
+				if cerr != nil {
+					t.Fatalf("error %v (%+v), want %+v", cerr, cerr, tt.want)
+				}
+				if cmd.Action != tt.want.Action || !slices.Equal(cmd.Channels, tt.want.Channels) ||
+					string(cmd.RequestID) != string(tt.want.RequestID) || (cmd.RequestID == nil) != (tt.want.RequestID == nil) {
+					t.Fatalf("got %v %q %s, want %v %q %s", cmd.Action, cmd.Channels, cmd.RequestID,
+						tt.want.Action, tt.want.Channels, tt.want.RequestID)
+				}
+				return
+			}
+			if cerr == nil {
+				t.Fatalf("no error, got %+v; want %s", cmd, tt.wantErr)
+			}
+			if cmd.Action != 0 || cmd.Channels != nil || cmd.RequestID != nil {
+				t.Errorf("failed parse returned a non-zero command %+v", cmd)
+			}
+			if cerr.Code != tt.wantErr {
+				t.Errorf("code %s, want %s (%s)", cerr.Code, tt.wantErr, cerr.Message)
+			}
+			if cerr.Message == "" || !strings.Contains(cerr.Message, tt.wantMsg) {
+				t.Errorf("message %q, want it to contain %q", cerr.Message, tt.wantMsg)
+			}
+			if !slices.Equal(cerr.Channels, tt.wantErrChans) {
+				t.Errorf("error channels %q, want %q", cerr.Channels, tt.wantErrChans)
+			}
+			if string(cerr.RequestID) != tt.wantErrReqID {
+				t.Errorf("error requestId %s, want %s", cerr.RequestID, tt.wantErrReqID)
+			}
+			var target *CommandError
+			if !errors.As(error(cerr), &target) || !strings.Contains(cerr.Error(), string(tt.wantErr)) {
+				t.Errorf("Error() = %q", cerr.Error())
+			}
+		})
+	}
+}
+
+func TestParseCommandRequestIDIsCopied(t *testing.T) {
+	in := []byte(`{"action":"ping","requestId":12345}`)
+	cmd, cerr := ParseCommand(in)
+	if cerr != nil {
+		t.Fatal(cerr)
+	}
+	for i := range in {
+		in[i] = 'X'
+	}
+	if string(cmd.RequestID) != "12345" {
+		t.Fatalf("RequestID aliases the input: %q", cmd.RequestID)
+	}
+}
+
+func TestValidateChannel(t *testing.T) {
+	tests := []struct {
+		name string
+		in   string
+		ok   bool
+	}{
+		{"simple", "orders", true},
+		{"pattern", "orders.*", true},
+		{"punctuation", "a:b/c-d_e[1]?", true},
+		{"unicode", "日本語", true},
+		{"256 bytes", strings.Repeat("x", 256), true},
+		{"256 bytes multibyte", strings.Repeat("é", 128), true},
+		{"empty", "", false},
+		{"257 bytes", strings.Repeat("x", 257), false},
+		{"invalid utf8", "a\xffb", false},
+		{"space", "a b", false},
+		{"C0", "a\x1fb", false},
+		{"DEL", "a\x7f", false},
+		{"C1", "a\u0085", false},
+		{"NBSP", "\u00a0", false},
+		{"ogham space", "\u1680", false},
+		{"em space", "a\u2003", false},
+		{"zero width space", "a\u200b", false},
+		{"line separator", "\u2028", false},
+		{"paragraph separator", "\u2029", false},
+		{"narrow nbsp", "\u202f", false},
+		{"math space", "\u205f", false},
+		{"ideographic space", "\u3000", false},
+		{"BOM", "\ufeffa", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := ValidateChannel(tt.in)
+			if (err == nil) != tt.ok {
+				t.Fatalf("ValidateChannel(%q) = %v, want ok=%v", tt.in, err, tt.ok)
+			}
+			if err != nil && !errors.Is(err, ErrBadChannel) {
+				t.Fatalf("error %v does not wrap ErrBadChannel", err)
+			}
+		})
+	}
+}
+
+func TestActionString(t *testing.T) {
+	for a, want := range map[Action]string{
+		ActionSubscribe: "subscribe", ActionUnsubscribe: "unsubscribe", ActionPing: "ping", 0: "unknown", 99: "unknown",
+	} {
+		if got := a.String(); got != want {
+			t.Errorf("Action(%d).String() = %q, want %q", a, got, want)
+		}
+	}
+}
+
+func FuzzParseCommand(f *testing.F) {
+	for _, s := range []string{
+		`{"action":"subscribe","channels":["a","b","a"],"requestId":"x"}`,
+		`{"action":"unsubscribe","channels":["a.*"],"requestId":12}`,
+		`{"action":"ping","requestId":null}`,
+		`{"action":"subscribe","channels":["a b","\u0000",""]}`,
+		`{"action":"subscribe","channels":[1]}`,
+		`{"action":7}`,
+		`{"action":"ping","requestId":"\ud800\udc00\u0000"}`,
+		`{"action":"ping","requestId":-0.0e-0}`,
+		`{"action":"subscribe","channels":["` + strings.Repeat("\u00e9", 200) + `"]}`,
+		"{\"action\":\"subscribe\",\"channels\":[\"\xff\"]}",
+		`[1]`, `{`, ``, `null`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		cmd, cerr := ParseCommand(in)
+		if cerr != nil {
+			if cerr.Code == "" || cerr.Message == "" {
+				t.Fatalf("error without code or message: %+v", cerr)
+			}
+			if cerr.RequestID != nil && !json.Valid(cerr.RequestID) {
+				t.Fatalf("error requestId %q is not valid JSON", cerr.RequestID)
+			}
+			if cmd.Action != 0 || cmd.Channels != nil || cmd.RequestID != nil {
+				t.Fatalf("failed parse returned %+v", cmd)
+			}
+			for _, c := range cerr.Channels {
+				if len(c) > MaxChannelLen+len("…") {
+					t.Fatalf("offending channel of %d bytes is not truncated", len(c))
+				}
+			}
+			return
+		}
+		if cmd.RequestID != nil {
+			if !json.Valid(cmd.RequestID) {
+				t.Fatalf("RequestID %q is not valid JSON", cmd.RequestID)
+			}
+			if c := cmd.RequestID[0]; c != '"' && c != '-' && (c < '0' || c > '9') {
+				t.Fatalf("RequestID %q is neither a string nor a number", cmd.RequestID)
+			}
+		}
+		switch cmd.Action {
+		case ActionPing:
+			if cmd.Channels != nil {
+				t.Fatalf("ping with channels %q", cmd.Channels)
+			}
+		case ActionSubscribe, ActionUnsubscribe:
+			if len(cmd.Channels) == 0 {
+				t.Fatal("subscribe/unsubscribe without channels")
+			}
+			seen := map[string]bool{}
+			for _, c := range cmd.Channels {
+				if err := ValidateChannel(c); err != nil {
+					t.Fatalf("accepted channel %q: %v", c, err)
+				}
+				if seen[c] {
+					t.Fatalf("duplicate channel %q", c)
+				}
+				seen[c] = true
+			}
+		default:
+			t.Fatalf("accepted action %d", cmd.Action)
+		}
+	})
+}
