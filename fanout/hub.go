@@ -130,6 +130,7 @@ type request struct {
 	all     []string // every channel named by the client, for the ack
 	reqID   []byte
 	st      *stream
+	streams []*stream // reqSubscribe: the streams joined, set by join
 }
 
 // Hub subscribes to Redis on behalf of all connections and fans each
@@ -403,11 +404,30 @@ func (h *Hub) process(ctx context.Context) {
 	batch := h.pending
 	h.pending = nil
 	h.mu.Unlock()
+	// Every stream new in this batch is subscribed upstream with one
+	// command (chunked), not one round trip per request: thousands of
+	// clients each on their own channel connect at once (issue 5,
+	// spread). The shard operations then go out in request order, each
+	// after the upstream subscription of its streams.
+	var fresh []*stream
+	for i := range batch {
+		if batch[i].kind == reqSubscribe {
+			fresh = h.join(&batch[i], fresh)
+		}
+	}
+	if len(fresh) > 0 && h.dc != nil {
+		if err := h.upstream(ctx, fresh, true); err != nil {
+			// The streams stay in the table; they are subscribed
+			// again when the link is back.
+			h.linkDown(err)
+		}
+	}
 	for i := range batch {
 		r := &batch[i]
 		switch r.kind {
 		case reqSubscribe:
-			h.subscribe(ctx, r)
+			ack := wsproto.NewAck("subscribed", r.all, r.reqID, time.Now())
+			h.toShard(r.sub.shard, shardOp{kind: opAdd, sub: r.sub, streams: r.streams, frame: ack})
 		case reqUnsubscribe:
 			streams := make([]*stream, 0, len(r.changed))
 			for _, name := range r.changed {
@@ -416,9 +436,9 @@ func (h *Hub) process(ctx context.Context) {
 				}
 			}
 			ack := wsproto.NewAck("unsubscribed", r.all, r.reqID, time.Now())
-			r.sub.shard.in <- shardOp{kind: opDel, sub: r.sub, streams: streams, frame: ack}
+			h.toShard(r.sub.shard, shardOp{kind: opDel, sub: r.sub, streams: streams, frame: ack})
 		case reqRemove:
-			r.sub.shard.in <- shardOp{kind: opRemove, sub: r.sub}
+			h.toShard(r.sub.shard, shardOp{kind: opRemove, sub: r.sub})
 		case reqIdle:
 			if r.st.refs.Load() == 0 && h.streams[r.st.name] == r.st {
 				r.st.idleSince = time.Now()
@@ -428,9 +448,21 @@ func (h *Hub) process(ctx context.Context) {
 	}
 }
 
-func (h *Hub) subscribe(ctx context.Context, r *request) {
+// toShard hands op to sh from the control goroutine. It waits while the
+// shard's channel is full (a shard always makes progress), but not past
+// Close: a shard goroutine that has returned on done would never take it,
+// and Close would wait for this goroutine forever.
+func (h *Hub) toShard(sh *Shard, op shardOp) {
+	select {
+	case sh.in <- op:
+	case <-h.done:
+	}
+}
+
+// join takes a reference on each stream r names, creating the missing
+// ones, and appends the created ones to fresh. Control goroutine only.
+func (h *Hub) join(r *request, fresh []*stream) []*stream {
 	streams := make([]*stream, 0, len(r.changed))
-	var fresh []*stream
 	for _, name := range r.changed {
 		st := h.streams[name]
 		if st == nil {
@@ -453,15 +485,8 @@ func (h *Hub) subscribe(ctx context.Context, r *request) {
 		delete(h.idle, st)
 		streams = append(streams, st)
 	}
-	if len(fresh) > 0 && h.dc != nil {
-		if err := h.upstream(ctx, fresh, true); err != nil {
-			// The streams stay in the table; they are subscribed
-			// again when the link is back.
-			h.linkDown(err)
-		}
-	}
-	ack := wsproto.NewAck("subscribed", r.all, r.reqID, time.Now())
-	r.sub.shard.in <- shardOp{kind: opAdd, sub: r.sub, streams: streams, frame: ack}
+	r.streams = streams
+	return fresh
 }
 
 // expire unsubscribes upstream the streams idle for longer than Linger.
@@ -572,7 +597,8 @@ func (h *Hub) connect(ctx context.Context) error {
 	}
 	if err != nil {
 		h.dc = nil
-		closeFn()
+		// Closed, not recycled: see linkDown.
+		dc.Close()
 		return err
 	}
 	h.dc, h.dcClose, h.dcWait = dc, closeFn, wait
@@ -597,15 +623,20 @@ func (h *Hub) linkDown(err error) {
 	h.log.Warn("redis link down", "addr", h.cfg.RedisAddr, "err", err)
 	h.up.Store(false)
 	h.reconnects.Add(1)
-	h.dcClose()
+	dc := h.dc
 	h.dc, h.dcClose, h.dcWait = nil, nil, nil
 	h.retry.Reset(h.cfg.RetryMin)
 	for _, st := range h.streams {
 		st.seq.Add(1)
 	}
 	for _, sh := range h.shards {
-		sh.in <- shardOp{kind: opInterrupted}
+		h.toShard(sh, shardOp{kind: opInterrupted})
 	}
+	// Close the connection rather than hand it back to rueidis's pool
+	// (dcClose): recycling sends UNSUBSCRIBE without a deadline, which on
+	// a wedged link (the canary's case) blocks this goroutine until
+	// rueidis's own keepalive gives up, about 10 s. Close is bounded (1 s).
+	dc.Close()
 }
 
 func (h *Hub) shutdown(ctx context.Context) {

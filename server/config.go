@@ -10,6 +10,10 @@ import (
 // ErrConfig is wrapped by every configuration error.
 var ErrConfig = errors.New("server: invalid configuration")
 
+// DefaultEchoMaxMessageBytes is the /echo message limit when none is set:
+// Autobahn's largest messages (cases 9.1.6, 9.2.6) are 16 MiB, plus room.
+const DefaultEchoMaxMessageBytes = 17 << 20
+
 // Config is the server's part of the gateway configuration, validated
 // once at start and passed by value (house rule 7).
 type Config struct {
@@ -42,9 +46,20 @@ type Config struct {
 	// MaxConnectionsPerSecond paces accepted upgrades; beyond it an
 	// upgrade is answered 503 with Retry-After (issue 4). 0 = unlimited.
 	MaxConnectionsPerSecond int
+	// MaxSockets bounds accepted TCP connections, upgraded or not. It
+	// keeps the process below its file-descriptor limit: gnet v2.10
+	// treats an EMFILE from accept(2) as fatal and stops its engine, so
+	// the gateway must never let accept run out of descriptors. cmd sets
+	// it from RLIMIT_NOFILE minus a reserve; 0 = unlimited.
+	MaxSockets int
 	// Echo serves /echo (RFC 6455 conformance testing, issue 8). Off by
 	// default; never on in a normal start.
 	Echo bool
+	// EchoMaxMessageBytes replaces MaxMessageBytes on /echo connections:
+	// Autobahn's 9.x cases send messages of up to 16 MiB, far above what
+	// the gateway accepts from its clients. Used only when Echo is on;
+	// 0 means DefaultEchoMaxMessageBytes.
+	EchoMaxMessageBytes int
 
 	Version string
 	Logger  *slog.Logger
@@ -76,6 +91,11 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("%w: handshake timeout must be positive", ErrConfig)
 	case c.PingInterval <= 0 || c.PingTimeout <= 0:
 		return fmt.Errorf("%w: ping interval and timeout must be positive", ErrConfig)
+	case c.EchoMaxMessageBytes < 0:
+		return fmt.Errorf("%w: echo max message bytes must not be negative", ErrConfig)
+	}
+	if c.Echo && c.EchoMaxMessageBytes == 0 {
+		c.EchoMaxMessageBytes = DefaultEchoMaxMessageBytes
 	}
 	if c.MaxHeaderBytes == 0 {
 		c.MaxHeaderBytes = 8 << 10

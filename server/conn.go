@@ -45,6 +45,9 @@ type conn struct {
 
 	blocked bool // waiting in loop.blocked for its outbound buffer to drain
 	echo    bool // /echo connection (conformance mode)
+	// answered: a plain-HTTP response is still draining; the sweep
+	// closes the connection once gnet has flushed it.
+	answered bool
 
 	since     int64 // accept time, unix nanos
 	lastRead  int64 // last inbound frame
@@ -53,6 +56,9 @@ type conn struct {
 	expires   int64 // token expiry, 0 = never
 
 	reader wsproto.Reader
+	// stage holds the inbound bytes of a large frame still arriving (see
+	// stageAbove); nil otherwise.
+	stage []byte
 
 	role   string
 	remote string
@@ -80,22 +86,27 @@ type conn struct {
 // connection. Event-loop only.
 func (s *Server) handshake(cn *conn) gnet.Action {
 	c := cn.gc
+	if cn.answered {
+		// One request per connection: whatever follows it is ignored.
+		_, _ = c.Discard(-1)
+		return gnet.None
+	}
 	buf, _ := c.Peek(-1)
 	end := bytes.Index(buf, []byte("\r\n\r\n"))
 	if end < 0 {
 		if len(buf) > s.cfg.MaxHeaderBytes {
-			return s.refuse(cn, http.StatusRequestHeaderFieldsTooLarge, "request head too large")
+			return s.refuse(cn, refuseHeadTooLarge, http.StatusRequestHeaderFieldsTooLarge, "request head too large")
 		}
 		return gnet.None
 	}
 	headLen := end + 4
 	if headLen > s.cfg.MaxHeaderBytes {
-		return s.refuse(cn, http.StatusRequestHeaderFieldsTooLarge, "request head too large")
+		return s.refuse(cn, refuseHeadTooLarge, http.StatusRequestHeaderFieldsTooLarge, "request head too large")
 	}
 	head := buf[:headLen]
 	req, err := http.ReadRequest(bufio.NewReaderSize(bytes.NewReader(head), headLen))
 	if err != nil {
-		return s.refuse(cn, http.StatusBadRequest, "malformed HTTP request")
+		return s.refuse(cn, refuseMalformed, http.StatusBadRequest, "malformed HTTP request")
 	}
 	path := req.URL.Path
 	isWS := hasToken(req.Header.Get("Connection"), "upgrade") && strings.EqualFold(req.Header.Get("Upgrade"), "websocket")
@@ -103,14 +114,23 @@ func (s *Server) handshake(cn *conn) gnet.Action {
 	if !isWS || !wsPath {
 		_, _ = c.Write(s.plainHTTP(req.Method, path, isWS))
 		cn.closeReason = "plain HTTP"
+		if c.OutboundBuffered() > 0 {
+			// Closing now would lose what the socket did not take:
+			// gnet tries one more write and discards the rest (tens
+			// of KiB of a demo asset on a real network, issue 7).
+			// gnet flushes it as the peer reads; the sweep closes.
+			cn.answered = true
+			_, _ = c.Discard(-1)
+			return gnet.None
+		}
 		return gnet.Close
 	}
 	if s.draining.Load() {
-		return s.refuse(cn, http.StatusServiceUnavailable, "server is shutting down")
+		return s.refuse(cn, refuseShuttingDown, http.StatusServiceUnavailable, "server is shutting down")
 	}
 	if origin := req.Header.Get("Origin"); origin != "" && len(s.cfg.AllowedOrigins) > 0 &&
 		!slices.Contains(s.cfg.AllowedOrigins, origin) {
-		return s.refuse(cn, http.StatusForbidden, "origin not allowed")
+		return s.refuse(cn, refuseOrigin, http.StatusForbidden, "origin not allowed")
 	}
 	token, err := auth.TokenFromRequest(req.URL.RawQuery, req.Header.Get("Authorization"))
 	var id auth.Identity
@@ -119,20 +139,21 @@ func (s *Server) handshake(cn *conn) gnet.Action {
 	}
 	if err != nil {
 		s.log.Info("upgrade refused", "remote", c.RemoteAddr().String(), "reason", err)
-		return s.refuse(cn, http.StatusUnauthorized, "unauthorized")
+		return s.refuse(cn, refuseUnauthorized, http.StatusUnauthorized, "unauthorized")
 	}
 	if s.cfg.MaxConnections > 0 && s.conns.Load() >= int64(s.cfg.MaxConnections) {
-		return s.refuse(cn, http.StatusServiceUnavailable, "too many connections")
+		return s.refuse(cn, refuseMaxConnections, http.StatusServiceUnavailable, "too many connections")
 	}
 	if !s.acceptRate.allow(time.Now()) {
 		_, _ = c.Write(appendHTTP(nil, http.StatusServiceUnavailable, "text/plain; charset=utf-8",
 			"Retry-After: 1\r\n", []byte("too many new connections: retry shortly\n")))
 		cn.closeReason = "connection rate limit"
+		s.ctr.refuse(refuseRateLimited)
 		return gnet.Close
 	}
 	ip := remoteIP(c.RemoteAddr())
 	if !s.acquireIP(ip) {
-		return s.refuse(cn, http.StatusServiceUnavailable, "too many connections from this address")
+		return s.refuse(cn, refusePerIP, http.StatusServiceUnavailable, "too many connections from this address")
 	}
 
 	var out bytes.Buffer
@@ -144,7 +165,16 @@ func (s *Server) handshake(cn *conn) gnet.Action {
 		// gobwas/ws has already written the matching 4xx response.
 		_, _ = c.Write(out.Bytes())
 		cn.closeReason = "bad upgrade: " + err.Error()
+		s.ctr.refuse(refuseBadUpgrade)
 		return gnet.Close
+	}
+	// The MaxConnections check above is only the cheap early refusal:
+	// every event loop upgrades at once, so the slot is claimed
+	// atomically here, before the 101 goes out (issue 3).
+	if n := s.conns.Add(1); s.cfg.MaxConnections > 0 && n > int64(s.cfg.MaxConnections) {
+		s.conns.Add(-1)
+		s.releaseIP(ip)
+		return s.refuse(cn, refuseMaxConnections, http.StatusServiceUnavailable, "too many connections")
 	}
 	_, _ = c.Write(out.Bytes())
 	_, _ = c.Discard(headLen)
@@ -161,15 +191,18 @@ func (s *Server) handshake(cn *conn) gnet.Action {
 	cn.lastRead, cn.lastPing, cn.lastRefill = now, now, now
 	cn.tokens = float64(s.cfg.MaxMessagesPerSecond)
 	cn.reader.MaxMessage = s.cfg.MaxMessageBytes
+	if cn.echo {
+		cn.reader.MaxMessage = s.cfg.EchoMaxMessageBytes
+	}
 	cn.sub = s.hub.NewSubscriber(cn.loop.idx, cn)
-	s.conns.Add(1)
 	s.log.Info("connection opened", "remote", cn.remote, "role", cn.role, "auth", id.Method)
 	return gnet.None
 }
 
 // refuse answers the upgrade with an HTTP error and closes: a refused
 // client never holds an accepted WebSocket (issue 3).
-func (s *Server) refuse(cn *conn, status int, msg string) gnet.Action {
+func (s *Server) refuse(cn *conn, why refuseReason, status int, msg string) gnet.Action {
+	s.ctr.refuse(why)
 	_, _ = cn.gc.Write(httpError(status, msg))
 	cn.closeReason = msg
 	return gnet.Close
@@ -186,6 +219,16 @@ func remoteIP(a net.Addr) string {
 func (s *Server) frames(cn *conn) gnet.Action {
 	c := cn.gc
 	buf, _ := c.Peek(-1)
+	staged := cn.stage != nil
+	if staged {
+		// gnet's buffer is kept empty while staging, so this Peek was a
+		// view of the last read, copied once here.
+		cn.stage = append(cn.stage, buf...)
+		if len(buf) > 0 {
+			_, _ = c.Discard(len(buf))
+		}
+		buf = cn.stage
+	}
 	off := 0
 	action := gnet.None
 	for off < len(buf) && cn.state < stateClosed && action == gnet.None {
@@ -210,17 +253,43 @@ func (s *Server) frames(cn *conn) gnet.Action {
 	// Every byte up to off belongs to frames handled above; their
 	// payloads are not referenced past this point. Discard(0) would
 	// discard everything in gnet, so a partial frame is left alone.
-	if off > 0 {
+	switch {
+	case staged:
+		if off > 0 {
+			cn.stage = cn.stage[:copy(cn.stage, cn.stage[off:])]
+		}
+		if len(cn.stage) == 0 {
+			cn.stage = nil
+		}
+	case action == gnet.None && cn.state == stateOpen && len(buf)-off >= stageAbove:
+		cn.stage = append(make([]byte, 0, 2*(len(buf)-off)), buf[off:]...)
+		_, _ = c.Discard(len(buf))
+	case off > 0:
 		_, _ = c.Discard(off)
 	}
 	return action
 }
 
+// stageAbove: once this many bytes of one incomplete frame are buffered,
+// frames moves them out of gnet's inbound buffer into conn.stage and
+// keeps appending there until the stage is parsed empty. Peek copies all
+// of gnet's buffered bytes into a fresh slice whenever they span more
+// than one read, so re-peeking a frame of several MiB (the echo's limit,
+// issue 8) on every 64 KiB read would copy O(n²) bytes; staged, each
+// byte is copied once. The stage is bounded by the Reader's MaxMessage,
+// which rejects a larger frame from its header.
+const stageAbove = 64 << 10
+
 // event handles one frame or message. Event-loop only.
 func (s *Server) event(cn *conn, ev wsproto.Event) gnet.Action {
 	switch ev.Kind {
 	case wsproto.KindPing:
-		if cn.state == stateOpen {
+		// Pings are not rate limited: a peer that sends them without
+		// reading would grow gnet's outbound buffer by every pong. While
+		// it does not read what it is already owed, its pings go
+		// unanswered (RFC 6455 §5.5.3 lets an endpoint answer only the
+		// latest one; issue 3, hostile input).
+		if cn.state == stateOpen && (cn.echo || cn.gc.OutboundBuffered() < s.cfg.MaxOutboundBytes) {
 			_, _ = cn.gc.Write(wsproto.AppendControl(nil, ws.OpPong, ev.Payload))
 		}
 	case wsproto.KindPong:
@@ -250,7 +319,12 @@ func (s *Server) event(cn *conn, ev wsproto.Event) gnet.Action {
 			return gnet.None
 		}
 		if ev.Op != ws.OpText {
-			cn.reply(wsproto.NewError(wsproto.CodeBadRequest, "binary messages are not supported: send JSON text", nil, nil, time.Now()))
+			now := time.Now()
+			if s.rateLimited(cn, now) {
+				return gnet.None
+			}
+			s.ctr.command(0, resultBadRequest)
+			cn.reply(wsproto.NewError(wsproto.CodeBadRequest, "binary messages are not supported: send JSON text", nil, nil, now))
 			return gnet.None
 		}
 		return s.command(cn, ev.Payload)
@@ -258,8 +332,16 @@ func (s *Server) event(cn *conn, ev wsproto.Event) gnet.Action {
 	return gnet.None
 }
 
-// reply writes a per-connection frame and releases it.
+// reply writes a per-connection frame and releases it. A peer that keeps
+// sending while it does not read what it is already owed (gnet's outbound
+// buffer at MaxOutboundBytes) is closed with 1013 instead: writing would
+// grow that buffer by every answer, as large as each request (issue 3).
 func (cn *conn) reply(f *wsproto.Frame) {
+	if cn.gc.OutboundBuffered() >= cn.loop.srv.cfg.MaxOutboundBytes {
+		f.Release()
+		cn.startClose(wsproto.CloseSlowConsumer)
+		return
+	}
 	_, _ = cn.gc.Write(f.Bytes())
 	f.Release()
 }
@@ -304,24 +386,38 @@ func (cn *conn) allow(rate int) bool {
 	return true
 }
 
+// rateLimited takes one token of the inbound message budget. Without one
+// it answers rate_limited, or closes with 1008 a client that keeps going,
+// and reports true. Every message counts, binary ones included: each is
+// answered, so none may be a way around the limit (issue 3).
+func (s *Server) rateLimited(cn *conn, now time.Time) bool {
+	if cn.allow(s.cfg.MaxMessagesPerSecond) {
+		return false
+	}
+	s.ctr.command(0, resultRateLimited)
+	if cn.strikes > s.cfg.MaxMessagesPerSecond {
+		cn.startClose(wsproto.CloseRateLimited)
+		return true
+	}
+	cn.reply(wsproto.NewError(wsproto.CodeRateLimited, "too many messages: slow down", nil, nil, now))
+	return true
+}
+
 // command parses and executes one client command. Event-loop only.
 func (s *Server) command(cn *conn, p []byte) gnet.Action {
 	now := time.Now()
-	if !cn.allow(s.cfg.MaxMessagesPerSecond) {
-		if cn.strikes > s.cfg.MaxMessagesPerSecond {
-			cn.startClose(wsproto.CloseRateLimited)
-			return gnet.None
-		}
-		cn.reply(wsproto.NewError(wsproto.CodeRateLimited, "too many messages: slow down", nil, nil, now))
+	if s.rateLimited(cn, now) {
 		return gnet.None
 	}
 	cmd, cerr := wsproto.ParseCommand(p)
 	if cerr != nil {
+		s.ctr.command(0, resultOf(cerr.Code))
 		cn.reply(wsproto.NewError(cerr.Code, cerr.Message, cerr.Channels, cerr.RequestID, now))
 		return gnet.None
 	}
 	switch cmd.Action {
 	case wsproto.ActionPing:
+		s.ctr.command(cmd.Action, resultOK)
 		cn.reply(wsproto.NewPong(cmd.RequestID, now))
 	case wsproto.ActionSubscribe:
 		s.subscribe(cn, cmd, now)
@@ -336,6 +432,7 @@ func (s *Server) command(cn *conn, p []byte) gnet.Action {
 				del = append(del, ch)
 			}
 		}
+		s.ctr.command(cmd.Action, resultOK)
 		s.hub.Unsubscribe(cn.sub, del, cmd.Channels, cmd.RequestID)
 	}
 	return gnet.None
@@ -360,19 +457,23 @@ func (s *Server) subscribe(cn *conn, cmd wsproto.Command, now time.Time) {
 	}
 	switch {
 	case forbidden != nil:
+		s.ctr.command(cmd.Action, resultForbidden)
 		cn.reply(wsproto.NewError(wsproto.CodeForbidden, "role "+strconv.Quote(cn.role)+" may not subscribe to these channels", forbidden, cmd.RequestID, now))
 		return
 	case len(cn.chans)+len(add) > s.cfg.MaxChannels:
+		s.ctr.command(cmd.Action, resultTooManyChannels)
 		cn.reply(wsproto.NewError(wsproto.CodeTooManyChannels,
 			"at most "+strconv.Itoa(s.cfg.MaxChannels)+" channels per connection", add, cmd.RequestID, now))
 		return
 	case cn.patterns+addPatterns > s.cfg.MaxWildcards:
+		s.ctr.command(cmd.Action, resultTooManyWildcards)
 		cn.reply(wsproto.NewError(wsproto.CodeTooManyWildcards,
 			"at most "+strconv.Itoa(s.cfg.MaxWildcards)+" pattern subscriptions per connection", add, cmd.RequestID, now))
 		return
 	}
 	cn.chans = append(cn.chans, add...)
 	cn.patterns += addPatterns
+	s.ctr.command(cmd.Action, resultOK)
 	s.hub.Subscribe(cn.sub, add, cmd.Channels, cmd.RequestID)
 }
 

@@ -95,6 +95,9 @@ func (s *Server) plainHTTP(method, path string, upgrade bool) []byte {
 			return resp
 		}
 	}
+	if resp := webAsset(path); resp != nil {
+		return resp // the demo page and the browser client (web.go)
+	}
 	return httpError(http.StatusNotFound, "not found")
 }
 

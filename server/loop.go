@@ -92,9 +92,22 @@ func (l *loopState) drain(cn *conn) {
 		// Writev may close the connection (and run OnClose) on a
 		// write error; nothing below touches the queue after that.
 		_, _ = cn.gc.Writev(iov)
+		// Latency is observed once per Writev batch, on its oldest data
+		// frame (frames are in queue order; acks and notices carry no
+		// receipt time), not once per frame: a time.Now and an Observe
+		// per frame would cost the delivery path more than the write
+		// itself for small frames, and the oldest frame is the one a
+		// backlog shows up in.
+		var oldest int64
 		for i, f := range frames {
+			if oldest == 0 {
+				oldest = f.Received()
+			}
 			f.Release()
 			frames[i] = nil
+		}
+		if oldest != 0 {
+			l.srv.ctr.latency.Observe(float64(time.Now().UnixNano()-oldest) / 1e9)
 		}
 		for i := range iov {
 			iov[i] = nil
@@ -158,8 +171,17 @@ func (l *loopState) sweep(now time.Time) {
 	for _, cn := range l.conns {
 		switch cn.state {
 		case stateHandshake:
+			if cn.answered {
+				// A plain-HTTP answer has drained, or its reader
+				// has stalled for a whole handshake timeout.
+				if cn.gc.OutboundBuffered() == 0 || n-cn.since > int64(cfg.HandshakeTimeout) {
+					closing = append(closing, cn)
+				}
+				continue
+			}
 			if n-cn.since > int64(cfg.HandshakeTimeout) {
 				cn.closeReason = "handshake timeout"
+				l.srv.ctr.refuse(refuseHandshakeTimeout)
 				closing = append(closing, cn)
 			}
 		case stateOpen:
@@ -168,7 +190,11 @@ func (l *loopState) sweep(now time.Time) {
 			case cn.state != stateOpen:
 			case cn.expires != 0 && n >= cn.expires:
 				cn.startClose(wsproto.CloseTokenExpired)
-			case n-cn.lastRead > int64(cfg.PingTimeout):
+			case n-cn.lastRead > int64(cfg.PingTimeout) && cn.lastPing > cn.lastRead:
+				// Only once a ping has gone unanswered: with a
+				// PingTimeout close to the sweep period, a peer
+				// could otherwise be closed before it was ever
+				// pinged, or for answering just before a sweep.
 				cn.startClose(wsproto.CloseIdle)
 			case n-cn.lastPing >= int64(cfg.PingInterval):
 				cn.lastPing = n
@@ -200,6 +226,9 @@ func (l *loopState) checkSlow(cn *conn, now int64) {
 	cn.dropsSeen = d
 	if (cfg.SlowClientMaxDrops > 0 && d > cfg.SlowClientMaxDrops) ||
 		(cfg.SlowClientTimeout > 0 && cn.fullSince != 0 && now-cn.fullSince >= int64(cfg.SlowClientTimeout)) {
+		if cn.state == stateOpen {
+			l.srv.ctr.slowDisconnect.Add(1)
+		}
 		cn.startClose(wsproto.CloseSlowConsumer)
 	}
 }

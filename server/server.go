@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -61,14 +62,16 @@ type Server struct {
 	perIP    map[string]int
 	upgrader ws.Upgrader
 
-	// extraHTTP serves paths other than /ws, /health and /stats (the demo
-	// page); nil answers 404.
+	// extraHTTP serves paths other than /ws, /health and /stats, before
+	// the embedded demo page and client (web.go); nil leaves them.
 	extraHTTP func(path string) []byte
 
 	acceptRate rateLimiter
 
 	// Paced shutdown (issue 4): closes are spread until closeBy.
 	closeBy atomic.Int64 // unix nanos; 0 when not draining
+
+	ctr counters // exported by Metrics (metrics.go)
 }
 
 // New builds a server. cfg is validated here.
@@ -94,12 +97,14 @@ func New(cfg Config, hub *fanout.Hub, authn *auth.Authenticator, acl *auth.ACL) 
 	// header and frames with RSV bits set are protocol errors.
 	s.upgrader = ws.Upgrader{}
 	s.acceptRate.rate = float64(cfg.MaxConnectionsPerSecond)
+	s.ctr.latency = newLatencyHistogram()
 	return s, nil
 }
 
-// SetExtraHTTP installs a handler for other plain-HTTP paths (the demo
-// page). Call before Start. fn runs on an event loop and must not block;
-// it returns a complete HTTP response or nil for 404.
+// SetExtraHTTP installs a handler for other plain-HTTP paths, consulted
+// before the embedded demo page and client (web.go). Call before Start.
+// fn runs on an event loop and must not block; it returns a complete HTTP
+// response or nil to fall through (404 for unknown paths).
 func (s *Server) SetExtraHTTP(fn func(path string) []byte) { s.extraHTTP = fn }
 
 // Start listens and returns once the engine is accepting connections.
@@ -114,6 +119,12 @@ func (s *Server) Start() error {
 			gnet.WithMulticore(true),
 			gnet.WithNumEventLoop(s.cfg.Loops),
 			gnet.WithReusePort(false),
+			// SO_REUSEADDR, as net.Listen sets it: the gateway closes
+			// first, so its port holds TIME_WAIT sockets for a minute
+			// after a shutdown, and a restart on the same port would
+			// fail with "address already in use" without it (issue 7).
+			// Linux still refuses a second listener on the port.
+			gnet.WithReuseAddr(true),
 			gnet.WithTicker(true),
 			gnet.WithTCPNoDelay(gnet.TCPNoDelay),
 			gnet.WithLogger(gnetLogger{s.log}),
@@ -126,6 +137,14 @@ func (s *Server) Start() error {
 		return fmt.Errorf("server: listen on %s: %w", s.cfg.Addr, s.runErr)
 	}
 }
+
+// Done is closed when the engine has stopped: after Shutdown, or on its
+// own when gnet gave up (for example accept(2) failing). The binary exits
+// non-zero on the latter rather than sit there with a dead listener.
+func (s *Server) Done() <-chan struct{} { return s.done }
+
+// Err is why the engine stopped; valid after Done is closed.
+func (s *Server) Err() error { return s.runErr }
 
 // Addr is the address the server listens on, with the real port when
 // Config.Addr asked for port 0. Valid after Start.
@@ -182,7 +201,11 @@ func (s *Server) loopFor(el gnet.EventLoop) *loopState {
 // OnOpen registers a new TCP connection; it becomes a WebSocket once its
 // upgrade request has arrived (OnTraffic). Event-loop only.
 func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
-	s.sockets.Add(1)
+	// OnClose runs for a connection closed here too, and decrements.
+	if n := s.sockets.Add(1); s.cfg.MaxSockets > 0 && n > int64(s.cfg.MaxSockets) {
+		s.ctr.refuse(refuseFileLimit)
+		return httpError(http.StatusServiceUnavailable, "server at its connection limit"), gnet.Close
+	}
 	l := s.loopFor(c.EventLoop())
 	now := time.Now().UnixNano()
 	cn := &conn{gc: c, loop: l, since: now, lastRead: now}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"runtime"
 	"strconv"
@@ -23,6 +24,7 @@ type config struct {
 
 	MaxChannels, MaxWildcards, MaxMessagesPerSecond int
 	MaxMessageBytes                                 int
+	EchoMaxMessageBytes                             int // only with Echo
 	MaxConnections, MaxConnectionsPerIP             int
 	HandshakeTimeout                                time.Duration
 	AllowedOrigins                                  []string
@@ -48,6 +50,7 @@ type config struct {
 	Echo          bool
 	LogLevel      string
 	LogFormat     string
+	AdminAddr     string
 }
 
 // setting binds one configuration field to its environment variable and
@@ -65,6 +68,7 @@ var settings = []setting{
 	{"REDIS_PASSWORD", "redis-password", "", "Redis password (empty: none)", func(c *config) any { return &c.RedisPassword }},
 	{"REDIS_WS_GATEWAY_HOST", "host", "0.0.0.0", "address to listen on", func(c *config) any { return &c.Host }},
 	{"REDIS_WS_GATEWAY_PORT", "port", "8889", "port to listen on (0 picks a free one)", func(c *config) any { return &c.Port }},
+	{"ADMIN_ADDR", "admin-addr", "127.0.0.1:8890", "host:port of the private admin listener: /metrics (Prometheus) and /debug/pprof; keep it off the public network (empty: disabled)", func(c *config) any { return &c.AdminAddr }},
 	{"EVENT_LOOPS", "event-loops", "0", "gnet event loops (0: one per CPU)", func(c *config) any { return &c.EventLoops }},
 	{"MAX_CHANNELS_PER_CLIENT", "max-channels-per-client", "50", "channels and patterns per connection", func(c *config) any { return &c.MaxChannels }},
 	{"MAX_WILDCARD_SUBSCRIPTIONS", "max-wildcard-subscriptions", "5", "pattern subscriptions per connection", func(c *config) any { return &c.MaxWildcards }},
@@ -95,6 +99,7 @@ var settings = []setting{
 	{"EMBEDDED_REDIS", "embedded-redis", "false", "run an in-process Redis (miniredis) for trying the gateway out; never a fallback", func(c *config) any { return &c.EmbeddedRedis }},
 	{"DEMO", "demo", "false", "publish demo ticks on market:tick:*", func(c *config) any { return &c.Demo }},
 	{"ECHO", "echo", "false", "serve /echo for RFC 6455 conformance testing (never in production)", func(c *config) any { return &c.Echo }},
+	{"ECHO_MAX_MESSAGE_BYTES", "echo-max-message-bytes", "17825792", "largest message on /echo, fragments included; only with -echo (Autobahn's 9.x cases send 16 MiB)", func(c *config) any { return &c.EchoMaxMessageBytes }},
 	{"LOG_LEVEL", "log-level", "info", "debug, info, warn or error", func(c *config) any { return &c.LogLevel }},
 	{"LOG_FORMAT", "log-format", "text", "text or json", func(c *config) any { return &c.LogFormat }},
 }
@@ -161,6 +166,11 @@ func (v fieldValue) Set(s string) error {
 func (v fieldValue) IsBoolFlag() bool { _, ok := v.ptr.(*bool); return ok }
 
 // loadConfig reads defaults, then the environment, then args.
+//
+// Flags are registered while each field still holds its default, so
+// -help shows the defaults rather than the environment's values; and args
+// are parsed before a bad environment value is reported, so -help and
+// -version work whatever the environment holds. flag.ErrHelp is wrapped.
 func loadConfig(args []string, getenv func(string) string, fs *flag.FlagSet) (config, error) {
 	var c config
 	for _, s := range settings {
@@ -168,15 +178,21 @@ func loadConfig(args []string, getenv func(string) string, fs *flag.FlagSet) (co
 		if err := v.Set(s.def); err != nil {
 			panic("bad default for " + s.env + ": " + err.Error())
 		}
-		if e := getenv(s.env); e != "" {
-			if err := v.Set(e); err != nil {
-				return c, fmt.Errorf("%w: %s: %v", errConfig, s.env, err)
-			}
-		}
 		fs.Var(v, s.flag, s.help+" (env "+s.env+")")
 	}
+	var envErr error
+	for _, s := range settings {
+		if e := getenv(s.env); e != "" {
+			if err := (fieldValue{s.bind(&c)}).Set(e); err != nil && envErr == nil {
+				envErr = fmt.Errorf("%w: %s: %v", errConfig, s.env, err)
+			}
+		}
+	}
 	if err := fs.Parse(args); err != nil {
-		return c, fmt.Errorf("%w: %v", errConfig, err)
+		return c, fmt.Errorf("%w: %w", errConfig, err)
+	}
+	if envErr != nil {
+		return c, envErr
 	}
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("%w: unexpected arguments %q", errConfig, fs.Args())
@@ -200,6 +216,7 @@ func (c *config) validate() error {
 		{c.MaxWildcards < 0, "MAX_WILDCARD_SUBSCRIPTIONS", "must not be negative"},
 		{c.MaxMessagesPerSecond < 1, "MAX_MESSAGES_PER_SECOND", "must be at least 1"},
 		{c.MaxMessageBytes < 256 || c.MaxMessageBytes > 64<<20, "MAX_MESSAGE_BYTES", "must be between 256 and 67108864"},
+		{c.EchoMaxMessageBytes < 256 || c.EchoMaxMessageBytes > 1<<30, "ECHO_MAX_MESSAGE_BYTES", "must be between 256 and 1073741824"},
 		{c.MaxConnections < 0, "MAX_CONNECTIONS", "must not be negative"},
 		{c.MaxConnectionsPerIP < 0, "MAX_CONNECTIONS_PER_IP", "must not be negative"},
 		{c.HandshakeTimeout <= 0, "HANDSHAKE_TIMEOUT", "must be positive"},
@@ -215,6 +232,7 @@ func (c *config) validate() error {
 		{c.DefaultRole == "", "DEFAULT_ROLE", "must not be empty"},
 		{c.LogLevel != "debug" && c.LogLevel != "info" && c.LogLevel != "warn" && c.LogLevel != "error", "LOG_LEVEL", "must be debug, info, warn or error"},
 		{c.LogFormat != "text" && c.LogFormat != "json", "LOG_FORMAT", "must be text or json"},
+		{c.AdminAddr != "" && !isHostPort(c.AdminAddr), "ADMIN_ADDR", "must be host:port with a port number (or empty)"},
 	}
 	for _, k := range checks {
 		if k.bad {
@@ -227,4 +245,15 @@ func (c *config) validate() error {
 		}
 	}
 	return nil
+}
+
+// isHostPort reports whether a is host:port with a numeric port (the host
+// may be empty, meaning every interface).
+func isHostPort(a string) bool {
+	_, port, err := net.SplitHostPort(a)
+	if err != nil {
+		return false
+	}
+	n, err := strconv.Atoi(port)
+	return err == nil && n >= 0 && n <= 65535
 }

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -28,27 +29,33 @@ import (
 var version = "dev"
 
 func main() {
-	os.Exit(run(os.Args[1:]))
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
-func run(args []string) int {
+func run(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("gateway", flag.ContinueOnError)
+	fs.SetOutput(stderr)
 	showVersion := fs.Bool("version", false, "print the version and exit")
+	healthCheck := fs.Bool("healthcheck", false, "GET /health on the configured port, exit 0 if it answers 200 (container health checks; the image has no curl)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: gateway [flags]\n\nEvery flag can also be set by the environment variable named in its help.\n\n")
 		fs.PrintDefaults()
 	}
 	cfg, err := loadConfig(args, os.Getenv, fs)
-	if errors.Is(err, flag.ErrHelp) || (err != nil && *showVersion) {
+	// -version answers even when some other setting is invalid.
+	if *showVersion {
+		fmt.Fprintln(stdout, "gateway", version)
 		return 0
 	}
-	if *showVersion {
-		fmt.Println("gateway", version)
+	if errors.Is(err, flag.ErrHelp) {
 		return 0
 	}
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "gateway:", err)
+		fmt.Fprintln(stderr, "gateway:", err)
 		return 2
+	}
+	if *healthCheck {
+		return healthcheck(cfg, stderr)
 	}
 	log := newLogger(cfg)
 	if err := serve(cfg, log); err != nil {
@@ -145,14 +152,26 @@ func serve(cfg config, log *slog.Logger) error {
 		PingInterval:            cfg.PingInterval,
 		PingTimeout:             cfg.PingTimeout,
 		Echo:                    cfg.Echo,
+		EchoMaxMessageBytes:     cfg.EchoMaxMessageBytes,
 		SlowClientTimeout:       cfg.SlowClientTimeout,
 		SlowClientMaxDrops:      uint64(cfg.SlowClientMaxDrops),
 		MaxConnectionsPerSecond: cfg.MaxConnectionsPerSecond,
+		MaxSockets:              socketBudget(log),
 		Version:                 version,
 		Logger:                  log,
 	}, hub, authn, acl)
 	if err != nil {
 		return err
+	}
+	if cfg.AdminAddr != "" {
+		// A gateway that cannot serve its metrics still serves its
+		// clients: a taken admin port (a second instance on the host)
+		// is logged loudly rather than stopping the start.
+		if admin, err := startAdmin(cfg.AdminAddr, srv, log); err != nil {
+			log.Error("metrics and pprof disabled", "err", err)
+		} else {
+			defer admin.close()
+		}
 	}
 	hub.Start()
 	if err := srv.Start(); err != nil {
@@ -167,7 +186,14 @@ func serve(cfg config, log *slog.Logger) error {
 	if cfg.Demo {
 		go demo(ctx, redisAddr, cfg.EmbeddedRedis, log)
 	}
-	<-ctx.Done()
+	select {
+	case <-ctx.Done():
+	case <-srv.Done():
+		// The engine stopped by itself: exit non-zero so the supervisor
+		// restarts the gateway rather than leave a dead listener.
+		_ = hub.Close(context.Background())
+		return fmt.Errorf("event loops stopped unexpectedly: %w", srv.Err())
+	}
 	log.Info("shutting down", "timeout", cfg.ShutdownTimeout)
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
@@ -181,4 +207,37 @@ func serve(cfg config, log *slog.Logger) error {
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// fdReserve is kept free of client sockets for Redis connections, the
+// admin listener, epoll, log files and sockets accepted in one burst
+// before the event loops have counted them.
+const fdReserve = 256
+
+// socketBudget raises the soft RLIMIT_NOFILE to the hard limit and returns
+// how many client sockets fit under it (server.Config.MaxSockets): gnet
+// stops its engine when accept(2) fails with EMFILE, so the gateway turns
+// clients away with 503 before that can happen.
+func socketBudget(log *slog.Logger) int {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		log.Warn("cannot read the file-descriptor limit; sockets are not capped", "err", err)
+		return 0
+	}
+	if lim.Cur < lim.Max {
+		raised := lim
+		raised.Cur = lim.Max
+		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &raised); err == nil {
+			lim = raised
+		}
+	}
+	if lim.Cur > 1<<30 {
+		return 0 // effectively unlimited
+	}
+	budget := int(lim.Cur) - fdReserve
+	if budget < 64 {
+		budget = 64
+	}
+	log.Info("file-descriptor limit", "nofile", lim.Cur, "max_sockets", budget)
+	return budget
 }

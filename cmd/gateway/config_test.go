@@ -1,0 +1,311 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"reflect"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+)
+
+var update = flag.Bool("update", false, "rewrite docs/CONFIGURATION.md from the settings table")
+
+const configDocPath = "../../docs/CONFIGURATION.md"
+
+// configDoc renders docs/CONFIGURATION.md from the settings table, so the
+// document cannot drift from the code: TestConfigurationDoc fails until
+// it is regenerated.
+func configDoc() []byte {
+	var b bytes.Buffer
+	b.WriteString(`# Configuration
+
+<!-- Generated from the settings table in cmd/gateway/config.go by
+     go test ./cmd/gateway -run TestConfigurationDoc -update
+     Do not edit by hand: TestConfigurationDoc fails when this file and the code differ. -->
+
+Every setting is an environment variable and a command-line flag; a flag
+wins over its variable. Settings are read once at start. ` + "`gateway -help`" + `
+prints the same list with the defaults, ` + "`gateway -version`" + ` the version,
+and ` + "`gateway -healthcheck`" + ` probes ` + "`/health`" + ` on the configured port (exit 0
+when it answers 200; the container image has no curl for its health check).
+
+Types: *duration* is Go's syntax (` + "`250ms`, `5s`, `1m30s`" + `); *boolean* is
+` + "`true`/`false` (also `1`/`0`); a boolean flag may be given bare (`-demo`)" + `;
+*list* is comma-separated. An invalid value stops the gateway at start with
+an error naming the variable.
+
+| variable | flag | type | default | meaning |
+|---|---|---|---|---|
+`)
+	for _, s := range settings {
+		def := "`" + s.def + "`"
+		if s.def == "" {
+			def = "*(empty)*"
+		}
+		fmt.Fprintf(&b, "| `%s` | `-%s` | %s | %s | %s |\n",
+			s.env, s.flag, settingType(s), def, strings.ReplaceAll(s.help, "|", `\|`))
+	}
+	b.WriteString(`
+Operations: the metrics on ` + "`ADMIN_ADDR`" + ` and sizing for 50,000+ sockets are in
+[TUNING.md](TUNING.md); service files are in [deploy/](deploy/).
+`)
+	return b.Bytes()
+}
+
+func settingType(s setting) string {
+	switch s.bind(new(config)).(type) {
+	case *int:
+		return "integer"
+	case *bool:
+		return "boolean"
+	case *time.Duration:
+		return "duration"
+	case *[]string:
+		return "list"
+	}
+	return "string"
+}
+
+func TestConfigurationDoc(t *testing.T) {
+	want := configDoc()
+	if *update {
+		if err := os.WriteFile(configDocPath, want, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("wrote %s", configDocPath)
+		return
+	}
+	got, err := os.ReadFile(configDocPath)
+	if err != nil {
+		t.Fatalf("%v (generate it: go test ./cmd/gateway -run TestConfigurationDoc -update)", err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("docs/CONFIGURATION.md differs from the settings table in config.go; "+
+			"regenerate it: go test ./cmd/gateway -run TestConfigurationDoc -update\n--- want ---\n%s", want)
+	}
+}
+
+// TestSettingsTable: the table's names are unique and every default
+// parses, so -help and the document list something loadConfig accepts.
+func TestSettingsTable(t *testing.T) {
+	envs, flags := map[string]bool{}, map[string]bool{}
+	for _, s := range settings {
+		t.Run(s.env, func(t *testing.T) {
+			if envs[s.env] || flags[s.flag] {
+				t.Fatalf("duplicate variable or flag: %s / -%s", s.env, s.flag)
+			}
+			envs[s.env], flags[s.flag] = true, true
+			if s.help == "" {
+				t.Fatal("no help text")
+			}
+			if err := (fieldValue{s.bind(new(config))}).Set(s.def); err != nil {
+				t.Fatalf("default %q: %v", s.def, err)
+			}
+		})
+	}
+}
+
+// load runs loadConfig with env as the environment.
+func load(args []string, env map[string]string) (config, error) {
+	fs := flag.NewFlagSet("gateway", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	return loadConfig(args, func(k string) string { return env[k] }, fs)
+}
+
+func TestLoadConfig(t *testing.T) {
+	tests := []struct {
+		name  string
+		args  []string
+		env   map[string]string
+		check func(t *testing.T, c config)
+	}{
+		{"defaults", nil, nil, func(t *testing.T, c config) {
+			want := []struct {
+				name      string
+				got, want any
+			}{
+				{"RedisHost", c.RedisHost, "localhost"},
+				{"RedisPort", c.RedisPort, 6379},
+				{"Host", c.Host, "0.0.0.0"},
+				{"Port", c.Port, 8889},
+				{"AdminAddr", c.AdminAddr, "127.0.0.1:8890"},
+				{"EventLoops", c.EventLoops, runtime.NumCPU()}, // 0 means one per CPU
+				{"MaxChannels", c.MaxChannels, 50},
+				{"SendQueueSize", c.SendQueueSize, 1024},
+				{"PingTimeout", c.PingTimeout, 60 * time.Second},
+				{"RequireAuth", c.RequireAuth, false},
+				{"AllowedOrigins", c.AllowedOrigins, []string(nil)},
+				{"LogLevel", c.LogLevel, "info"},
+				{"LogFormat", c.LogFormat, "text"},
+			}
+			for _, w := range want {
+				if !reflect.DeepEqual(w.got, w.want) {
+					t.Errorf("%s = %#v, want %#v", w.name, w.got, w.want)
+				}
+			}
+		}},
+		{"environment", nil, map[string]string{
+			"REDIS_HOST":        "redis.internal",
+			"REDIS_PORT":        "6380",
+			"ADMIN_ADDR":        "",
+			"ALLOWED_ORIGINS":   "https://a.example, ,https://b.example",
+			"REQUIRE_AUTH":      "true",
+			"HANDSHAKE_TIMEOUT": "250ms",
+			"EVENT_LOOPS":       "3",
+			"LOG_FORMAT":        "json",
+		}, func(t *testing.T, c config) {
+			if c.RedisHost != "redis.internal" || c.RedisPort != 6380 || !c.RequireAuth ||
+				c.HandshakeTimeout != 250*time.Millisecond || c.EventLoops != 3 || c.LogFormat != "json" {
+				t.Errorf("environment not applied: %+v", c)
+			}
+			if want := []string{"https://a.example", "https://b.example"}; !reflect.DeepEqual(c.AllowedOrigins, want) {
+				t.Errorf("AllowedOrigins = %q, want %q", c.AllowedOrigins, want)
+			}
+			// An empty variable is unset: the default stays.
+			if c.AdminAddr != "127.0.0.1:8890" {
+				t.Errorf("AdminAddr = %q, want the default", c.AdminAddr)
+			}
+		}},
+		{"flag overrides environment",
+			[]string{"-redis-port", "6381", "-require-auth=false", "-admin-addr=", "-log-level", "debug"},
+			map[string]string{"REDIS_PORT": "6380", "REQUIRE_AUTH": "true", "ADMIN_ADDR": "0.0.0.0:9000", "LOG_LEVEL": "warn"},
+			func(t *testing.T, c config) {
+				if c.RedisPort != 6381 || c.RequireAuth || c.AdminAddr != "" || c.LogLevel != "debug" {
+					t.Errorf("flags did not win: port %d auth %v admin %q level %q", c.RedisPort, c.RequireAuth, c.AdminAddr, c.LogLevel)
+				}
+			}},
+		{"bare boolean flag", []string{"-demo"}, nil, func(t *testing.T, c config) {
+			if !c.Demo {
+				t.Error("-demo did not set Demo")
+			}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := load(tt.args, tt.env)
+			if err != nil {
+				t.Fatalf("loadConfig: %v", err)
+			}
+			tt.check(t, c)
+		})
+	}
+}
+
+// TestLoadConfigErrors: every bad value is refused with an error that
+// names the variable (or, for a flag, the flag) that holds it.
+func TestLoadConfigErrors(t *testing.T) {
+	type bad struct {
+		name string
+		args []string
+		env  map[string]string
+		want string
+	}
+	tests := []bad{
+		{"port range", nil, map[string]string{"REDIS_PORT": "0"}, "REDIS_PORT"},
+		{"listen port range", nil, map[string]string{"REDIS_WS_GATEWAY_PORT": "70000"}, "REDIS_WS_GATEWAY_PORT"},
+		{"event loops", nil, map[string]string{"EVENT_LOOPS": "-1"}, "EVENT_LOOPS"},
+		{"max channels", nil, map[string]string{"MAX_CHANNELS_PER_CLIENT": "0"}, "MAX_CHANNELS_PER_CLIENT"},
+		{"send queue", nil, map[string]string{"SEND_QUEUE_SIZE": "0"}, "SEND_QUEUE_SIZE"},
+		{"ping timeout not above interval", nil, map[string]string{"PING_INTERVAL": "30s", "PING_TIMEOUT": "30s"}, "PING_TIMEOUT"},
+		{"negative slow timeout", nil, map[string]string{"SLOW_CLIENT_TIMEOUT": "-1s"}, "SLOW_CLIENT_TIMEOUT"},
+		{"empty default role", []string{"-default-role="}, nil, "DEFAULT_ROLE"},
+		{"log level", nil, map[string]string{"LOG_LEVEL": "loud"}, "LOG_LEVEL"},
+		{"log format", nil, map[string]string{"LOG_FORMAT": "xml"}, "LOG_FORMAT"},
+		{"admin address without port", nil, map[string]string{"ADMIN_ADDR": "localhost"}, "ADMIN_ADDR"},
+		{"admin address bad port", []string{"-admin-addr", "127.0.0.1:http"}, nil, "ADMIN_ADDR"},
+		{"missing key file", nil, map[string]string{"JWT_PUBLIC_KEY_FILE": "/nonexistent/key.pem"}, "JWT_PUBLIC_KEY_FILE"},
+		{"unknown flag", []string{"-no-such-flag"}, nil, "no-such-flag"},
+		{"stray argument", []string{"serve"}, nil, "serve"},
+	}
+	// Every typed setting refuses garbage, from the environment and as
+	// a flag.
+	for _, s := range settings {
+		if typ := settingType(s); typ != "string" && typ != "list" {
+			tests = append(tests,
+				bad{"env " + s.env, nil, map[string]string{s.env: "garbage"}, s.env},
+				bad{"flag -" + s.flag, []string{"-" + s.flag + "=garbage"}, nil, "-" + s.flag})
+		}
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := load(tt.args, tt.env)
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			if !errors.Is(err, errConfig) {
+				t.Errorf("error %v does not wrap errConfig", err)
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("error %q does not name %s", err, tt.want)
+			}
+		})
+	}
+}
+
+// TestRunHelpAndVersion: -help lists every setting with its default and
+// exits 0; -version prints the version and exits 0 even when the
+// environment holds an invalid value.
+func TestRunHelpAndVersion(t *testing.T) {
+	t.Setenv("LOG_LEVEL", "loud") // invalid on purpose
+	t.Setenv("REDIS_HOST", "from-env")
+	tests := []struct {
+		name       string
+		args       []string
+		code       int
+		stdout     []string
+		stderr     []string
+		notInHelps []string
+	}{
+		{name: "version", args: []string{"-version"}, code: 0, stdout: []string{"gateway " + version}},
+		{name: "help", args: []string{"-help"}, code: 0, stderr: helpWants(),
+			// The default, not the environment's value.
+			notInHelps: []string{"from-env", "help requested"}},
+		{name: "invalid environment", args: nil, code: 2, stderr: []string{"LOG_LEVEL"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var out, errb bytes.Buffer
+			if code := run(tt.args, &out, &errb); code != tt.code {
+				t.Fatalf("exit %d, want %d; stderr:\n%s", code, tt.code, errb.String())
+			}
+			for _, w := range tt.stdout {
+				if !strings.Contains(out.String(), w) {
+					t.Errorf("stdout lacks %q:\n%s", w, out.String())
+				}
+			}
+			for _, w := range tt.stderr {
+				if !strings.Contains(errb.String(), w) {
+					t.Errorf("stderr lacks %q", w)
+				}
+			}
+			for _, w := range tt.notInHelps {
+				if strings.Contains(errb.String(), w) {
+					t.Errorf("stderr contains %q:\n%s", w, errb.String())
+				}
+			}
+		})
+	}
+}
+
+// helpWants is what -help must show for every setting: the flag, the
+// variable and, when not empty or zero, the default.
+func helpWants() []string {
+	var w []string
+	for _, s := range settings {
+		w = append(w, "-"+s.flag, "(env "+s.env+")")
+		if s.def != "" && s.def != "0" && s.def != "false" {
+			def := s.def
+			if d, err := time.ParseDuration(def); err == nil {
+				def = d.String() // flag prints 60s as 1m0s
+			}
+			w = append(w, "(default "+def+")")
+		}
+	}
+	return w
+}
