@@ -12,11 +12,15 @@ TEST_TIMEOUT ?= 30m
 # staticcheck 2026.2.2; needs a Go toolchain at least as new as the code.
 STATICCHECK_VERSION ?= v0.8.2
 STATICCHECK := $(BIN)/staticcheck-$(STATICCHECK_VERSION)
-# Opt-in: BROWSER_TESTS=1 make deps also installs Debian's chromium for the
-# browser-driven end-to-end tests (not needed by the default test suite).
-BROWSER_TESTS ?=
+# Browser tests (server/browser_test.go: the demo page in headless Chromium)
+# are on by default: `make deps` installs Debian's chromium when missing (root
+# and apt-get) and the pinned playwright-core (npm ci in server/web/test).
+# BROWSER_TESTS=0 skips that; the tests then skip themselves, except in CI
+# (CI=true), where they fail.
+BROWSER_TESTS ?= 1
+WEB_TEST_DIR  := server/web/test
 
-.PHONY: all run build test deps vet staticcheck fuzz bench lint clean
+.PHONY: all run build test deps vet staticcheck fuzz bench lint clean screenshot
 
 all: build
 
@@ -53,18 +57,36 @@ deps:
 		echo "deps: or set REDIS_SERVER=/path/to/redis-server." >&2; \
 		exit 1; \
 	fi
-ifneq ($(BROWSER_TESTS),)
+ifneq ($(BROWSER_TESTS),0)
 	@if command -v chromium >/dev/null 2>&1; then \
 		echo "deps: $$(command -v chromium)"; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-		echo "deps: installing chromium with apt-get (BROWSER_TESTS=$(BROWSER_TESTS))"; \
+		echo "deps: installing chromium with apt-get (browser tests; BROWSER_TESTS=0 skips)"; \
 		apt-get update; \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium; \
-	else \
-		echo "deps: error: BROWSER_TESTS is set but chromium is missing and cannot be installed (needs root and apt-get)" >&2; \
+		echo "deps: $$(command -v chromium)"; \
+	elif [ "$${CI:-}" = true ]; then \
+		echo "deps: error: chromium is missing and cannot be installed (needs root and apt-get)" >&2; \
 		exit 1; \
+	else \
+		echo "deps: warning: chromium is missing and cannot be installed (needs root and apt-get); browser tests will skip" >&2; \
+	fi
+	@if [ -f "$(WEB_TEST_DIR)/node_modules/playwright-core/package.json" ]; then \
+		echo "deps: $(WEB_TEST_DIR)/node_modules: playwright-core installed"; \
+	elif command -v npm >/dev/null 2>&1; then \
+		echo "deps: npm ci in $(WEB_TEST_DIR) (playwright-core, pinned by package-lock.json)"; \
+		(cd "$(WEB_TEST_DIR)" && npm ci --no-audit --no-fund); \
+	elif [ "$${CI:-}" = true ]; then \
+		echo "deps: error: npm (Node.js 20 or later) is needed for the browser tests" >&2; \
+		exit 1; \
+	else \
+		echo "deps: warning: npm (Node.js 20 or later) is missing; browser tests will skip" >&2; \
 	fi
 endif
+
+## screenshot: docs/demo.png, taken by the browser test's run of the demo page
+screenshot: deps
+	GATEWAY_DEMO_SCREENSHOT=$(CURDIR)/docs/demo.png $(GO) test -count=1 -run '^TestBrowserDemo$$' ./server
 
 vet:
 	$(GO) vet ./...

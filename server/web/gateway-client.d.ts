@@ -1,0 +1,193 @@
+// Types for gateway-client.js, the browser client of the Redis → WebSocket
+// gateway. The wire protocol is described in docs/PROTOCOL.md.
+
+/** idle → connecting → open ⇄ reconnecting; closed is final. */
+export type ConnectionState = 'idle' | 'connecting' | 'open' | 'reconnecting' | 'closed';
+
+export declare const ErrorCode: Readonly<{
+  BadRequest: 'bad_request';
+  UnknownAction: 'unknown_action';
+  Forbidden: 'forbidden';
+  TooManyChannels: 'too_many_channels';
+  TooManyWildcards: 'too_many_wildcards';
+  RateLimited: 'rate_limited';
+  UpstreamInterrupted: 'upstream_interrupted';
+  UnsupportedData: 'unsupported_data';
+  Timeout: 'timeout';
+  Closed: 'closed';
+}>;
+
+export type ErrorCodeValue = (typeof ErrorCode)[keyof typeof ErrorCode];
+
+/** An error frame from the gateway, or a request that could not complete. */
+export declare class GatewayError extends Error {
+  constructor(code: string, message: string, detail?: { channels?: string[]; requestId?: string | number | null });
+  /** The protocol's error code (ErrorCode), or a newer one this client does not know. */
+  readonly code: ErrorCodeValue | string;
+  /** The channels concerned (refused ones for forbidden; affected ones for upstream_interrupted). */
+  readonly channels: string[];
+  readonly requestId: string | number | null;
+}
+export declare class BadRequestError extends GatewayError {}
+export declare class UnknownActionError extends GatewayError {}
+export declare class ForbiddenError extends GatewayError {}
+export declare class TooManyChannelsError extends GatewayError {}
+export declare class TooManyWildcardsError extends GatewayError {}
+/** Too many client messages; the gateway closes the connection (1008) if it goes on. */
+export declare class RateLimitedError extends GatewayError {}
+/** The gateway's link to Redis broke; the listed streams may have lost messages. */
+export declare class UpstreamInterruptedError extends GatewayError {}
+export declare class UnsupportedDataError extends GatewayError {}
+/** No reply within GatewayClientOptions.requestTimeout. */
+export declare class TimeoutError extends GatewayError {}
+/** The client was closed, the connection was lost (ping), or the subscription ended before its ack. */
+export declare class ClosedError extends GatewayError {}
+
+/** The typed error (ForbiddenError…) for an error frame. */
+export declare function errorFromFrame(frame: {
+  code?: string;
+  message?: string;
+  channels?: string[];
+  requestId?: string | number;
+}): GatewayError;
+
+export interface ReconnectOptions {
+  /** First delay in ms (default 500). */
+  initialDelay?: number;
+  /** Ceiling of the exponential step in ms (default 15000). */
+  maxDelay?: number;
+  /** Growth per attempt (default 2). */
+  factor?: number;
+  /** Share of the step taken off at random, 0..1 (default 0.5). */
+  jitter?: number;
+  /** Give up (state closed) after this many failed attempts in a row (default Infinity). */
+  maxAttempts?: number;
+  /** A connection open at least this long (ms) resets the backoff (default 10000). */
+  stableAfter?: number;
+}
+
+export declare const defaultReconnect: Readonly<Required<ReconnectOptions>>;
+
+/** min(maxDelay, initialDelay·factor^attempt) less a random share of up to jitter of it. */
+export declare function backoffDelay(attempt: number, opts?: ReconnectOptions, random?: () => number): number;
+
+export interface GatewayClientOptions {
+  /** ws:// or wss:// URL of the endpoint; default: /ws on the page's host. */
+  url?: string;
+  /** Token (API key or JWT), sent as ?token=; a function is called before every connection (refresh it there). */
+  token?: string | null | (() => string | null | undefined | Promise<string | null | undefined>);
+  /** false disables reconnection; default on with defaultReconnect. */
+  reconnect?: boolean | ReconnectOptions;
+  /** Milliseconds to wait for the reply to a request (default 10000). */
+  requestTimeout?: number;
+  /** Application ping after this much silence (ms); no reply within as long again drops and redials. 0 disables (default 20000). */
+  heartbeatInterval?: number;
+  /** WebSocket implementation (default globalThis.WebSocket). */
+  WebSocket?: new (url: string) => WebSocket;
+  /** Random source for the backoff jitter, uniform in [0, 1) (tests). */
+  random?: () => number;
+  /** Clock in ms (tests). */
+  now?: () => number;
+}
+
+/**
+ * Where messages may have been lost on one stream (an exact channel, or a
+ * pattern for pattern deliveries).
+ *  - 'seq': seq jumped (the gateway dropped frames for a slow reader);
+ *    missed is the number lost.
+ *  - 'upstream_interrupted': the gateway's Redis link broke.
+ *  - 'reconnect': this client's connection was lost; seq restarts from a
+ *    new baseline on the new connection.
+ * Announced once per reason, when detected (seq null for the last two);
+ * the first message after it carries the latest in Message.gap, seq set.
+ */
+export interface Gap {
+  stream: string;
+  reason: 'seq' | 'upstream_interrupted' | 'reconnect';
+  /** Last seq received before the gap, if any. */
+  lastSeq: number | null;
+  /** seq of the first message after the gap; null until it arrives. */
+  seq: number | null;
+  /** Messages lost when known (reason 'seq'), else null. */
+  missed: number | null;
+}
+
+export interface Message<T = unknown> {
+  /** pattern ?? channel: what seq counts for. */
+  stream: string;
+  channel: string;
+  /** The subscribed pattern, for pattern deliveries. */
+  pattern?: string;
+  seq: number;
+  /** The Redis payload: parsed JSON, or a string when it was not JSON. */
+  data: T;
+  /** RFC 3339 UTC time the gateway received it from Redis. */
+  timestamp: string;
+  /** The gap just before this message, or null. */
+  gap: Gap | null;
+}
+
+export interface SubscribeOptions {
+  /** Gaps on this subscription's streams. */
+  onGap?: (gap: Gap) => void;
+  /** A refusal of this subscription (also after a reconnect, e.g. forbidden by a new token). */
+  onError?: (err: GatewayError) => void;
+  onStateChange?: (state: Subscription['state']) => void;
+}
+
+export declare class Subscription {
+  readonly client: GatewayClient;
+  readonly channels: readonly string[];
+  /** pending until acknowledged (and again while reconnecting), active, closed once ended or refused. */
+  readonly state: 'pending' | 'active' | 'closed';
+  /** Acknowledgements received: 1, plus one per resubscription after a reconnect. */
+  readonly acks: number;
+  /** Resolves on the first ack; rejects with the typed refusal. */
+  readonly ready: Promise<Subscription>;
+  /** Ends the subscription; channels still named by another subscription stay subscribed. */
+  unsubscribe(): Promise<void>;
+}
+
+export interface ClientEvents {
+  state: (state: ConnectionState, info: { attempt?: number; delay?: number; code?: number; reason?: string; reconnected?: boolean }) => void;
+  open: (info: { reconnected: boolean }) => void;
+  close: (info: { code: number; reason: string; wasClean: boolean }) => void;
+  message: (m: Message) => void;
+  gap: (gap: Gap) => void;
+  /** Error frames not tied to a request (upstream_interrupted, rate_limited), and refused resubscriptions. */
+  error: (err: GatewayError) => void;
+}
+
+/** Per-stream seq bookkeeping used by the client (exported for tests and custom transports). */
+export declare class GapTracker {
+  forget(stream: string): void;
+  interrupt(stream: string, reason: 'upstream_interrupted' | 'reconnect'): Gap | null;
+  observe(stream: string, seq: number): { gap: Gap | null; isNew: boolean };
+}
+
+export declare class GatewayClient {
+  constructor(options?: GatewayClientOptions);
+  readonly url: string;
+  readonly state: ConnectionState;
+  readonly subscriptions: Subscription[];
+  readonly gaps: GapTracker;
+  /** Resolves once open (retrying with backoff unless reconnect is false). */
+  connect(): Promise<void>;
+  /** Closes for good: no reconnection; pending requests reject with ClosedError. */
+  close(code?: number, reason?: string): void;
+  /**
+   * Subscribes (connecting if needed); resolves once acknowledged, rejects
+   * with ForbiddenError, TooManyChannelsError… Resubscribed automatically
+   * after every reconnect.
+   */
+  subscribe<T = unknown>(
+    channels: string | string[],
+    onMessage: (m: Message<T>) => void,
+    options?: SubscribeOptions,
+  ): Promise<Subscription>;
+  unsubscribe(sub: Subscription): Promise<void>;
+  /** Round trip through the gateway in ms. */
+  ping(): Promise<number>;
+  on<K extends keyof ClientEvents>(type: K, fn: ClientEvents[K]): () => void;
+  off<K extends keyof ClientEvents>(type: K, fn: ClientEvents[K]): void;
+}
