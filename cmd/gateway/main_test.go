@@ -1,0 +1,411 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/wsgw/gateway/fanout/redistest"
+)
+
+// buildGateway compiles this command into a temporary directory.
+func buildGateway(tb testing.TB) string {
+	tb.Helper()
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		tb.Fatalf("the go command is needed to build the gateway: %v", err)
+	}
+	bin := filepath.Join(tb.TempDir(), "gateway")
+	out, err := exec.Command(goBin, "build", "-o", bin, ".").CombinedOutput()
+	if err != nil {
+		tb.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// gatewayProc is the gateway binary running as a child process.
+type gatewayProc struct {
+	cmd    *exec.Cmd
+	addr   string
+	exited chan struct{}
+	err    error // cmd.Wait's; read after exited
+
+	mu  sync.Mutex
+	log []string
+}
+
+// startGatewayProc runs bin with env (on top of PATH and HOME only) and
+// returns once it logged its listening address. A cleanup kills it if the
+// test did not stop it.
+func startGatewayProc(tb testing.TB, bin string, env ...string) *gatewayProc {
+	tb.Helper()
+	p := &gatewayProc{cmd: exec.Command(bin), exited: make(chan struct{})}
+	p.cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"), "LOG_FORMAT=json"}, env...)
+	stderr, err := p.cmd.StderrPipe()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := p.cmd.Start(); err != nil {
+		tb.Fatalf("start gateway: %v", err)
+	}
+	addr := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			line := sc.Text()
+			p.mu.Lock()
+			p.log = append(p.log, line)
+			p.mu.Unlock()
+			var rec struct{ Msg, Addr string }
+			if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "gateway listening" {
+				addr <- rec.Addr
+			}
+		}
+		_, _ = io.Copy(io.Discard, stderr)
+		p.err = p.cmd.Wait()
+		close(p.exited)
+	}()
+	tb.Cleanup(func() {
+		select {
+		case <-p.exited:
+		default:
+			_ = p.cmd.Process.Kill()
+			<-p.exited
+		}
+	})
+	select {
+	case p.addr = <-addr:
+	case <-p.exited:
+		tb.Fatalf("gateway exited at start: %v\n%s", p.err, p.logTail())
+	case <-time.After(20 * time.Second):
+		tb.Fatalf("gateway did not log its address\n%s", p.logTail())
+	}
+	return p
+}
+
+func (p *gatewayProc) logTail() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return strings.Join(p.log[max(0, len(p.log)-30):], "\n")
+}
+
+func (p *gatewayProc) logged(msg string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.ContainsFunc(p.log, func(l string) bool { return strings.Contains(l, `"msg":"`+msg+`"`) })
+}
+
+// monitor records the commands Redis executes (MONITOR), to see what the
+// gateway sent before it exited.
+type monitor struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+func startMonitor(tb testing.TB, rs *redistest.Server) *monitor {
+	tb.Helper()
+	c, err := net.DialTimeout("tcp", rs.Addr(), 5*time.Second)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = c.Close() })
+	if _, err := io.WriteString(c, "MONITOR\r\n"); err != nil {
+		tb.Fatal(err)
+	}
+	r := bufio.NewReader(c)
+	if l, err := r.ReadString('\n'); err != nil || l != "+OK\r\n" {
+		tb.Fatalf("MONITOR: %q %v", l, err)
+	}
+	m := &monitor{}
+	go func() {
+		for {
+			l, err := r.ReadString('\n')
+			if err != nil {
+				return
+			}
+			m.mu.Lock()
+			m.lines = append(m.lines, l)
+			m.mu.Unlock()
+		}
+	}()
+	return m
+}
+
+// sawCommand reports whether a command named cmd (any case) naming arg
+// was executed.
+func (m *monitor) sawCommand(cmd, arg string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, l := range m.lines {
+		if strings.Contains(strings.ToUpper(l), `] "`+cmd+`"`) && strings.Contains(l, `"`+arg+`"`) {
+			return true
+		}
+	}
+	return false
+}
+
+// closeResult is how one client's connection ended.
+type closeResult struct {
+	at     time.Time
+	status websocket.StatusCode
+	data   int // data messages read before the close
+	err    error
+}
+
+// TestSignalShutdown runs the binary with connected clients and signals
+// it: every client gets what was already queued for it and then close
+// 1001, the closes are spread over the first half of SHUTDOWN_TIMEOUT, new
+// upgrades are refused meanwhile, the streams are unsubscribed upstream,
+// and the process exits 0 within SHUTDOWN_TIMEOUT.
+func TestSignalShutdown(t *testing.T) {
+	if testing.Short() {
+		t.Skip("short")
+	}
+	const (
+		shutdownTimeout = 4 * time.Second
+		channels        = 10
+		dialers         = 50
+	)
+	bin := buildGateway(t)
+	tests := []struct {
+		name    string
+		sig     syscall.Signal
+		clients int
+	}{
+		{"SIGTERM with 1000 clients", syscall.SIGTERM, 1000},
+		{"SIGINT", syscall.SIGINT, 20},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rs := redistest.Start(t)
+			p := startGatewayProc(t, bin,
+				"REDIS_HOST="+rs.Host(), "REDIS_PORT="+strconv.Itoa(rs.Port()),
+				"REDIS_WS_GATEWAY_HOST=127.0.0.1", "REDIS_WS_GATEWAY_PORT=0",
+				"EVENT_LOOPS=2", "SHUTDOWN_TIMEOUT="+shutdownTimeout.String())
+			url := "ws://" + p.addr + "/ws"
+			redistest.WaitFor(t, 10*time.Second, "/health 200", func() bool {
+				resp, err := http.Get("http://" + p.addr + "/health")
+				if err != nil {
+					return false
+				}
+				resp.Body.Close()
+				return resp.StatusCode == 200
+			})
+
+			conns := make([]*websocket.Conn, tt.clients)
+			t.Cleanup(func() {
+				for _, c := range conns {
+					if c != nil {
+						_ = c.CloseNow()
+					}
+				}
+			})
+			if err := parallel(tt.clients, dialers, func(i int) error {
+				c, err := dialSubscribe(url, "market:tick:"+strconv.Itoa(i%channels))
+				conns[i] = c
+				return err
+			}); err != nil {
+				t.Fatal(err)
+			}
+			mon := startMonitor(t, rs)
+			results := make([]closeResult, tt.clients)
+			var wg sync.WaitGroup
+			firstClose := make(chan struct{})
+			var firstOnce sync.Once
+			for i, c := range conns {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+					defer cancel()
+					for {
+						_, p, err := c.Read(ctx)
+						if err != nil {
+							r := &results[i]
+							r.at, r.status, r.err = time.Now(), websocket.CloseStatus(err), err
+							firstOnce.Do(func() { close(firstClose) })
+							return
+						}
+						if strings.HasPrefix(string(p), `{"type":"data"`) {
+							results[i].data++
+						}
+					}
+				}()
+			}
+
+			// One message per channel, received by the gateway (so in
+			// the rings or already written) before the signal.
+			for ch := range channels {
+				if n := rs.Publish(t, "market:tick:"+strconv.Itoa(ch), `{"last":true}`); n != 1 {
+					t.Fatalf("PUBLISH reached %d subscribers, want 1 (the gateway)", n)
+				}
+			}
+			redistest.WaitFor(t, 10*time.Second, "the gateway to receive the messages", func() bool {
+				return statsReceived(p.addr) >= channels
+			})
+
+			signalled := time.Now()
+			if err := p.cmd.Process.Signal(tt.sig); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case <-firstClose:
+			case <-time.After(10 * time.Second):
+				t.Fatal("no client was closed")
+			}
+			if c, resp, err := dialResp(url); err == nil {
+				_ = c.CloseNow()
+				t.Fatal("an upgrade was accepted during the shutdown")
+			} else if resp != nil && resp.StatusCode != http.StatusServiceUnavailable {
+				t.Fatalf("upgrade during the shutdown: HTTP %d, want 503", resp.StatusCode)
+			}
+
+			select {
+			case <-p.exited:
+			case <-time.After(shutdownTimeout + 10*time.Second):
+				t.Fatalf("still running %v after the signal\n%s", time.Since(signalled), p.logTail())
+			}
+			took := time.Since(signalled)
+			wg.Wait()
+			if code := p.cmd.ProcessState.ExitCode(); code != 0 {
+				t.Fatalf("exit code %d, want 0\n%s", code, p.logTail())
+			}
+			// Engine stop and upstream unsubscribe are bounded at 5 s
+			// each beyond the close handshakes; in practice they are
+			// immediate.
+			if took > shutdownTimeout+5*time.Second {
+				t.Errorf("exited %v after the signal, want within SHUTDOWN_TIMEOUT (%v) and a margin", took, shutdownTimeout)
+			}
+			first, last := results[0].at, results[0].at
+			for i, r := range results {
+				if r.status != websocket.StatusGoingAway {
+					t.Fatalf("client %d: closed with %v (%v), want 1001", i, r.status, r.err)
+				}
+				if r.data != 1 {
+					t.Fatalf("client %d: %d data messages before the close, want the 1 queued before the signal", i, r.data)
+				}
+				first, last = minTime(first, r.at), maxTime(last, r.at)
+			}
+			spread := last.Sub(first)
+			t.Logf("%d clients closed with 1001 over %v (pacing window %v); exit %v after the signal",
+				tt.clients, spread.Round(time.Millisecond), shutdownTimeout/2, took.Round(time.Millisecond))
+			if tt.clients >= 100 && spread < shutdownTimeout/4 {
+				t.Errorf("closes spread over %v only: want them paced over about %v", spread, shutdownTimeout/2)
+			}
+			for ch := range channels {
+				name := "market:tick:" + strconv.Itoa(ch)
+				if !mon.sawCommand("UNSUBSCRIBE", name) {
+					t.Errorf("no UNSUBSCRIBE of %s before exit", name)
+				}
+				if got := rs.Do(t, "PUBSUB", "NUMSUB", name); got != name+" 0" {
+					t.Errorf("PUBSUB NUMSUB after exit: %q", got)
+				}
+			}
+			if got := rs.Do(t, "PUBSUB", "NUMPAT"); got != "0" {
+				t.Errorf("PUBSUB NUMPAT after exit: %q", got)
+			}
+			if !p.logged("stopped") || p.logged("redis unsubscribe at shutdown") {
+				t.Errorf("shutdown log:\n%s", p.logTail())
+			}
+		})
+	}
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}
+
+// parallel runs fn(i) for i in [0, n) on workers goroutines and returns
+// the first error.
+func parallel(n, workers int, fn func(i int) error) error {
+	next := make(chan int, n)
+	for i := range n {
+		next <- i
+	}
+	close(next)
+	errs := make(chan error, n)
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				if err := fn(i); err != nil {
+					errs <- fmt.Errorf("client %d: %w", i, err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	return <-errs
+}
+
+func dialResp(url string) (*websocket.Conn, *http.Response, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return websocket.Dial(ctx, url, nil)
+}
+
+// dialSubscribe connects, subscribes to channel and waits for the ack.
+func dialSubscribe(url, channel string) (*websocket.Conn, error) {
+	c, _, err := dialResp(url)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.Write(ctx, websocket.MessageText, []byte(`{"action":"subscribe","channels":["`+channel+`"]}`)); err != nil {
+		return c, err
+	}
+	_, p, err := c.Read(ctx)
+	if err != nil {
+		return c, err
+	}
+	if !strings.HasPrefix(string(p), `{"type":"subscribed"`) {
+		return c, errors.New("no subscribe ack: " + string(p))
+	}
+	return c, nil
+}
+
+// statsReceived is messages_received from /stats, or 0 on any error.
+func statsReceived(addr string) uint64 {
+	resp, err := http.Get("http://" + addr + "/stats")
+	if err != nil {
+		return 0
+	}
+	defer resp.Body.Close()
+	var st struct {
+		Received uint64 `json:"messages_received"`
+	}
+	_ = json.NewDecoder(resp.Body).Decode(&st)
+	return st.Received
+}
