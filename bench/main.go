@@ -1,0 +1,411 @@
+// Command bench is the gateway's load harness: go run ./bench -help.
+//
+// Scenarios: idle, fanout, spread, churn, sweep, floor (see
+// docs/BENCHMARKS.md). The harness starts a redis-server and the gateway
+// itself on free loopback ports (or uses -redis, -addr and -pid), opens
+// the client sockets from worker subprocesses of itself, publishes through
+// rueidis, prints a progress line every second and writes a JSON report
+// (-out) and a self-contained HTML page (-html).
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Config is every flag of the harness.
+type Config struct {
+	Scenario     string
+	N            int
+	Channels     int
+	Rate         float64
+	Size         int
+	Duration     time.Duration
+	PatternShare float64
+	ChurnRate    float64
+	Step         time.Duration
+	Factor       float64
+	MaxP99       time.Duration
+	MaxRate      float64
+	Floor        bool
+	FloorK       int
+
+	Workers          int
+	ClientLoops      int
+	PerAddr          int
+	ConnConcurrency  int
+	ConnectRate      float64
+	HandshakeTimeout time.Duration
+	ConnectTimeout   time.Duration
+	Settle           time.Duration
+	Prefix           string
+
+	Gateway     string
+	GatewayArgs string
+	EventLoops  int
+	Addr        string
+	Pid         int
+	Redis       string
+	RedisServer string
+
+	Admin       string
+	Profile     string
+	HeapProfile string
+
+	Out     string
+	HTML    string
+	Compare string
+	Rounds  int
+	Quiet   bool
+	Keep    bool
+}
+
+var scenarios = map[string]struct {
+	n        int
+	rate     float64
+	channels int
+	help     string
+}{
+	"idle":   {10000, 0, 100, "N sockets, each subscribed to one of C channels, held idle: connects/s, gateway RSS and CPU per socket"},
+	"fanout": {10000, 10, 1, "N subscribers of one channel, R messages/s of S bytes: delivered/s, latency, gaps, drops, CPU per frame"},
+	"spread": {10000, 1000, 0, "N sockets, each on its own channel plus one shared pattern; messages spread over the channels"},
+	"churn":  {1000, 0, 100, "N sockets, -churn-rate per second leave and come back (connect, upgrade, subscribe)"},
+	"sweep":  {1000, 100, 1, "fanout with R raised by -factor per -step until p99 > -max-p99 or drops: highest sustained rate"},
+	"floor":  {10000, 10, 1, "CPU floor only: write(2)/writev(2) of one pre-encoded frame to N sockets at R/s"},
+}
+
+func parseFlags(args []string, stderr io.Writer) (*Config, error) {
+	c := &Config{}
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: go run ./bench [flags]\n\nScenarios (-scenario):\n")
+		names := make([]string, 0, len(scenarios))
+		for k := range scenarios {
+			names = append(names, k)
+		}
+		sort.Strings(names)
+		for _, k := range names {
+			s := scenarios[k]
+			fmt.Fprintf(stderr, "  %-7s %s (default -n %d", k, s.help, s.n)
+			if s.rate > 0 {
+				fmt.Fprintf(stderr, ", -rate %g", s.rate)
+			}
+			fmt.Fprintf(stderr, ")\n")
+		}
+		fmt.Fprintf(stderr, "\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	fs.StringVar(&c.Scenario, "scenario", "fanout", "idle, fanout, spread, churn, sweep or floor")
+	fs.IntVar(&c.N, "n", 0, "sockets (0: the scenario's default)")
+	fs.IntVar(&c.Channels, "channels", -1, "idle/churn: channels the sockets are spread over (-1: 100)")
+	fs.Float64Var(&c.Rate, "rate", -1, "messages published per second (sweep: the first step; -1: the scenario's default)")
+	fs.IntVar(&c.Size, "size", 100, "payload bytes per message ({\"t\":<unix nanos>,\"pad\":\"xxx\"})")
+	fs.DurationVar(&c.Duration, "duration", 10*time.Second, "measured time (idle: hold; sweep: total budget of the steps)")
+	fs.Float64Var(&c.PatternShare, "pattern-share", 0.01, "spread: share of messages sent to the shared pattern (each reaches every socket)")
+	fs.Float64Var(&c.ChurnRate, "churn-rate", 200, "churn: sockets leaving and coming back per second")
+	fs.DurationVar(&c.Step, "step", 2*time.Second, "sweep: duration of each step")
+	fs.Float64Var(&c.Factor, "factor", 2, "sweep: rate multiplier between steps")
+	fs.DurationVar(&c.MaxP99, "max-p99", 50*time.Millisecond, "sweep: p99 threshold")
+	fs.Float64Var(&c.MaxRate, "max-rate", 1e6, "sweep: never publish faster than this")
+	fs.BoolVar(&c.Floor, "floor", false, "fanout/spread/sweep: also measure the CPU floor at the same sockets and rate, and print the ratio")
+	fs.IntVar(&c.FloorK, "floor-k", 8, "floor: frames per writev(2) in the batched run (the other run uses write(2) per frame)")
+
+	fs.IntVar(&c.Workers, "workers", -1, "client worker processes (-1: as many as RLIMIT_NOFILE requires, at least 1; 0: client inside the harness process)")
+	fs.IntVar(&c.ClientLoops, "client-loops", 2, "gnet event loops of the client, over all workers")
+	fs.IntVar(&c.PerAddr, "per-addr", 25000, "sockets per source address 127.0.0.1, 127.0.0.2, ... (capped by the ephemeral port range)")
+	fs.IntVar(&c.ConnConcurrency, "connect-concurrency", 256, "handshakes in flight, over all workers")
+	fs.Float64Var(&c.ConnectRate, "connect-rate", 0, "new connections per second (0: as fast as -connect-concurrency allows)")
+	fs.DurationVar(&c.HandshakeTimeout, "handshake-timeout", 10*time.Second, "dial to subscribe ack, per socket")
+	fs.DurationVar(&c.ConnectTimeout, "connect-timeout", 0, "the whole connect phase (0: 30s + 1ms per socket)")
+	fs.DurationVar(&c.Settle, "settle", time.Second, "pause after connecting, before reading the gateway's RSS")
+	fs.StringVar(&c.Prefix, "prefix", "market:tick:bench", "channel prefix (the default role may read market:tick:*)")
+
+	fs.StringVar(&c.Gateway, "gateway", "", "gateway to start: an executable, or a package directory to build (default ./cmd/gateway)")
+	fs.StringVar(&c.GatewayArgs, "gateway-args", "", "extra flags for the started gateway, space-separated (e.g. \"-send-queue-size 256\")")
+	fs.IntVar(&c.EventLoops, "event-loops", 0, "-event-loops of the started gateway (0: its default, one per CPU)")
+	fs.StringVar(&c.Addr, "addr", "", "use a running gateway at host:port (127.0.0.0/8) instead of starting one")
+	fs.IntVar(&c.Pid, "pid", 0, "with -addr: the gateway's pid, to read its CPU and RSS from /proc")
+	fs.StringVar(&c.Admin, "admin", "", "with -addr: the gateway's admin listener (host:port), for -profile and -heap-profile")
+	fs.StringVar(&c.Profile, "profile", "", "save a CPU profile (pprof) of the gateway over the measured window here (needs its admin listener)")
+	fs.StringVar(&c.HeapProfile, "heap-profile", "", "save a heap profile (pprof) of the gateway once the sockets are connected here")
+	fs.StringVar(&c.Redis, "redis", "", "use this Redis (host:port, 127.0.0.0/8) instead of starting redis-server")
+	fs.StringVar(&c.RedisServer, "redis-server", "redis-server", "redis-server binary to start")
+
+	fs.StringVar(&c.Out, "out", "", "write the JSON report here")
+	fs.StringVar(&c.HTML, "html", "", "write a self-contained HTML page here")
+	fs.StringVar(&c.Compare, "compare", "", "binA,binB: run the scenario against two gateways in alternation (A B A B ...) and print the ratios")
+	fs.IntVar(&c.Rounds, "rounds", 2, "compare: rounds (each runs A then B)")
+	fs.BoolVar(&c.Quiet, "q", false, "no progress lines")
+	fs.BoolVar(&c.Keep, "keep", false, "keep the temporary directory (gateway and redis logs)")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	return c, c.finish()
+}
+
+// finish applies the scenario defaults and checks the flags.
+func (c *Config) finish() error {
+	d, ok := scenarios[c.Scenario]
+	if !ok {
+		return fmt.Errorf("-scenario %q: want idle, fanout, spread, churn, sweep or floor", c.Scenario)
+	}
+	if c.N == 0 {
+		c.N = d.n
+	}
+	if c.Rate < 0 {
+		c.Rate = d.rate
+	}
+	if c.Channels < 0 {
+		c.Channels = d.channels
+	}
+	switch c.Scenario {
+	case "fanout", "sweep", "floor":
+		c.Channels = 1
+	case "spread":
+		c.Channels = 0
+	}
+	if c.Addr != "" {
+		c.Addr = strings.Replace(c.Addr, "localhost:", "127.0.0.1:", 1)
+	}
+	if c.Redis != "" {
+		c.Redis = strings.Replace(c.Redis, "localhost:", "127.0.0.1:", 1)
+	}
+	ports := ephemeralPorts()
+	if c.PerAddr > ports-500 {
+		c.PerAddr = max(ports-500, 1)
+	}
+	switch {
+	case c.N < 1:
+		return errors.New("-n must be at least 1")
+	case c.Duration <= 0:
+		return errors.New("-duration must be positive")
+	case c.Size < 32 || c.Size > 1<<20:
+		return errors.New("-size must be between 32 and 1048576")
+	case (c.Scenario == "fanout" || c.Scenario == "spread" || c.Scenario == "sweep" || c.Scenario == "floor") && c.Rate <= 0:
+		return fmt.Errorf("-scenario %s needs -rate > 0", c.Scenario)
+	case c.Scenario == "churn" && c.ChurnRate <= 0:
+		return errors.New("-churn-rate must be positive")
+	case c.Scenario == "sweep" && (c.Factor <= 1 || c.Step <= 0 || c.MaxP99 <= 0):
+		return errors.New("sweep needs -factor > 1, -step > 0 and -max-p99 > 0")
+	case c.PatternShare < 0 || c.PatternShare > 1:
+		return errors.New("-pattern-share must be between 0 and 1")
+	case c.Pid != 0 && c.Addr == "":
+		return errors.New("-pid needs -addr")
+	case c.Addr != "" && (c.Gateway != "" || c.Compare != ""):
+		return errors.New("-addr uses a running gateway: not with -gateway or -compare")
+	case c.Rounds < 1:
+		return errors.New("-rounds must be at least 1")
+	case c.ClientLoops < 1:
+		return errors.New("-client-loops must be at least 1")
+	case c.ConnConcurrency < 1:
+		return errors.New("-connect-concurrency must be at least 1")
+	}
+	if c.Addr != "" {
+		if err := loopbackOnly("-addr", c.Addr); err != nil {
+			return err
+		}
+	}
+	if c.Redis != "" {
+		if err := loopbackOnly("-redis", c.Redis); err != nil {
+			return err
+		}
+	}
+	if c.Gateway == "" && c.Addr == "" {
+		c.Gateway = "./cmd/gateway"
+	}
+	return nil
+}
+
+func (c *Config) params() Params {
+	p := Params{
+		Sockets: c.N, Channels: c.Channels, Rate: c.Rate, Size: c.Size, DurationS: c.Duration.Seconds(),
+		Workers: c.Workers, ClientLoops: c.ClientLoops, PerAddr: c.PerAddr, ConnConcurrency: c.ConnConcurrency,
+		Prefix: c.Prefix, GatewayEventLoop: c.EventLoops, Floor: c.Floor,
+	}
+	switch c.Scenario {
+	case "spread":
+		p.PatternShare = c.PatternShare
+	case "churn":
+		p.ChurnRate = c.ChurnRate
+	case "sweep":
+		p.StepS, p.Factor, p.MaxP99US = c.Step.Seconds(), c.Factor, c.MaxP99.Microseconds()
+	}
+	if c.Floor || c.Scenario == "floor" {
+		p.FloorK = c.FloorK
+	}
+	return p
+}
+
+// env is what one invocation shares between runs: the temporary
+// directory and Redis.
+type env struct {
+	dir        string
+	redis      *proc
+	redisAddr  string
+	redisPid   int
+	redisOwned bool
+}
+
+func setupEnv(cfg *Config) (*env, error) {
+	dir, err := os.MkdirTemp("", "wsgw-bench-")
+	if err != nil {
+		return nil, err
+	}
+	e := &env{dir: dir}
+	if cfg.Scenario == "floor" {
+		return e, nil
+	}
+	if cfg.Redis != "" {
+		e.redisAddr = cfg.Redis
+		if err := waitRedis(cfg.Redis, nil, 5*time.Second); err != nil {
+			return e, fmt.Errorf("-redis %s: %w", cfg.Redis, err)
+		}
+		return e, nil
+	}
+	p, addr, err := startRedis(cfg.RedisServer, dir)
+	if err != nil {
+		return e, err
+	}
+	e.redis, e.redisAddr, e.redisPid, e.redisOwned = p, addr, p.pid(), true
+	return e, nil
+}
+
+func (e *env) close(keep bool) {
+	if e.redis != nil {
+		e.redis.stop(5 * time.Second)
+	}
+	if keep {
+		fmt.Fprintf(os.Stderr, "logs kept in %s\n", e.dir)
+		return
+	}
+	_ = os.RemoveAll(e.dir)
+}
+
+// runOnce runs the scenario against one gateway: bin (started here) or
+// cfg.Addr.
+func runOnce(ctx context.Context, cfg *Config, e *env, bin string) (*Report, error) {
+	soft, hard := raiseNofile()
+	rep := &Report{
+		Scenario: cfg.Scenario, Command: append([]string{"bench"}, os.Args[1:]...), Started: time.Now(),
+		Params: cfg.params(), Host: hostInfo(), Timeline: []Sample{},
+	}
+	rep.Host.NofileSoft, rep.Host.NofileHard = soft, hard
+	r := newRunner(ctx, cfg, rep)
+	r.redisAddr, r.redisPid = e.redisAddr, e.redisPid
+	rep.Gateway.Redis, rep.Gateway.RedisOwned = e.redisAddr, e.redisOwned
+	var gw *proc
+	if cfg.Scenario != "floor" {
+		if cfg.Addr != "" {
+			r.gwAddr, r.gwPid, r.adminAddr = cfg.Addr, cfg.Pid, cfg.Admin
+			rep.Gateway.Addr, rep.Gateway.Pid, rep.Gateway.Admin = cfg.Addr, cfg.Pid, cfg.Admin
+			if cfg.Pid == 0 {
+				rep.Notes = append(rep.Notes, "no -pid: the gateway's CPU and RSS are not measured")
+			}
+		} else {
+			p, addr, admin, err := startGateway(bin, e.dir, e.redisAddr, cfg.EventLoops, strings.Fields(cfg.GatewayArgs))
+			if err != nil {
+				return rep, err
+			}
+			gw = p
+			r.gwAddr, r.gwPid, r.adminAddr = addr, p.pid(), admin
+			rep.Gateway = GatewayInfo{Binary: bin, Started: true, Pid: p.pid(), Addr: addr, Admin: admin,
+				Args: p.cmd.Args[1:], Redis: e.redisAddr, RedisOwned: e.redisOwned}
+		}
+		if st, err := fetchStats(r.gwAddr); err == nil {
+			rep.Gateway.Version = st.Version
+		} else {
+			return rep, fmt.Errorf("gateway /stats at %s: %w", r.gwAddr, err)
+		}
+	}
+	err := r.runScenario()
+	r.close()
+	r.waitProfile()
+	if gw != nil {
+		if !gw.alive() {
+			err = errors.Join(err, fmt.Errorf("the gateway exited during the run:\n%s", gw.logTail(20)))
+		} else if tail := gw.logTail(5); strings.Contains(tail, "level=ERROR") {
+			rep.Notes = append(rep.Notes, "gateway log: "+tail)
+		}
+		gw.stop(10 * time.Second)
+	}
+	rep.Seconds = round3(time.Since(rep.Started).Seconds())
+	if err != nil {
+		rep.Error = err.Error()
+	}
+	return rep, err
+}
+
+func main() {
+	if code, ok := subprocessMain(); ok {
+		os.Exit(code)
+	}
+	os.Exit(benchMain(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func benchMain(args []string, stdout, stderr io.Writer) int {
+	cfg, err := parseFlags(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "bench:", err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	e, err := setupEnv(cfg)
+	if e != nil {
+		defer e.close(cfg.Keep)
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "bench:", err)
+		return 1
+	}
+	if cfg.Compare != "" {
+		return compare(ctx, cfg, e, stdout, stderr)
+	}
+	bin := ""
+	if cfg.Addr == "" && cfg.Scenario != "floor" {
+		if bin, err = buildGateway(cfg.Gateway, e.dir); err != nil {
+			fmt.Fprintln(stderr, "bench:", err)
+			return 1
+		}
+	}
+	rep, err := runOnce(ctx, cfg, e, bin)
+	if cfg.Gateway != "" && rep.Gateway.Binary != "" {
+		rep.Gateway.Binary = cfg.Gateway
+	}
+	for _, l := range rep.summaryLines() {
+		fmt.Fprintln(stdout, l)
+	}
+	code := 0
+	if err != nil {
+		code = 1
+	}
+	if cfg.Out != "" {
+		if werr := writeJSON(cfg.Out, rep); werr != nil {
+			fmt.Fprintln(stderr, "bench:", werr)
+			code = 1
+		}
+	}
+	if cfg.HTML != "" {
+		if werr := writeHTML(cfg.HTML, reportHTML(rep), "wsgw load: "+rep.Scenario); werr != nil {
+			fmt.Fprintln(stderr, "bench:", werr)
+			code = 1
+		}
+	}
+	return code
+}

@@ -1,0 +1,113 @@
+package main
+
+import (
+	"context"
+	"math"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/rueidis"
+)
+
+// publisher sends PUBLISH commands at a fixed rate, pipelined through
+// rueidis: every message due by now goes out in one DoMulti. Each payload
+// carries its send time, {"t":<unix nanos>,"pad":"xxx"}, of Size bytes.
+type publisher struct {
+	client rueidis.Client
+	size   int
+
+	// Counters by kind (0: to exact-channel subscribers, 1: to the shared
+	// pattern), and how many of them Redis delivered to at least one
+	// subscriber (the gateway).
+	sent     [2]atomic.Int64
+	received [2]atomic.Int64
+	errors   atomic.Int64
+	lastErr  atomic.Value
+	batches  atomic.Int64
+}
+
+func newPublisher(redisAddr string, size int) (*publisher, error) {
+	c, err := rueidis.NewClient(rueidis.ClientOption{
+		InitAddress:  []string{redisAddr},
+		DisableCache: true,
+		// One connection, pipelining: the publisher is not the subject.
+		BlockingPoolSize: 1,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &publisher{client: c, size: size}, nil
+}
+
+func (p *publisher) close() { p.client.Close() }
+
+// published is the number of PUBLISH commands answered, and expected the
+// deliveries they imply given subs sockets per pattern message and one
+// socket per exact message (spread) or subs per exact message (fanout).
+func (p *publisher) published() int64 { return p.sent[0].Load() + p.sent[1].Load() }
+
+// target picks the channel of message i and its kind.
+type target func(i int64) (channel string, kind int)
+
+// run publishes at rate messages per second for d, or until ctx ends.
+func (p *publisher) run(ctx context.Context, rate float64, d time.Duration, pick target) {
+	if rate <= 0 || d <= 0 {
+		return
+	}
+	const maxBatch = 512
+	// Exactly rate×d messages; message i is due at start + i/rate. When
+	// the publisher falls behind (a busy machine), it catches up in
+	// bigger batches and ends late rather than sending fewer.
+	total := int64(math.Round(rate * d.Seconds()))
+	start := time.Now()
+	var i int64
+	cmds := make(rueidis.Commands, 0, maxBatch)
+	kinds := make([]int, 0, maxBatch)
+	buf := make([]byte, 0, p.size+32)
+	for i < total && ctx.Err() == nil {
+		el := time.Since(start)
+		due := min(int64(el.Seconds()*rate)+1, total) - i
+		if due <= 0 {
+			next := start.Add(time.Duration(float64(i) / rate * float64(time.Second)))
+			if w := time.Until(next); w > 0 {
+				sleepCtx(ctx, w)
+			}
+			continue
+		}
+		due = min(due, maxBatch)
+		cmds, kinds = cmds[:0], kinds[:0]
+		for range due {
+			ch, kind := pick(i)
+			buf = benchPayload(buf[:0], time.Now().UnixNano(), p.size)
+			cmds = append(cmds, p.client.B().Publish().Channel(ch).Message(string(buf)).Build())
+			kinds = append(kinds, kind)
+			i++
+		}
+		for k, r := range p.client.DoMulti(ctx, cmds...) {
+			n, err := r.AsInt64()
+			if err != nil {
+				p.errors.Add(1)
+				p.lastErr.Store(err.Error())
+				continue
+			}
+			p.sent[kinds[k]].Add(1)
+			if n > 0 {
+				p.received[kinds[k]].Add(1)
+			}
+		}
+		p.batches.Add(1)
+	}
+	// The last message is due at (total-1)/rate: the window is d long.
+	if w := time.Until(start.Add(d)); w > 0 {
+		sleepCtx(ctx, w)
+	}
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}

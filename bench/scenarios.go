@@ -1,0 +1,424 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"sort"
+	"strconv"
+	"time"
+)
+
+func (r *runner) runScenario() error {
+	switch r.cfg.Scenario {
+	case "idle":
+		return r.idle()
+	case "fanout":
+		return r.fanout()
+	case "spread":
+		return r.spread()
+	case "churn":
+		return r.churn()
+	case "sweep":
+		return r.sweep()
+	case "floor":
+		return r.floorOnly()
+	}
+	return fmt.Errorf("unknown scenario %q", r.cfg.Scenario)
+}
+
+// idle: N sockets, each subscribed to one of C channels, held for the
+// duration with no traffic.
+func (r *runner) idle() error {
+	cfg := r.cfg
+	if _, err := r.connectPhase(subPlan{Prefix: cfg.Prefix, Channels: cfg.Channels}, r.gwAddr, cfg.N); err != nil {
+		return err
+	}
+	m0 := r.mark()
+	r.startProfile(cfg.Duration)
+	err := r.wait("hold", cfg.Duration, nil)
+	m1 := r.mark()
+	s := m1.t.Sub(m0.t).Seconds()
+	gw := (m1.gwCPU - m0.gwCPU).Seconds()
+	cl := clientCPU(m0, m1).Seconds()
+	open := m1.cl.Open
+	r.rep.Noise = r.noise(m0, m1)
+	r.rep.Idle = &IdleResult{
+		HoldSeconds:      round3(s),
+		ClientCPUPercent: perUnit(100*cl, s),
+		StillOpen:        open,
+		Unexpected:       m1.cl.Unexpected - m0.cl.Unexpected,
+	}
+	if r.gwPid > 0 {
+		r.rep.Idle.GwCPUPercent = perUnit(100*gw, s)
+		r.rep.Idle.GwCPUPerSocketUSPerS = perUnit(gw*1e6/s, float64(open))
+		r.rep.Memory.GatewayRSSEnd = m1.gwRSS
+	}
+	return err
+}
+
+// fanout: N subscribers of one channel, R messages per second of S bytes.
+func (r *runner) fanout() error {
+	cfg := r.cfg
+	if _, err := r.connectPhase(subPlan{Prefix: cfg.Prefix, Channels: 1}, r.gwAddr, cfg.N); err != nil {
+		return err
+	}
+	if err := r.ensurePublisher(); err != nil {
+		return err
+	}
+	ch := cfg.Prefix + ":0"
+	pick := func(int64) (string, int) { return ch, 0 }
+	expected := func(m0, m mark) int64 { return (m.recv[0] - m0.recv[0]) * m0.cl.Open }
+	m0, m1, secs, err := r.publishWindow("publish", cfg.Rate, cfg.Duration, pick, expected)
+	if err != nil {
+		return err
+	}
+	r.finishDelivery(m0, m1, secs, expected(m0, m1))
+	if cfg.Floor {
+		return r.floorPhase(int(m0.cl.Open), cfg.Rate, cfg.Duration, r.rep.Cost.GwCPUPerFrameUS, r.rep.Cost.GwFramesPerWrite)
+	}
+	return nil
+}
+
+func (r *runner) finishDelivery(m0, m1 mark, secs float64, expected int64) {
+	d := r.delivery(m0, m1, r.cfg.Rate, secs, expected)
+	r.rep.Delivery = d
+	lat := summarize(r.latWin)
+	r.rep.Latency = &lat
+	r.rep.Histogram = logBars(r.latWin, 20)
+	r.rep.Cost = r.cost(m0, m1, d.Delivered)
+	r.rep.Noise = r.noise(m0, m1)
+	if r.rep.Memory != nil {
+		r.rep.Memory.GatewayRSSEnd = m1.gwRSS
+	}
+	if d.PublishErrors > 0 && r.pub != nil {
+		if e, ok := r.pub.lastErr.Load().(string); ok {
+			r.rep.Notes = append(r.rep.Notes, "publish error: "+e)
+		}
+	}
+	if d.NoReceiver > 0 {
+		r.rep.Notes = append(r.rep.Notes, fmt.Sprintf("%d messages had no receiver in Redis (the gateway was not subscribed upstream)", d.NoReceiver))
+	}
+}
+
+// spread: N sockets, each on its own channel plus one shared pattern.
+// Messages go round-robin over the N channels; a share of them goes to a
+// channel of the pattern, which every socket receives.
+func (r *runner) spread() error {
+	cfg := r.cfg
+	pattern := cfg.Prefix + ":all:*"
+	if _, err := r.connectPhase(subPlan{Prefix: cfg.Prefix, Channels: 0, Pattern: pattern}, r.gwAddr, cfg.N); err != nil {
+		return err
+	}
+	if err := r.ensurePublisher(); err != nil {
+		return err
+	}
+	var every int64
+	if cfg.PatternShare > 0 {
+		every = max(1, int64(math.Round(1/cfg.PatternShare)))
+	}
+	shared := cfg.Prefix + ":all:x"
+	n := int64(cfg.N)
+	pick := func(i int64) (string, int) {
+		if every > 0 && i%every == 0 {
+			return shared, 1
+		}
+		return cfg.Prefix + ":" + strconv.FormatInt(i%n, 10), 0
+	}
+	expected := func(m0, m mark) int64 {
+		return (m.recv[0] - m0.recv[0]) + (m.recv[1]-m0.recv[1])*m0.cl.Open
+	}
+	m0, m1, secs, err := r.publishWindow("publish", cfg.Rate, cfg.Duration, pick, expected)
+	if err != nil {
+		return err
+	}
+	r.finishDelivery(m0, m1, secs, expected(m0, m1))
+	if cfg.Floor {
+		return r.floorPhase(int(m0.cl.Open), r.rep.Delivery.DeliveredPerSec/float64(max(m0.cl.Open, 1)), cfg.Duration, r.rep.Cost.GwCPUPerFrameUS, r.rep.Cost.GwFramesPerWrite)
+	}
+	return nil
+}
+
+// churn: N sockets; ChurnRate per second of them leave (close handshake)
+// and come back (connect, upgrade, subscribe) for the duration.
+func (r *runner) churn() error {
+	cfg := r.cfg
+	if _, err := r.connectPhase(subPlan{Prefix: cfg.Prefix, Channels: cfg.Channels}, r.gwAddr, cfg.N); err != nil {
+		return err
+	}
+	if cfg.Rate > 0 {
+		if err := r.ensurePublisher(); err != nil {
+			return err
+		}
+	}
+	r.connWin.Reset()
+	m0 := r.mark()
+	r.startProfile(cfg.Duration)
+	for _, c := range r.cl {
+		c.churn(cfg.ChurnRate/float64(len(r.cl)), cfg.Duration)
+	}
+	pubDone := make(chan struct{})
+	go func() {
+		defer close(pubDone)
+		if r.pub != nil {
+			c := int64(max(cfg.Channels, 1))
+			r.pub.run(r.ctx, cfg.Rate, cfg.Duration, func(i int64) (string, int) {
+				return cfg.Prefix + ":" + strconv.FormatInt(i%c, 10), 0
+			})
+		}
+	}()
+	err := r.wait("churn", cfg.Duration, nil)
+	<-pubDone
+	secs := time.Since(m0.t).Seconds()
+	// The last leavers come back.
+	target := m0.cl.Open
+	if err == nil {
+		err = r.wait("rejoin", 2*cfg.HandshakeTimeout, func(a poolStats) bool { return a.Open >= target })
+	}
+	m1 := r.mark()
+	joined := m1.cl.ChurnJoined - m0.cl.ChurnJoined
+	c := &ChurnResult{
+		Rate:           cfg.ChurnRate,
+		Seconds:        round3(secs),
+		Left:           m1.cl.ChurnLeft - m0.cl.ChurnLeft,
+		Joined:         joined,
+		PerSec:         perUnit(float64(joined), secs),
+		Failed:         m1.cl.Failed - m0.cl.Failed,
+		ConnectLatency: summarize(r.connWin),
+		ClientOpenEnd:  m1.cl.Open,
+		Gaps:           m1.cl.Gaps - m0.cl.Gaps,
+	}
+	if r.gwPid > 0 {
+		gw := (m1.gwCPU - m0.gwCPU).Seconds()
+		c.GwCPUPercent = perUnit(100*gw, m1.t.Sub(m0.t).Seconds())
+		c.GwCPUPerCycleUS = perUnit(gw*1e6, float64(joined))
+		c.GwRSSStart, c.GwRSSEnd = m0.gwRSS, m1.gwRSS
+		r.rep.Memory.GatewayRSSEnd = m1.gwRSS
+	}
+	if m1.gs != nil {
+		c.GwConnectionsEnd = m1.gs.Connections
+	}
+	r.rep.Churn = c
+	r.rep.Noise = r.noise(m0, m1)
+	if r.pub != nil {
+		r.rep.Cost = r.cost(m0, m1, m1.cl.Data-m0.cl.Data)
+	}
+	return err
+}
+
+// sweep: N subscribers of one channel; the rate goes up by Factor per
+// step until p99 passes MaxP99 or anything is lost, then bisects between
+// the last good and the first bad rate while the time budget lasts.
+func (r *runner) sweep() error {
+	cfg := r.cfg
+	if _, err := r.connectPhase(subPlan{Prefix: cfg.Prefix, Channels: 1}, r.gwAddr, cfg.N); err != nil {
+		return err
+	}
+	if err := r.ensurePublisher(); err != nil {
+		return err
+	}
+	res := &SweepResult{MaxP99US: cfg.MaxP99.Microseconds()}
+	r.rep.Sweep = res
+	ch := cfg.Prefix + ":0"
+	pick := func(int64) (string, int) { return ch, 0 }
+	expected := func(m0, m mark) int64 { return (m.recv[0] - m0.recv[0]) * m0.cl.Open }
+	var (
+		rate  = cfg.Rate
+		good  float64
+		bad   float64
+		used  time.Duration
+		best  *SweepStep
+		bestM [2]mark
+		stop  = "time budget (-duration)"
+	)
+steps:
+	for used+cfg.Step <= cfg.Duration || len(res.Steps) == 0 {
+		if rate > cfg.MaxRate {
+			stop = fmt.Sprintf("-max-rate %.0f", cfg.MaxRate)
+			break
+		}
+		m0, m1, secs, err := r.publishWindow(fmt.Sprintf("%.0f/s", rate), rate, cfg.Step, pick, expected)
+		if err != nil {
+			return err
+		}
+		used += cfg.Step
+		d := r.delivery(m0, m1, rate, secs, expected(m0, m1))
+		c := r.cost(m0, m1, d.Delivered)
+		st := SweepStep{
+			Rate: rate, Achieved: d.PublishedPerSec, DeliveredPerSec: d.DeliveredPerSec,
+			Latency: summarize(r.latWin), Gaps: d.Gaps, Missing: d.Missing, Dropped: d.GwDropped,
+			GwCPUPercent: c.GwCPUPercent, GwCPUPerFrameUS: c.GwCPUPerFrameUS, Pass: true,
+			OtherCPUPercent: r.noise(m0, m1).OtherCPUPercent,
+		}
+		switch {
+		case st.Latency.P99 > res.MaxP99US:
+			st.Pass, st.Why = false, "p99 above "+fmtUS(res.MaxP99US)
+		case st.Missing > 0 || st.Gaps > 0 || st.Dropped > 0:
+			st.Pass, st.Why = false, "drops"
+		case st.Achieved < 0.95*rate:
+			st.Pass, st.Why = false, "publisher could not keep the rate"
+		}
+		res.Steps = append(res.Steps, st)
+		r.logf("sweep step %.0f/s: p50 %s p99 %s, delivered %.0f/s, gaps %d missing %d dropped %d: %v %s",
+			rate, fmtUS(st.Latency.P50), fmtUS(st.Latency.P99), st.DeliveredPerSec, st.Gaps, st.Missing, st.Dropped, st.Pass, st.Why)
+		if st.Pass {
+			good = rate
+			cp := st
+			best, bestM = &cp, [2]mark{m0, m1}
+			r.rep.Histogram = logBars(r.latWin, 20)
+		} else {
+			bad = rate
+			if st.Why == "publisher could not keep the rate" {
+				stop = "publisher limit"
+				break steps
+			}
+		}
+		switch {
+		case bad == 0:
+			rate = math.Round(rate * cfg.Factor)
+		case good == 0:
+			rate = math.Round(rate / cfg.Factor)
+			if rate < 1 || rate == bad {
+				stop = "even the lowest rate failed"
+				break steps
+			}
+		default:
+			next := math.Round(sqrtMean(good, bad))
+			if bad/good < 1.1 || next <= good || next >= bad {
+				stop = "converged"
+				break steps
+			}
+			rate = next
+		}
+		if len(res.Steps) >= 40 {
+			break
+		}
+	}
+	res.StoppedBy = stop
+	if best != nil {
+		res.BestRate = best.Rate
+		res.BestDeliveries = best.DeliveredPerSec
+		lat := best.Latency
+		r.rep.Latency = &lat
+		r.rep.Delivery = r.delivery(bestM[0], bestM[1], best.Rate, cfg.Step.Seconds(), expected(bestM[0], bestM[1]))
+		r.rep.Cost = r.cost(bestM[0], bestM[1], r.rep.Delivery.Delivered)
+		r.rep.Noise = r.noise(bestM[0], bestM[1])
+		if cfg.Floor {
+			return r.floorPhase(int(bestM[0].cl.Open), best.Rate, cfg.Step, best.GwCPUPerFrameUS, r.rep.Cost.GwFramesPerWrite)
+		}
+	} else {
+		r.rep.Notes = append(r.rep.Notes, "no step passed: lower -rate")
+	}
+	return nil
+}
+
+// floorOnly runs the CPU floor alone (no gateway, no Redis).
+func (r *runner) floorOnly() error {
+	return r.floorPhase(r.cfg.N, r.cfg.Rate, r.cfg.Duration, 0, 0)
+}
+
+// floorPhase measures the CPU floor for n sockets at rate messages per
+// second: the frame is shaped like the gateway's data frames for a
+// payload of Size bytes.
+func (r *runner) floorPhase(n int, rate float64, d time.Duration, gwPerFrame, gwBatch float64) error {
+	cfg := r.cfg
+	r.stopClients()
+	if n <= 0 || rate <= 0 {
+		return errors.New("floor: needs sockets and a rate")
+	}
+	payload := []byte(`{"type":"data","seq":1000000,"channel":"` + cfg.Prefix + `:0","data":`)
+	payload = benchPayload(payload, time.Now().UnixNano(), cfg.Size)
+	payload = append(payload, `,"timestamp":"2026-01-01T00:00:00.000Z"}`...)
+	frame := serverFrame(payload)
+	res := &FloorResult{Sockets: n, Rate: rate, FrameBytes: len(frame), Seconds: d.Seconds(),
+		GwCPUPerFrameUS: gwPerFrame, GwFramesPerWrite: gwBatch}
+	r.rep.Floor = res
+	fp, addr, err := startFloor(n)
+	if err != nil {
+		return err
+	}
+	defer fp.stop()
+	r.logf("floor: %d sockets, %.0f frames/s each, %d-byte frame", n, rate, len(frame))
+	if err := r.startClients(subPlan{Raw: true}, addr, n); err != nil {
+		return err
+	}
+	defer r.stopClients()
+	if err := r.wait("floor/connect", 30*time.Second+time.Duration(n)*time.Millisecond, func(a poolStats) bool {
+		return a.Subscribed+a.Failed >= int64(n)
+	}); err != nil {
+		return err
+	}
+	if _, err := fp.next(30 * time.Second); err != nil { // all accepted
+		return err
+	}
+	// write(2) per frame, writev(2) at the gateway's own batching (frames
+	// per write syscall, rounded) and at -floor-k.
+	ks := []int{1}
+	if k := int(math.Round(gwBatch)); k > 1 && k != cfg.FloorK {
+		ks = append(ks, k)
+	}
+	if cfg.FloorK > 1 {
+		ks = append(ks, cfg.FloorK)
+	}
+	sort.Ints(ks)
+	for _, k := range ks {
+		m0 := r.mark()
+		if err := fp.enc.Encode(floorCmd{Op: "run", Frame: frame, Rate: rate, Dur: d, K: k}); err != nil {
+			return err
+		}
+		got := make(chan floorMsg, 1)
+		errc := make(chan error, 1)
+		go func() {
+			m, err := fp.next(d + 60*time.Second)
+			if err != nil {
+				errc <- err
+				return
+			}
+			got <- m
+		}()
+		var fm floorMsg
+		phase := fmt.Sprintf("floor k=%d", k)
+		if err := r.wait(phase, d+60*time.Second, func(poolStats) bool {
+			select {
+			case fm = <-got:
+				return true
+			case err := <-errc:
+				fm.Error = err.Error()
+				return true
+			default:
+				return false
+			}
+		}); err != nil {
+			return err
+		}
+		if fm.Error != "" {
+			return errors.New(fm.Error)
+		}
+		want := m0.cl.Data + fm.Frames
+		var last int64 = -1
+		lastChange := time.Now()
+		_ = r.wait(phase+"/drain", 10*time.Second, func(a poolStats) bool {
+			if a.Data != last {
+				last, lastChange = a.Data, time.Now()
+			}
+			return a.Data >= want || time.Since(lastChange) > time.Second
+		})
+		m1 := r.mark()
+		run := FloorRun{
+			K: k, Mode: "write", Frames: fm.Frames, Syscalls: fm.Syscalls, Errors: fm.Errors,
+			Received:            m1.cl.Data - m0.cl.Data,
+			CPUSeconds:          round3(float64(fm.CPUNanos) / 1e9),
+			CPUPerFrameUS:       perUnit(float64(fm.CPUNanos)/1e3, float64(fm.Frames)),
+			ClientCPUPerFrameUS: perUnit(clientCPU(m0, m1).Seconds()*1e6, float64(m1.cl.Data-m0.cl.Data)),
+		}
+		if k > 1 {
+			run.Mode = "writev"
+		}
+		if gwPerFrame > 0 && run.CPUPerFrameUS > 0 {
+			run.GwRatio = round3(gwPerFrame / run.CPUPerFrameUS)
+		}
+		res.Runs = append(res.Runs, run)
+		r.logf("floor %s k=%d: %.3f µs CPU per frame", run.Mode, k, run.CPUPerFrameUS)
+	}
+	return nil
+}
