@@ -60,9 +60,9 @@ type conn struct {
 	// stageAbove); nil otherwise.
 	stage []byte
 
-	role   string
-	remote string
-	ip     string
+	// No address is kept: gnet's conn holds it, and per-IP counting
+	// recomputes it, so an idle socket carries no extra strings.
+	role string
 
 	// Subscriptions as the client sees them; the hub holds the streams.
 	chans    []string
@@ -151,8 +151,7 @@ func (s *Server) handshake(cn *conn) gnet.Action {
 		s.ctr.refuse(refuseRateLimited)
 		return gnet.Close
 	}
-	ip := remoteIP(c.RemoteAddr())
-	if !s.acquireIP(ip) {
+	if !s.acquireIP(c.RemoteAddr()) {
 		return s.refuse(cn, refusePerIP, http.StatusServiceUnavailable, "too many connections from this address")
 	}
 
@@ -161,7 +160,7 @@ func (s *Server) handshake(cn *conn) gnet.Action {
 		io.Reader
 		io.Writer
 	}{bytes.NewReader(head), &out}); err != nil {
-		s.releaseIP(ip)
+		s.releaseIP(c.RemoteAddr())
 		// gobwas/ws has already written the matching 4xx response.
 		_, _ = c.Write(out.Bytes())
 		cn.closeReason = "bad upgrade: " + err.Error()
@@ -173,7 +172,7 @@ func (s *Server) handshake(cn *conn) gnet.Action {
 	// atomically here, before the 101 goes out (issue 3).
 	if n := s.conns.Add(1); s.cfg.MaxConnections > 0 && n > int64(s.cfg.MaxConnections) {
 		s.conns.Add(-1)
-		s.releaseIP(ip)
+		s.releaseIP(c.RemoteAddr())
 		return s.refuse(cn, refuseMaxConnections, http.StatusServiceUnavailable, "too many connections")
 	}
 	_, _ = c.Write(out.Bytes())
@@ -182,8 +181,6 @@ func (s *Server) handshake(cn *conn) gnet.Action {
 	now := time.Now().UnixNano()
 	cn.state = stateOpen
 	cn.echo = path == "/echo"
-	cn.ip = ip
-	cn.remote = c.RemoteAddr().String()
 	cn.role = id.Role
 	if !id.Expires.IsZero() {
 		cn.expires = id.Expires.UnixNano()
@@ -195,7 +192,7 @@ func (s *Server) handshake(cn *conn) gnet.Action {
 		cn.reader.MaxMessage = s.cfg.EchoMaxMessageBytes
 	}
 	cn.sub = s.hub.NewSubscriber(cn.loop.idx, cn)
-	s.log.Info("connection opened", "remote", cn.remote, "role", cn.role, "auth", id.Method)
+	s.log.Info("connection opened", "remote", c.RemoteAddr().String(), "role", cn.role, "auth", id.Method)
 	return gnet.None
 }
 

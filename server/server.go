@@ -225,7 +225,7 @@ func (s *Server) OnClose(c gnet.Conn, err error) gnet.Action {
 	cn.loop.remove(cn)
 	if cn.state >= stateOpen {
 		s.conns.Add(-1)
-		s.releaseIP(cn.ip)
+		s.releaseIP(c.RemoteAddr())
 		s.hub.Remove(cn.sub)
 		reason := cn.closeReason
 		if reason == "" {
@@ -234,7 +234,7 @@ func (s *Server) OnClose(c gnet.Conn, err error) gnet.Action {
 				reason = err.Error()
 			}
 		}
-		s.log.Info("connection closed", "remote", cn.remote, "role", cn.role,
+		s.log.Info("connection closed", "remote", c.RemoteAddr().String(), "role", cn.role,
 			"duration", time.Since(time.Unix(0, cn.since)).Round(time.Millisecond),
 			"frames_sent", cn.sent, "dropped", cn.sub.Dropped(), "reason", reason)
 	}
@@ -267,7 +267,13 @@ func (s *Server) OnTick() (time.Duration, gnet.Action) {
 	return tickEvery, gnet.None
 }
 
-func (s *Server) acquireIP(ip string) bool {
+// acquireIP and releaseIP count connections per client address, only
+// when MAX_CONNECTIONS_PER_IP is set: otherwise nothing is stored.
+func (s *Server) acquireIP(a net.Addr) bool {
+	if s.cfg.MaxConnectionsPerIP <= 0 {
+		return true
+	}
+	ip := remoteIP(a)
 	s.perIPMu.Lock()
 	defer s.perIPMu.Unlock()
 	if s.cfg.MaxConnectionsPerIP > 0 && s.perIP[ip] >= s.cfg.MaxConnectionsPerIP {
@@ -277,7 +283,11 @@ func (s *Server) acquireIP(ip string) bool {
 	return true
 }
 
-func (s *Server) releaseIP(ip string) {
+func (s *Server) releaseIP(a net.Addr) {
+	if s.cfg.MaxConnectionsPerIP <= 0 {
+		return
+	}
+	ip := remoteIP(a)
 	s.perIPMu.Lock()
 	defer s.perIPMu.Unlock()
 	if s.perIP[ip] <= 1 {

@@ -186,6 +186,7 @@ func serve(cfg config, log *slog.Logger) error {
 	if cfg.Demo {
 		go demo(ctx, redisAddr, cfg.EmbeddedRedis, log)
 	}
+	go trimMemory(ctx)
 	select {
 	case <-ctx.Done():
 	case <-srv.Done():
