@@ -20,7 +20,7 @@ STATICCHECK := $(BIN)/staticcheck-$(STATICCHECK_VERSION)
 BROWSER_TESTS ?= 1
 WEB_TEST_DIR  := server/web/test
 
-.PHONY: all run build test deps vet staticcheck fuzz bench lint clean screenshot
+.PHONY: all run build test deps vet staticcheck fuzz bench bench-load lint clean screenshot
 
 all: build
 
@@ -115,6 +115,11 @@ fuzz:
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+## bench-load: the load harness (go run ./bench -help lists the scenarios)
+BENCH_ARGS ?= -scenario fanout
+bench-load:
+	$(GO) run ./bench $(BENCH_ARGS)
 
 lint:
 	@out=$$(gofmt -l $$(find . -name '*.go' -not -path './.git/*' -not -path './vendor/*' -not -path './$(BIN)/*')); \
