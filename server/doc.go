@@ -24,7 +24,8 @@
 // they were handled (house rule 3); payloads are unmasked in place and
 // never referenced after the callback. Only fragmented messages are
 // copied, into a pooled reassembly buffer owned by the connection's
-// wsproto.Reader.
+// wsproto.Reader, and frames still incomplete after 64 KiB (the echo's
+// large messages), into the connection's stage (see stageAbove).
 //
 // Outbound bytes: shared data frames are written by reference and
 // released right after Writev; gnet copies whatever the socket did not

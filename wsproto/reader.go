@@ -55,6 +55,17 @@ type Reader struct {
 	fragOp  ws.OpCode                  // opcode of the message being reassembled; 0 when none
 	text    utf8Validator              // UTF-8 state of the current text message
 	release bool                       // frag holds a completed message returned last time
+
+	// Fail fast on invalid UTF-8 (§8.1; Autobahn 6.4.3, 6.4.4): the
+	// payload of a text frame that has only partly arrived is validated
+	// as it arrives, not once the whole frame is buffered. pendDone
+	// payload bytes of the frame at the front of the caller's buffer are
+	// validated, leaving the validator in pendText; pendMask and pendLen
+	// identify that frame. pendDone == 0 means nothing is pending.
+	pendText utf8Validator
+	pendDone int
+	pendMask [4]byte
+	pendLen  uint64
 }
 
 var fragPool bytebufferpool.Pool
@@ -69,13 +80,17 @@ func (r *Reader) Reset() {
 	r.fragOp = 0
 	r.release = false
 	r.text.reset()
+	r.pendDone = 0
 }
 
 // Next parses at most one frame from the front of buf, which holds the
 // connection's unread inbound bytes. It returns the number of bytes
 // consumed (0 means buf does not yet hold a whole frame: wait for more) and
 // the event. A non-nil error is a CloseReason the connection must be
-// closed with; nothing more should be read after it.
+// closed with; nothing more should be read after it. The payload of a
+// text frame is validated as it arrives: invalid UTF-8 fails even while
+// the frame is incomplete, so the caller must hand the same unconsumed
+// bytes back (possibly with more after them) until Next consumes them.
 //
 // buf must be writable: payloads are unmasked in place.
 func (r *Reader) Next(buf []byte) (ev Event, n int, err error) {
@@ -144,9 +159,23 @@ func (r *Reader) Next(buf []byte) (ev Event, n int, err error) {
 	copy(mask[:], buf[hl:hl+4])
 	hl += 4
 	total := hl + int(length)
+	msgOp := op
+	if op == ws.OpContinuation {
+		msgOp = r.fragOp
+	}
 	if len(buf) < total {
+		if msgOp == ws.OpText && !r.validatePrefix(buf[hl:], mask, length) {
+			return ev, 0, CloseBadUTF8
+		}
 		return ev, 0, nil
 	}
+	// What validatePrefix already checked of this frame is not checked
+	// again.
+	done := 0
+	if r.pendDone > 0 && r.pendMask == mask && r.pendLen == length {
+		done = r.pendDone
+	}
+	r.pendDone = 0
 	payload := buf[hl:total]
 	ws.Cipher(payload, mask, 0)
 
@@ -154,12 +183,13 @@ func (r *Reader) Next(buf []byte) (ev Event, n int, err error) {
 		return r.control(op, payload, total)
 	}
 
-	msgOp := op
-	if op == ws.OpContinuation {
-		msgOp = r.fragOp
-	}
-	if msgOp == ws.OpText && !r.text.feed(payload) {
-		return ev, 0, CloseBadUTF8
+	if msgOp == ws.OpText {
+		if done > 0 {
+			r.text = r.pendText
+		}
+		if !r.text.feed(payload[done:]) {
+			return ev, 0, CloseBadUTF8
+		}
 	}
 	if fin && r.fragOp == 0 {
 		// The common case: a whole message in one frame, returned
@@ -186,6 +216,29 @@ func (r *Reader) Next(buf []byte) (ev Event, n int, err error) {
 	r.release = true
 	r.fragOp = 0
 	return Event{Kind: KindMessage, Op: msgOp, Payload: r.frag.B}, total, nil
+}
+
+// validatePrefix checks the UTF-8 of the part of a text frame's payload
+// that has arrived (arrived, still masked), continuing from where the
+// previous call on the same frame stopped, so that each byte is checked
+// once however many reads the frame takes. It unmasks into a scratch
+// buffer, never in place: the caller may hand the same bytes in a fresh
+// copy next time (gnet's Peek copies when its ring buffer wraps), so an
+// in-place unmask would be lost or applied twice.
+func (r *Reader) validatePrefix(arrived []byte, mask [4]byte, length uint64) bool {
+	if r.pendDone == 0 || r.pendMask != mask || r.pendLen != length {
+		r.pendText, r.pendDone, r.pendMask, r.pendLen = r.text, 0, mask, length
+	}
+	var chunk [512]byte
+	for r.pendDone < len(arrived) {
+		k := copy(chunk[:], arrived[r.pendDone:])
+		ws.Cipher(chunk[:k], mask, r.pendDone)
+		if !r.pendText.feed(chunk[:k]) {
+			return false
+		}
+		r.pendDone += k
+	}
+	return true
 }
 
 func (r *Reader) control(op ws.OpCode, payload []byte, total int) (Event, int, error) {
