@@ -279,19 +279,6 @@ func (h *Hub) Remove(s *Subscriber) {
 	h.enqueue(request{kind: reqRemove, sub: s})
 }
 
-// Reply queues a per-connection frame behind the frames already queued
-// for s, taking over the caller's reference. Safe for concurrent use.
-func (h *Hub) Reply(s *Subscriber, f *wsproto.Frame) {
-	// Through the shard, so it is ordered with acks and data.
-	select {
-	case s.shard.in <- shardOp{kind: opReply, sub: s, frame: f}:
-	default:
-		s.dropped.Add(1)
-		s.shard.dropped.Add(1)
-		f.Release()
-	}
-}
-
 func (h *Hub) enqueue(r request) {
 	h.mu.Lock()
 	h.pending = append(h.pending, r)
@@ -699,6 +686,3 @@ func (h *Hub) canary() {
 		}
 	}
 }
-
-// CanaryChannel is the private channel the canary uses.
-func (h *Hub) CanaryChannel() string { return h.canaryChan }

@@ -15,7 +15,6 @@ const (
 	opDel                           // sub leaves streams, then ack
 	opRemove                        // sub leaves everything; drain its queue
 	opInterrupted                   // tell every subscriber its streams lost messages
-	opReply                         // a per-connection frame (ack for nothing new, errors)
 )
 
 // shardOp is one unit of work for a shard. Data deliveries and
@@ -142,8 +141,6 @@ func (sh *Shard) handle(op shardOp) {
 		sh.remove(op.sub)
 	case opInterrupted:
 		sh.interrupted()
-	case opReply:
-		sh.reply(op.sub, op.frame)
 	}
 }
 

@@ -90,11 +90,6 @@ func (s *Server) plainHTTP(method, path string, upgrade bool) []byte {
 	case "/ws":
 		return httpError(http.StatusBadRequest, "this endpoint speaks WebSocket: send an Upgrade request")
 	}
-	if s.extraHTTP != nil {
-		if resp := s.extraHTTP(path); resp != nil {
-			return resp
-		}
-	}
 	if resp := webAsset(path); resp != nil {
 		return resp // the demo page and the browser client (web.go)
 	}

@@ -62,10 +62,6 @@ type Server struct {
 	perIP    map[string]int
 	upgrader ws.Upgrader
 
-	// extraHTTP serves paths other than /ws, /health and /stats, before
-	// the embedded demo page and client (web.go); nil leaves them.
-	extraHTTP func(path string) []byte
-
 	acceptRate rateLimiter
 
 	// Paced shutdown (issue 4): closes are spread until closeBy.
@@ -100,12 +96,6 @@ func New(cfg Config, hub *fanout.Hub, authn *auth.Authenticator, acl *auth.ACL) 
 	s.ctr.latency = newLatencyHistogram()
 	return s, nil
 }
-
-// SetExtraHTTP installs a handler for other plain-HTTP paths, consulted
-// before the embedded demo page and client (web.go). Call before Start.
-// fn runs on an event loop and must not block; it returns a complete HTTP
-// response or nil to fall through (404 for unknown paths).
-func (s *Server) SetExtraHTTP(fn func(path string) []byte) { s.extraHTTP = fn }
 
 // Start listens and returns once the engine is accepting connections.
 func (s *Server) Start() error {
