@@ -499,8 +499,8 @@ func (r *runner) delivery(m0, m1 mark, rate float64, pubSecs float64, expected i
 		Gaps:          m1.cl.Gaps - m0.cl.Gaps,
 		Dups:          m1.cl.Dups - m0.cl.Dups,
 		Unexpected:    m1.cl.Unexpected - m0.cl.Unexpected,
-		ErrorFrames:   diffMap(m0.cl.ErrCodes, m1.cl.ErrCodes),
-		CloseCodes:    diffIntMap(m0.cl.CloseCodes, m1.cl.CloseCodes),
+		ErrorFrames:   diffCounts(m0.cl.ErrCodes, m1.cl.ErrCodes),
+		CloseCodes:    diffCounts(m0.cl.CloseCodes, m1.cl.CloseCodes),
 	}
 	d.PublishedPerSec = perUnit(float64(d.Published), pubSecs)
 	d.DeliveredPerSec = perUnit(float64(d.Delivered), pubSecs)
@@ -518,21 +518,10 @@ func (r *runner) delivery(m0, m1 mark, rate float64, pubSecs float64, expected i
 	return d
 }
 
-func diffMap(a, b map[string]int64) map[string]int64 {
-	out := map[string]int64{}
-	for k, v := range b {
-		if d := v - a[k]; d != 0 {
-			out[k] = d
-		}
-	}
-	if len(out) == 0 {
-		return nil
-	}
-	return out
-}
-
-func diffIntMap(a, b map[int]int64) map[int]int64 {
-	out := map[int]int64{}
+// diffCounts is b minus a per key, without the keys that did not change;
+// nil when nothing did.
+func diffCounts[K comparable](a, b map[K]int64) map[K]int64 {
+	out := map[K]int64{}
 	for k, v := range b {
 		if d := v - a[k]; d != 0 {
 			out[k] = d

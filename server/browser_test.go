@@ -14,7 +14,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -192,7 +191,7 @@ type nodeRun struct {
 	stdin io.WriteCloser
 	lines chan string   // stdout, closed at EOF
 	quit  chan struct{} // closed when the test stops reading lines
-	errb  *lockedBuffer
+	errb  *logSink      // a child's stderr, read while it runs
 	done  chan struct{} // closed once the process is reaped; err is set then
 	err   error
 }
@@ -202,7 +201,7 @@ func startNode(tb testing.TB, node, script string, env ...string) *nodeRun {
 	cmd := exec.Command(node, script)
 	cmd.Dir = webTestDir
 	cmd.Env = append(os.Environ(), env...)
-	r := &nodeRun{cmd: cmd, lines: make(chan string), quit: make(chan struct{}), errb: &lockedBuffer{}, done: make(chan struct{})}
+	r := &nodeRun{cmd: cmd, lines: make(chan string), quit: make(chan struct{}), errb: &logSink{}, done: make(chan struct{})}
 	cmd.Stderr = r.errb
 	var err error
 	if r.stdin, err = cmd.StdinPipe(); err != nil {
@@ -271,21 +270,3 @@ func (r *nodeRun) wait() error {
 }
 
 func (r *nodeRun) stderr() string { return r.errb.String() }
-
-// lockedBuffer collects a child's stderr while the test may read it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
