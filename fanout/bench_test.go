@@ -47,7 +47,7 @@ func addOffline(tb testing.TB, h *Hub, st *stream, n int) []*Subscriber {
 	sh := h.Shard(0)
 	subs := make([]*Subscriber, n)
 	for i := range subs {
-		subs[i] = h.NewSubscriber(0, i)
+		subs[i] = h.NewSubscriber(0)
 		st.refs.Add(1)
 		sh.add(subs[i], []*stream{st}, wsproto.NewAck("subscribed", []string{st.name}, nil, time.Now()))
 	}

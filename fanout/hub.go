@@ -59,8 +59,9 @@ func (c *Config) validate() error {
 		return fmt.Errorf("%w: empty Redis address", ErrConfig)
 	case c.Shards < 1:
 		return fmt.Errorf("%w: shards %d < 1", ErrConfig, c.Shards)
-	case c.SendQueue < 1:
-		return fmt.Errorf("%w: send queue %d < 1", ErrConfig, c.SendQueue)
+	case c.SendQueue < 1 || c.SendQueue > 1<<24:
+		// Ring indices are int32 to keep an idle subscriber small.
+		return fmt.Errorf("%w: send queue %d outside [1, 16777216]", ErrConfig, c.SendQueue)
 	case c.Linger < 0 || c.Linger > time.Second:
 		return fmt.Errorf("%w: linger %v outside [0, 1s]", ErrConfig, c.Linger)
 	}
@@ -200,7 +201,7 @@ func New(cfg Config) (*Hub, error) {
 	h.canaryChan = "__ws_gateway:canary:" + hex.EncodeToString(id[:])
 	h.shards = make([]*Shard, cfg.Shards)
 	for i := range h.shards {
-		sh := &Shard{idx: i, hub: h, in: make(chan shardOp, cfg.Handoff), subs: make(map[*Subscriber]struct{})}
+		sh := &Shard{idx: i, hub: h, in: make(chan shardOp, cfg.Handoff)}
 		sh.ready.init()
 		h.shards[i] = sh
 	}
@@ -254,10 +255,20 @@ func (h *Hub) Stats() Stats {
 	return st
 }
 
-// NewSubscriber creates the fanout state of a connection served by event
-// loop (and so shard) shard. Safe for concurrent use; allocates no queue.
-func (h *Hub) NewSubscriber(shard int, owner any) *Subscriber {
-	return &Subscriber{Owner: owner, shard: h.shards[shard]}
+// Init prepares s, usually embedded in the owner's connection state, for
+// a connection served by event loop (and so shard) shard. It allocates
+// nothing: the queue's first ring comes with the first frame. Call it once,
+// before s is used, on the goroutine that owns s.
+func (h *Hub) Init(s *Subscriber, shard int) {
+	*s = Subscriber{shard: h.shards[shard]}
+}
+
+// NewSubscriber allocates a Subscriber and Inits it. Safe for concurrent
+// use.
+func (h *Hub) NewSubscriber(shard int) *Subscriber {
+	s := new(Subscriber)
+	h.Init(s, shard)
+	return s
 }
 
 // Subscribe joins s to the streams in add (channels it does not follow
@@ -613,11 +624,15 @@ func (h *Hub) linkDown(err error) {
 	dc := h.dc
 	h.dc, h.dcClose, h.dcWait = nil, nil, nil
 	h.retry.Reset(h.cfg.RetryMin)
+	// Every shard gets the same snapshot of the streams, read-only: a
+	// shard reads only its own st.subs[idx] (see Shard.interrupted).
+	all := make([]*stream, 0, len(h.streams))
 	for _, st := range h.streams {
 		st.seq.Add(1)
+		all = append(all, st)
 	}
 	for _, sh := range h.shards {
-		h.toShard(sh, shardOp{kind: opInterrupted})
+		h.toShard(sh, shardOp{kind: opInterrupted, streams: all})
 	}
 	// Close the connection rather than hand it back to rueidis's pool
 	// (dcClose): recycling sends UNSUBSCRIBE without a deadline, which on

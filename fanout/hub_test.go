@@ -128,6 +128,7 @@ func (c *client) expectNothingQueued(tb testing.TB) {
 // consumer side of its shard.
 type loop struct {
 	sh       *Shard
+	owners   *sync.Map // *Subscriber → *client (the server uses Tag instead)
 	wake     chan struct{}
 	do       chan func()
 	overflow atomic.Bool
@@ -150,7 +151,8 @@ func (l *loop) flush() {
 	l.sh.BeginFlush()
 	n := 0
 	for s := l.sh.NextReady(); s != nil; s = l.sh.NextReady() {
-		c := s.Owner.(*client)
+		v, _ := l.owners.Load(s)
+		c := v.(*client)
 		if c.gone || c.stalled.Load() {
 			continue
 		}
@@ -212,9 +214,10 @@ func (r *logRecorder) count(msg string) int {
 }
 
 type harness struct {
-	h     *Hub
-	loops []*loop
-	logs  *logRecorder
+	owners sync.Map
+	h      *Hub
+	loops  []*loop
+	logs   *logRecorder
 }
 
 func testConfig(addr string) Config {
@@ -242,7 +245,7 @@ func startHub(tb testing.TB, cfg Config) *harness {
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	for i := range cfg.Shards {
-		l := &loop{sh: h.Shard(i), wake: make(chan struct{}, 1), do: make(chan func())}
+		l := &loop{sh: h.Shard(i), wake: make(chan struct{}, 1), do: make(chan func()), owners: &hs.owners}
 		l.sh.SetWaker(func() {
 			select {
 			case l.wake <- struct{}{}:
@@ -274,7 +277,8 @@ func startHub(tb testing.TB, cfg Config) *harness {
 func (hs *harness) newClient(tb testing.TB, name string, shard int) *client {
 	tb.Helper()
 	c := &client{name: name, frames: make(chan []byte, 1<<14)}
-	c.sub = hs.h.NewSubscriber(shard, c)
+	c.sub = hs.h.NewSubscriber(shard)
+	hs.owners.Store(c.sub, c)
 	if c.sub.Shard().Index() != shard {
 		tb.Fatalf("subscriber in shard %d, want %d", c.sub.Shard().Index(), shard)
 	}
@@ -401,31 +405,48 @@ func TestHub(t *testing.T) {
 		})
 	})
 
+	t.Run("idle ring released, then delivery goes on", func(t *testing.T) {
+		released := false
+		hs.loops[1].onLoop(t, func() {
+			for i := 0; i <= releaseRounds; i++ {
+				released = b.sub.ReleaseIdle()
+			}
+		})
+		if !released {
+			t.Fatalf("b's ring was not released after %d quiet rounds", releaseRounds)
+		}
+		srv.Publish(t, "news", `5`)
+		if m := b.expectData(t, "news", "", "5"); m.Seq != 5 {
+			t.Fatalf("seq after the release %d, want 5", m.Seq)
+		}
+		a.expectData(t, "news", "", "5")
+	})
+
 	t.Run("stats", func(t *testing.T) {
 		st := h.Stats()
 		// news + news.* (sport expired).
 		if st.Streams != 2 {
 			t.Errorf("Streams = %d, want 2", st.Streams)
 		}
-		// news ×4, sport ×2, news.eu, news.us (the hub also receives
+		// news ×5, sport ×2, news.eu, news.us (the hub also receives
 		// news.eu/news.us only through the pattern).
-		if st.MessagesReceived != 8 {
-			t.Errorf("MessagesReceived = %d, want 8", st.MessagesReceived)
+		if st.MessagesReceived != 9 {
+			t.Errorf("MessagesReceived = %d, want 9", st.MessagesReceived)
 		}
 		if st.Dropped != 0 || !st.RedisUp || st.Reconnects != 0 {
 			t.Errorf("Stats() = %+v", st)
 		}
-		// Acks count as delivered too: a 1 ack + 1 unsub ack + 5 data,
-		// b 1 ack + 4 data, p 1 ack + 2 data. The loop counts after
+		// Acks count as delivered too: a 1 ack + 1 unsub ack + 6 data,
+		// b 1 ack + 5 data, p 1 ack + 2 data. The loop counts after
 		// its flush, so the count may trail the frames a moment.
-		redistest.WaitFor(t, waitTimeout, "Delivered == 15", func() bool { return h.Stats().Delivered == 15 })
+		redistest.WaitFor(t, waitTimeout, "Delivered == 17", func() bool { return h.Stats().Delivered == 17 })
 	})
 
 	const lastPat = 2
 	t.Run("remove", func(t *testing.T) {
 		hs.remove(t, b)
-		srv.Publish(t, "news", `5`)
-		a.expectData(t, "news", "", "5")
+		srv.Publish(t, "news", `6`)
+		a.expectData(t, "news", "", "6")
 		hs.remove(t, a)
 		redistest.WaitFor(t, time.Second, "news to be unsubscribed upstream after its last subscriber left", func() bool {
 			return numsub(t, srv, "news") == 0

@@ -18,7 +18,7 @@ func newSubs(tb testing.TB, n int) []*Subscriber {
 	tb.Helper()
 	subs := make([]*Subscriber, n)
 	for i := range subs {
-		subs[i] = &Subscriber{Owner: i}
+		subs[i] = &Subscriber{Tag: int32(i)}
 	}
 	return subs
 }
@@ -27,7 +27,7 @@ func subName(s *Subscriber) any {
 	if s == nil {
 		return "<nil>"
 	}
-	return s.Owner
+	return s.Tag
 }
 
 func mustPopReady(tb testing.TB, q *readyQueue, want *Subscriber) {
@@ -85,7 +85,7 @@ func TestReadyQueueFIFO(t *testing.T) {
 // handed out while the queue stays non-empty.
 func TestReadyQueueStub(t *testing.T) {
 	q := newReadyQueue(t)
-	a, b := &Subscriber{Owner: "a"}, &Subscriber{Owner: "b"}
+	a, b := &Subscriber{Tag: 1}, &Subscriber{Tag: 2}
 
 	q.push(a)
 	mustPopReady(t, q, a) // last element: goes through the stub re-insertion
@@ -160,7 +160,7 @@ func TestReadyQueueConcurrent(t *testing.T) {
 						s := subs[(i*(2*p+1))%tc.subs]
 						if !s.pending.Load() && s.pending.CompareAndSwap(false, true) {
 							q.push(s)
-							pushed[p][s.Owner.(int)]++
+							pushed[p][s.Tag]++
 						}
 						if i%64 == 0 {
 							runtime.Gosched()
@@ -179,7 +179,7 @@ func TestReadyQueueConcurrent(t *testing.T) {
 				if !s.pending.Load() {
 					bad = s
 				}
-				popped[s.Owner.(int)]++
+				popped[s.Tag]++
 				s.pending.Store(false)
 				return true
 			}
@@ -193,7 +193,7 @@ func TestReadyQueueConcurrent(t *testing.T) {
 			for consume() {
 			}
 			if bad != nil {
-				t.Fatalf("subscriber %v popped while not pending", bad.Owner)
+				t.Fatalf("subscriber %v popped while not pending", bad.Tag)
 			}
 			total := 0
 			for i, s := range subs {

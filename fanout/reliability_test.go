@@ -57,7 +57,7 @@ func TestHandoffBoundedAndCounted(t *testing.T) {
 		}
 	})
 	waitHealthy(t, h, true)
-	sub := h.NewSubscriber(0, "stalled client")
+	sub := h.NewSubscriber(0)
 	h.Subscribe(sub, []string{"flood"}, []string{"flood"}, nil)
 	select {
 	case <-stalled:

@@ -37,71 +37,154 @@ func newRing(n int) *ring {
 // queue is a growable single-producer/single-consumer queue of frames,
 // bounded by max slots in its newest ring. When the producer finds its
 // ring full it links a ring twice the size and moves on; the consumer
-// finishes the old ring first, so order is kept. Rings never shrink:
-// A grown ring is swapped back for a small one once calmPushes pushes in
-// a row found it empty, so a stall that is over gives its memory back.
+// finishes the old ring first, so order is kept. A grown ring is swapped
+// back for a small one once calmPushes pushes in a row found it empty, so
+// a stall that is over gives its memory back; and the consumer gives the
+// last ring back altogether when the queue has been idle (release), so an
+// idle socket holds no ring (issue 2).
 //
 // While a ring grows, the older rings' frames are still owed, so the
 // number of queued frames stays below 2*max when max is a power of two
 // (4+8+...+max) and below 3*max otherwise.
+//
+// Release protocol. Only slot w of the producer's ring can be contended,
+// and only when the queue is empty (the consumer's r equals w there). The
+// consumer releases by swapping that slot from nil to released and then
+// checking that the ring has no next; the producer fills slots, and marks
+// a ring it leaves while slot w is free, with compare-and-swap from nil as
+// well, so exactly one of them wins the slot. A producer that finds
+// released in slot w starts a fresh ring and publishes it in first, which
+// the consumer (whose rring is nil after a release) reads on its next
+// pop. A producer that left a ring because it looked full checks slot w
+// again after linking: if the consumer emptied and released it meanwhile,
+// it publishes the new ring in first too. TestQueueSPSC's releasing cases
+// exercise every interleaving they can under -race.
 type queue struct {
 	// producer side: the shard goroutine only.
-	wring *ring
-	w     int // next slot to fill in wring
-	calm  int // consecutive pushes that found wring empty
+	// wring is the producer's ring. Atomic only because a consumer
+	// that releases the ring also clears it (compare-and-swap from the
+	// ring it released), so that nothing keeps an idle queue's ring
+	// alive; the producer then starts afresh as at its first push.
+	wring atomic.Pointer[ring]
+	w     int32 // next slot to fill in wring
+	calm  int32 // consecutive pushes that found wring empty
 
-	// first is published once by the producer; the consumer starts there.
+	// first is the ring a consumer without one starts from: set by the
+	// producer when it allocates a queue's first ring or one after a
+	// release; cleared by the consumer while it releases.
 	first atomic.Pointer[ring]
 
 	// consumer side: the event loop only (or the shard after the
 	// connection closed, see Subscriber).
 	rring *ring
-	r     int // next slot to empty in rring
+	r     int32 // next slot to empty in rring
+	idle  uint8 // consumer only: release attempts since the last pop
+
+	// removed: the subscriber left (Hub.Remove), so nothing is pushed
+	// any more. Producer only. It belongs to Subscriber but lives here,
+	// in the padding after r, where it costs no word per socket.
+	removed bool
 }
+
+// Slot marks: never real frames, never released. released is set by the
+// consumer in the empty slot w of a ring it gives back; moved by the
+// producer in the free slot w of a ring it leaves for a smaller one.
+var (
+	released = new(wsproto.Frame)
+	moved    = new(wsproto.Frame)
+)
+
+func isMark(f *wsproto.Frame) bool { return f == released || f == moved }
 
 // push appends f; false means the queue is at its bound and f was not
 // taken (the caller keeps its reference). Producer only.
 func (q *queue) push(f *wsproto.Frame, max int) bool {
-	rg := q.wring
+	rg := q.wring.Load()
 	if rg == nil {
-		rg = newRing(min(initialRing, max))
-		q.wring = rg
-		q.first.Store(rg)
+		q.restart(f, max)
+		return true
 	}
 	slot := &rg.slots[q.w]
-	switch {
-	case slot.Load() != nil:
+	switch cur := slot.Load(); {
+	case cur == released:
+		q.restart(f, max)
+		return true
+	case cur != nil:
 		q.calm = 0
 		if len(rg.slots) >= max {
 			return false
 		}
-		rg = q.link(min(2*len(rg.slots), max))
-		slot = &rg.slots[0]
+		nr := q.link(rg, min(2*len(rg.slots), max), f)
+		// The ring looked full, but the consumer may have emptied it
+		// since, and released it before the link was visible. Then
+		// it starts from first, which must lead to the new ring. A
+		// consumer that saw the link stays on rg and never reads
+		// first, so this store is harmless then.
+		if slot.Load() == released {
+			q.first.Store(nr)
+		}
+		return true
 	case len(rg.slots) > initialRing && q.empty(rg):
 		// The consumer has taken everything written here: after
 		// enough such pushes, shrink. Order is kept because the
 		// consumer only moves to the new ring after this one.
-		if q.calm++; q.calm >= calmPushes {
-			q.calm = 0
-			rg = q.link(initialRing)
-			slot = &rg.slots[0]
+		if q.calm++; q.calm < calmPushes {
+			break
 		}
+		q.calm = 0
+		// Claim slot w before leaving: the consumer may be releasing
+		// this very ring.
+		if slot.CompareAndSwap(nil, moved) {
+			q.link(rg, initialRing, f)
+		} else {
+			q.restart(f, max)
+		}
+		return true
 	default:
 		q.calm = 0
 	}
-	slot.Store(f)
-	if q.w++; q.w == len(rg.slots) {
-		q.w = 0
+	if !slot.CompareAndSwap(nil, f) {
+		// The consumer released this ring between the check above and
+		// now (it had nothing to read).
+		q.restart(f, max)
+		return true
 	}
+	q.advance(rg)
 	return true
 }
 
-// link makes a ring of n slots the producer's current ring. Producer only.
-func (q *queue) link(n int) *ring {
+// restart gives the producer a fresh initial ring holding f and publishes
+// it as the consumer's starting point: at the first push, and after the
+// consumer released the previous ring. f goes in before the ring is
+// published, so the consumer can never release it empty under the
+// producer. Producer only.
+func (q *queue) restart(f *wsproto.Frame, max int) {
+	rg := newRing(min(initialRing, max))
+	rg.slots[0].Store(f)
+	q.wring.Store(rg)
+	q.w, q.calm = 0, 0
+	q.advance(rg)
+	q.first.Store(rg)
+}
+
+// link makes a ring of n slots, holding f, the producer's current ring.
+// As in restart, f is in before the consumer can see the ring. Producer
+// only.
+func (q *queue) link(old *ring, n int, f *wsproto.Frame) *ring {
 	nr := newRing(n)
-	q.wring.next.Store(nr)
-	q.wring, q.w = nr, 0
+	nr.slots[0].Store(f)
+	old.next.Store(nr)
+	q.wring.Store(nr)
+	q.w = 0
+	q.advance(nr)
 	return nr
+}
+
+// advance moves w past the slot just filled in rg, the producer's ring.
+func (q *queue) advance(rg *ring) {
+	if q.w++; int(q.w) == len(rg.slots) {
+		q.w = 0
+	}
 }
 
 // empty reports whether the consumer has taken the last frame written to
@@ -111,7 +194,7 @@ func (q *queue) link(n int) *ring {
 func (q *queue) empty(rg *ring) bool {
 	prev := q.w - 1
 	if prev < 0 {
-		prev = len(rg.slots) - 1
+		prev = int32(len(rg.slots) - 1)
 	}
 	return rg.slots[prev].Load() == nil
 }
@@ -124,39 +207,84 @@ func (q *queue) pop() *wsproto.Frame {
 		if rg = q.first.Load(); rg == nil {
 			return nil
 		}
-		q.rring = rg
+		q.rring, q.r = rg, 0
 	}
 	for {
 		slot := &rg.slots[q.r]
-		if f := slot.Load(); f != nil {
-			slot.Store(nil)
-			if q.r++; q.r == len(rg.slots) {
-				q.r = 0
-			}
-			return f
+		if f := slot.Load(); f != nil && !isMark(f) {
+			return q.take(rg, slot, f)
 		}
 		nx := rg.next.Load()
 		if nx == nil {
+			// Empty, or the producer is between marking this ring
+			// moved and linking the next: it wakes the consumer
+			// after its push either way.
 			return nil
 		}
 		// The producer has moved on, and all its writes to rg are
 		// visible now: look once more before leaving rg for good.
-		if f := slot.Load(); f != nil {
-			slot.Store(nil)
-			if q.r++; q.r == len(rg.slots) {
-				q.r = 0
-			}
-			return f
+		if f := slot.Load(); f != nil && !isMark(f) {
+			return q.take(rg, slot, f)
 		}
 		rg, q.rring, q.r = nx, nx, 0
 	}
 }
 
+func (q *queue) take(rg *ring, slot *atomic.Pointer[wsproto.Frame], f *wsproto.Frame) *wsproto.Frame {
+	slot.Store(nil)
+	if q.r++; int(q.r) == len(rg.slots) {
+		q.r = 0
+	}
+	q.idle = 0
+	return f
+}
+
+// release gives the queue's ring back if nothing is queued and nothing
+// was popped during the last idleRounds calls, so that an idle
+// subscriber holds no ring; the producer allocates a fresh one with the
+// next frame. It reports whether the ring was released. Consumer only:
+// the server calls it from its once-a-second sweep.
+func (q *queue) release(idleRounds uint8) bool {
+	rg := q.rring
+	if rg == nil {
+		if rg = q.first.Load(); rg == nil {
+			return false // nothing to give back
+		}
+		q.rring, q.r = rg, 0
+	}
+	if q.idle < idleRounds {
+		q.idle++
+		return false
+	}
+	// first must not lead back here once the slot is marked; no
+	// producer store to first can race with these two (see the
+	// protocol above): it stores only after seeing the mark.
+	start := q.first.Load()
+	q.first.Store(nil)
+	slot := &rg.slots[q.r]
+	if !slot.CompareAndSwap(nil, released) {
+		q.first.Store(start) // a frame (or the producer's mark) is there
+		return false
+	}
+	if rg.next.Load() != nil {
+		// The producer had already left rg: the mark only tells pop
+		// to move on, like an empty slot.
+		q.first.Store(start)
+		return false
+	}
+	// Let the producer forget rg too, unless it has already moved to a
+	// fresh ring: then nothing references rg and the GC takes it.
+	q.wring.CompareAndSwap(rg, nil)
+	q.rring, q.r, q.idle = nil, 0, 0
+	return true
+}
+
 // capacity is the size of the producer's current ring (0 before the first
 // push). Producer only.
 func (q *queue) capacity() int {
-	if q.wring == nil {
+	rg := q.wring.Load()
+	if rg == nil {
 		return 0
 	}
-	return len(q.wring.slots)
+	return len(rg.slots)
 }

@@ -241,16 +241,21 @@ func TestQueueSPSC(t *testing.T) {
 	const n = 200_000
 	frames, index := testFrames(t, n)
 	for _, tc := range []struct {
-		name  string
-		max   int
-		retry bool // the producer retries a refused push until it is taken
+		name    string
+		max     int
+		retry   bool // the producer retries a refused push until it is taken
+		release bool // the consumer releases the ring whenever it finds the queue empty
 	}{
-		{"unbounded", 1 << 18, false},
-		{"small", 8, false},
-		{"small non power of two", 6, false},
-		{"max1", 1, false},
-		{"small retry", 8, true},
-		{"non power of two retry", 12, true},
+		{"unbounded", 1 << 18, false, false},
+		{"small", 8, false, false},
+		{"small non power of two", 6, false, false},
+		{"max1", 1, false, false},
+		{"small retry", 8, true, false},
+		{"non power of two retry", 12, true, false},
+		{"unbounded releasing", 1 << 18, false, true},
+		{"small retry releasing", 8, true, true},
+		{"max1 retry releasing", 1, true, true},
+		{"non power of two releasing", 12, false, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var (
@@ -298,6 +303,9 @@ func TestQueueSPSC(t *testing.T) {
 							break
 						}
 					} else {
+						if tc.release {
+							q.release(0)
+						}
 						runtime.Gosched()
 						continue
 					}
@@ -398,6 +406,135 @@ func TestQueueShrinksWhenCalm(t *testing.T) {
 			if got := q.capacity(); got != tt.want {
 				t.Fatalf("capacity = %d, want %d", got, tt.want)
 			}
+		})
+	}
+}
+
+// TestQueueRelease: the consumer gives an idle queue's ring back, only
+// when nothing is queued and only after idleRounds quiet calls, and the
+// queue goes on in order afterwards.
+func TestQueueRelease(t *testing.T) {
+	frames, index := testFrames(t, 16)
+	tests := []struct {
+		name string
+		run  func(t *testing.T, q *queue)
+	}{
+		{"never used: nothing to release", func(t *testing.T, q *queue) {
+			if q.release(0) {
+				t.Fatal("released a queue that has no ring")
+			}
+		}},
+		{"idle rounds first, then released", func(t *testing.T, q *queue) {
+			q.push(frames[0], 64)
+			mustPop(t, q, frames[0], index)
+			for i := 0; i < 3; i++ {
+				if q.release(3) {
+					t.Fatalf("released after %d quiet rounds, want 3", i)
+				}
+			}
+			if !q.release(3) {
+				t.Fatal("not released after 3 quiet rounds")
+			}
+			if q.rring != nil || q.first.Load() != nil || q.wring.Load() != nil {
+				t.Fatal("the released ring is still referenced: the GC cannot take it")
+			}
+			mustPop(t, q, nil, index)
+			q.push(frames[1], 64)
+			q.push(frames[2], 64)
+			mustPop(t, q, frames[1], index)
+			mustPop(t, q, frames[2], index)
+		}},
+		{"a pop restarts the idle count", func(t *testing.T, q *queue) {
+			q.push(frames[0], 64)
+			q.release(1)
+			mustPop(t, q, frames[0], index)
+			if q.release(1) {
+				t.Fatal("released right after a pop")
+			}
+			if !q.release(1) {
+				t.Fatal("not released after a quiet round")
+			}
+		}},
+		{"a queued frame keeps the ring", func(t *testing.T, q *queue) {
+			q.push(frames[0], 64)
+			if q.release(0) {
+				t.Fatal("released a ring holding a frame")
+			}
+			mustPop(t, q, frames[0], index)
+			mustPop(t, q, nil, index)
+		}},
+		{"grown rings, released, order kept", func(t *testing.T, q *queue) {
+			for _, f := range frames[:10] {
+				q.push(f, 64)
+			}
+			for _, f := range frames[:10] {
+				mustPop(t, q, f, index)
+			}
+			if !q.release(0) {
+				t.Fatal("not released")
+			}
+			for _, f := range frames[10:] {
+				q.push(f, 64)
+			}
+			if got := q.capacity(); got != initialRing*2 {
+				t.Fatalf("capacity after release and 6 pushes = %d, want %d", got, initialRing*2)
+			}
+			for _, f := range frames[10:] {
+				mustPop(t, q, f, index)
+			}
+		}},
+		{"producer already on a newer ring", func(t *testing.T, q *queue) {
+			// Fill the first ring, then one more: the producer links
+			// a second ring. The consumer empties the first and
+			// stands on its (free) slot 0 without having seen the
+			// link yet.
+			for _, f := range frames[:initialRing+1] {
+				q.push(f, 64)
+			}
+			first := q.rring
+			if first == nil {
+				first = q.first.Load()
+			}
+			for _, f := range frames[:initialRing] {
+				q.rring = first
+				got := first.slots[q.r].Swap(nil)
+				if got != f {
+					t.Fatalf("slot %d holds frame %d, want %d", q.r, frameIdx(index, got), frameIdx(index, f))
+				}
+				q.r = (q.r + 1) % int32(len(first.slots))
+			}
+			if q.release(0) {
+				t.Fatal("released a ring the producer has left: the frames after it would be lost")
+			}
+			mustPop(t, q, frames[initialRing], index)
+			mustPop(t, q, nil, index)
+		}},
+		{"released ring met by a shrinking producer", func(t *testing.T, q *queue) {
+			for _, f := range frames[:16] { // grow to 16
+				q.push(f, 16)
+			}
+			for _, f := range frames[:16] {
+				mustPop(t, q, f, index)
+			}
+			// Calm pushes up to the one that would shrink.
+			for i := 0; i < calmPushes-1; i++ {
+				q.push(frames[0], 16)
+				mustPop(t, q, frames[0], index)
+			}
+			if !q.release(0) {
+				t.Fatal("not released")
+			}
+			q.push(frames[1], 16) // finds released, not free: restarts
+			mustPop(t, q, frames[1], index)
+			if got := q.capacity(); got != initialRing {
+				t.Fatalf("capacity = %d, want %d", got, initialRing)
+			}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var q queue
+			tt.run(t, &q)
 		})
 	}
 }

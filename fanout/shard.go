@@ -43,10 +43,6 @@ type Shard struct {
 	wakeNeeded bool        // shard goroutine only: ready queue grew in this burst
 	waker      func()
 
-	// subs is every subscriber with at least one membership, for
-	// upstream_interrupted notices. Shard goroutine only.
-	subs map[*Subscriber]struct{}
-
 	delivered atomic.Uint64 // frames written by the loop (counted by the loop)
 	dropped   atomic.Uint64 // frames dropped for full queues or a full hand-off
 }
@@ -140,7 +136,7 @@ func (sh *Shard) handle(op shardOp) {
 	case opRemove:
 		sh.remove(op.sub)
 	case opInterrupted:
-		sh.interrupted()
+		sh.interrupted(op.streams)
 	}
 }
 
@@ -162,13 +158,13 @@ func (sh *Shard) deliver(st *stream, f *wsproto.Frame) {
 }
 
 func (sh *Shard) reply(s *Subscriber, f *wsproto.Frame) {
-	if s.removed || !s.enqueue(f) {
+	if s.q.removed || !s.enqueue(f) {
 		f.Release()
 	}
 }
 
 func (sh *Shard) add(s *Subscriber, streams []*stream, ack *wsproto.Frame) {
-	if s.removed {
+	if s.q.removed {
 		// The connection closed while its subscribe was in flight.
 		for _, st := range streams {
 			sh.hub.release(st)
@@ -182,18 +178,12 @@ func (sh *Shard) add(s *Subscriber, streams []*stream, ack *wsproto.Frame) {
 		st.subs[sh.idx] = append(subs, s)
 		st.shardSubs[sh.idx].Add(1)
 	}
-	if len(s.members) > 0 {
-		sh.subs[s] = struct{}{}
-	}
 	sh.reply(s, ack)
 }
 
 func (sh *Shard) del(s *Subscriber, streams []*stream, ack *wsproto.Frame) {
 	for _, st := range streams {
 		sh.leave(s, st)
-	}
-	if len(s.members) == 0 {
-		delete(sh.subs, s)
 	}
 	sh.reply(s, ack)
 }
@@ -236,8 +226,7 @@ func (sh *Shard) remove(s *Subscriber) {
 		sh.leave(s, s.members[len(s.members)-1].st)
 	}
 	s.members = nil
-	s.removed = true
-	delete(sh.subs, s)
+	s.q.removed = true
 	// The event loop stopped consuming before Remove was called (and
 	// Remove's hand-off orders its last Pop before this), so the shard
 	// may act as consumer now and give the frames back.
@@ -246,19 +235,29 @@ func (sh *Shard) remove(s *Subscriber) {
 	}
 }
 
-// interrupted queues one upstream_interrupted error to each subscriber,
-// naming the channels it follows (issue 4).
-func (sh *Shard) interrupted() {
+// interrupted queues one upstream_interrupted error to each subscriber of
+// streams (the hub's snapshot of every stream), naming the channels it
+// follows (issue 4). The shard keeps no set of its subscribers for this
+// rare event (at most 1 KiB per idle socket, issue 2): a subscriber of
+// several streams is told once thanks to a set built here.
+func (sh *Shard) interrupted(streams []*stream) {
 	now := time.Now()
-	for s := range sh.subs {
-		names := make([]string, len(s.members))
-		for i, m := range s.members {
-			names[i] = m.st.name
-		}
-		f := wsproto.NewError(wsproto.CodeUpstreamInterrupted,
-			"the link to Redis was interrupted: messages may have been lost; seq will jump", names, nil, now)
-		if !s.enqueue(f) {
-			f.Release()
+	told := make(map[*Subscriber]struct{})
+	for _, st := range streams {
+		for _, s := range st.subs[sh.idx] {
+			if _, ok := told[s]; ok {
+				continue
+			}
+			told[s] = struct{}{}
+			names := make([]string, len(s.members))
+			for i, m := range s.members {
+				names[i] = m.st.name
+			}
+			f := wsproto.NewError(wsproto.CodeUpstreamInterrupted,
+				"the link to Redis was interrupted: messages may have been lost; seq will jump", names, nil, now)
+			if !s.enqueue(f) {
+				f.Release()
+			}
 		}
 	}
 }

@@ -9,25 +9,31 @@ import (
 // Subscriber is the fanout side of one client connection: the queue of
 // frames owed to it and its stream memberships.
 //
+// It is meant to be embedded in the owner's connection state and prepared
+// with Hub.Init, so a socket costs one allocation, not two (issue 2: at
+// most 1 KiB per idle subscribed socket).
+//
 // Threading: the queue's producer is the Subscriber's shard goroutine and
 // its consumer is the connection's event loop (Pop). Once the server has
 // called Hub.Remove, the event loop must not call Pop again; the shard
 // then drains and releases whatever is left.
 type Subscriber struct {
-	// Owner is the server's connection state, set at creation and
-	// read-only afterwards, so a flush can get from a popped Subscriber
-	// back to its connection without a map lookup.
-	Owner any
-
 	shard     *Shard
 	q         queue
-	pending   atomic.Bool // in the shard's ready queue, or about to be
 	readyNext atomic.Pointer[Subscriber]
 	dropped   atomic.Uint64 // frames not queued because the queue was full
 
 	// Shard goroutine only.
 	members []membership
-	removed bool
+
+	pending atomic.Bool // in the shard's ready queue, or about to be
+
+	// Tag belongs to the owner: the fanout never reads or writes it.
+	// The server keeps the connection's index in its event loop here,
+	// so a subscriber taken from the ready queue leads back to its
+	// connection without a pointer or an interface per socket. Owner's
+	// goroutine only.
+	Tag int32
 }
 
 // membership records that the subscriber is at position idx of
@@ -41,6 +47,19 @@ type membership struct {
 // takes over the frame's reference and must Release it after writing it.
 // Event-loop only (the loop that owns the connection).
 func (s *Subscriber) Pop() *wsproto.Frame { return s.q.pop() }
+
+// ReleaseIdle gives the queue's ring back when nothing is queued and
+// nothing was popped during the previous releaseRounds calls, so a socket
+// that receives nothing for a while holds no ring (issue 2); the next
+// frame brings a fresh one. The server calls it once per second per
+// connection. Event-loop only (the consumer).
+func (s *Subscriber) ReleaseIdle() bool { return s.q.release(releaseRounds) }
+
+// releaseRounds: ReleaseIdle calls without a pop before the ring goes.
+// At one call a second, a channel that ticks more often than every five
+// seconds keeps its subscribers' rings, so a ring is not reallocated per
+// message on a slow channel.
+const releaseRounds = 5
 
 // Dropped is the number of frames dropped for this connection because its
 // queue was full. Safe for concurrent use.

@@ -3,14 +3,18 @@ package server
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"io"
+	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
+	"unique"
 
 	"github.com/gobwas/ws"
 	"github.com/panjf2000/gnet/v2"
@@ -34,59 +38,102 @@ const (
 // fed by the shard goroutine through its own atomics.
 //
 // It is kept small on purpose: an idle subscribed socket must cost under
-// 1 KiB of gateway memory in total (issue 2), and most of that goes to
-// gnet's own connection.
+// 1 KiB of gateway memory in total (issue 2), gnet's own connection takes
+// about 400 B of it, so the fanout Subscriber is embedded (one allocation
+// per socket, not two), fields are packed, and state that few connections
+// ever need lives behind cold. TestConnSize pins the size class.
 type conn struct {
-	gc    gnet.Conn
-	loop  *loopState
-	sub   *fanout.Subscriber
-	idx   int32 // position in loop.conns
-	state uint8
-
-	blocked bool // waiting in loop.blocked for its outbound buffer to drain
-	echo    bool // /echo connection (conformance mode)
-	// answered: a plain-HTTP response is still draining; the sweep
-	// closes the connection once gnet has flushed it.
-	answered bool
-
-	since     int64 // accept time, unix nanos
-	lastRead  int64 // last inbound frame
-	lastPing  int64
-	closeSent int64
-	expires   int64 // token expiry, 0 = never
-
-	reader wsproto.Reader
-	// stage holds the inbound bytes of a large frame still arriving (see
-	// stageAbove); nil otherwise.
-	stage []byte
-
-	// No address is kept: gnet's conn holds it, and per-IP counting
-	// recomputes it, so an idle socket carries no extra strings.
-	role string
+	// sub.Tag is the connection's index in loop.conns.
+	sub  fanout.Subscriber
+	gc   gnet.Conn
+	loop *loopState
+	cold *connCold // nil until needed
 
 	// Subscriptions as the client sees them; the hub holds the streams.
-	chans    []string
-	patterns int
+	// Interned: the 10,000 subscribers of a channel share its name.
+	chans []unique.Handle[string]
 
-	// Inbound rate limit: a token bucket refilled at
-	// MaxMessagesPerSecond; strikes counts refusals since the bucket was
-	// last full.
-	tokens     float64
-	lastRefill int64
-	strikes    int
+	reader wsproto.Reader
 
-	sent        uint64
+	since    int64 // accept time, unix nanos
+	lastRead int64 // last inbound frame; flagPinged is cleared with it
+	expires  int64 // token expiry, 0 = never
+	// tat is the inbound rate limit as a GCRA ("theoretical arrival
+	// time", equivalent to a token bucket refilled at
+	// MaxMessagesPerSecond with as many tokens of burst): one word
+	// instead of a token count and a refill time.
+	tat  int64
+	sent uint64 // frames written, for the close log line
+
+	strikes int32  // refusals since the rate-limit bucket was last full
+	role    uint16 // index in Server.roles
+	state   uint8
+	flags   connFlags
+}
+
+type connFlags uint8
+
+const (
+	// flagBlocked: waiting in loop.blocked for its outbound buffer to
+	// drain.
+	flagBlocked connFlags = 1 << iota
+	// flagEcho: an /echo connection (conformance mode).
+	flagEcho
+	// flagAnswered: a plain-HTTP response is still draining; the sweep
+	// closes the connection once gnet has flushed it.
+	flagAnswered
+	// flagPinged: a ping went out and nothing has been read since. The
+	// sweep pings a connection silent for PingInterval and closes one
+	// still silent PingTimeout after its last frame (RFC 6455 §5.5.2).
+	flagPinged
+)
+
+func (cn *conn) is(f connFlags) bool { return cn.flags&f != 0 }
+
+func (cn *conn) set(f connFlags, on bool) {
+	if on {
+		cn.flags |= f
+	} else {
+		cn.flags &^= f
+	}
+}
+
+// connCold is the state of a connection that is closing, staging a large
+// frame or dropping frames: allocated on first use, never for an idle
+// socket.
+type connCold struct {
+	// stage holds the inbound bytes of a large frame still arriving (see
+	// stageAbove); nil otherwise.
+	stage       []byte
+	closeReason string
+	closeSent   int64  // when our close frame went out
 	dropsSeen   uint64 // sub.Dropped() at the last sweep
 	fullSince   int64  // start of the current run of drops, 0 when none
-	closeReason string
 }
+
+// c returns the cold state, allocating it.
+func (cn *conn) c() *connCold {
+	if cn.cold == nil {
+		cn.cold = new(connCold)
+	}
+	return cn.cold
+}
+
+func (cn *conn) closeReason() string {
+	if cn.cold == nil {
+		return ""
+	}
+	return cn.cold.closeReason
+}
+
+func (cn *conn) setCloseReason(r string) { cn.c().closeReason = r }
 
 // handshake waits for a complete HTTP request head, then answers it: a
 // WebSocket upgrade on /ws, or a plain HTTP response that closes the
 // connection. Event-loop only.
 func (s *Server) handshake(cn *conn) gnet.Action {
 	c := cn.gc
-	if cn.answered {
+	if cn.is(flagAnswered) {
 		// One request per connection: whatever follows it is ignored.
 		_, _ = c.Discard(-1)
 		return gnet.None
@@ -104,7 +151,21 @@ func (s *Server) handshake(cn *conn) gnet.Action {
 		return s.refuse(cn, refuseHeadTooLarge, http.StatusRequestHeaderFieldsTooLarge, "request head too large")
 	}
 	head := buf[:headLen]
-	req, err := http.ReadRequest(bufio.NewReaderSize(bytes.NewReader(head), headLen))
+	if a, done := cn.loop.up.upgrade(s, cn, head); done {
+		return a
+	}
+	return s.slowHandshake(cn, head)
+}
+
+// slowHandshake answers everything the fast path (upgradeState.upgrade)
+// did not upgrade: plain HTTP (/health, /stats, the demo page, 404s),
+// malformed requests, WebSocket requests gobwas/ws refuses, and any that
+// admit refuses. It parses with net/http, then applies the same checks in
+// the same order, so every answer is what it was before the fast path
+// existed. Event-loop only.
+func (s *Server) slowHandshake(cn *conn, head []byte) gnet.Action {
+	c := cn.gc
+	req, err := http.ReadRequest(bufio.NewReaderSize(bytes.NewReader(head), len(head)))
 	if err != nil {
 		return s.refuse(cn, refuseMalformed, http.StatusBadRequest, "malformed HTTP request")
 	}
@@ -113,48 +174,23 @@ func (s *Server) handshake(cn *conn) gnet.Action {
 	wsPath := path == "/ws" || (s.cfg.Echo && path == "/echo")
 	if !isWS || !wsPath {
 		_, _ = c.Write(s.plainHTTP(req.Method, path, isWS))
-		cn.closeReason = "plain HTTP"
+		cn.setCloseReason("plain HTTP")
 		if c.OutboundBuffered() > 0 {
 			// Closing now would lose what the socket did not take:
 			// gnet tries one more write and discards the rest (tens
 			// of KiB of a demo asset on a real network, issue 7).
 			// gnet flushes it as the peer reads; the sweep closes.
-			cn.answered = true
+			cn.set(flagAnswered, true)
 			_, _ = c.Discard(-1)
 			return gnet.None
 		}
 		return gnet.Close
 	}
-	if s.draining.Load() {
-		return s.refuse(cn, refuseShuttingDown, http.StatusServiceUnavailable, "server is shutting down")
+	origin := req.Header.Get("Origin")
+	id, role, a, ok := s.admit(cn, s.originAllowed(origin), req.URL.RawQuery, req.Header.Get("Authorization"))
+	if !ok {
+		return a
 	}
-	if origin := req.Header.Get("Origin"); origin != "" && len(s.cfg.AllowedOrigins) > 0 &&
-		!slices.Contains(s.cfg.AllowedOrigins, origin) {
-		return s.refuse(cn, refuseOrigin, http.StatusForbidden, "origin not allowed")
-	}
-	token, err := auth.TokenFromRequest(req.URL.RawQuery, req.Header.Get("Authorization"))
-	var id auth.Identity
-	if err == nil {
-		id, err = s.authn.Authenticate(token, time.Now())
-	}
-	if err != nil {
-		s.log.Info("upgrade refused", "remote", c.RemoteAddr().String(), "reason", err)
-		return s.refuse(cn, refuseUnauthorized, http.StatusUnauthorized, "unauthorized")
-	}
-	if s.cfg.MaxConnections > 0 && s.conns.Load() >= int64(s.cfg.MaxConnections) {
-		return s.refuse(cn, refuseMaxConnections, http.StatusServiceUnavailable, "too many connections")
-	}
-	if !s.acceptRate.allow(time.Now()) {
-		_, _ = c.Write(appendHTTP(nil, http.StatusServiceUnavailable, "text/plain; charset=utf-8",
-			"Retry-After: 1\r\n", []byte("too many new connections: retry shortly\n")))
-		cn.closeReason = "connection rate limit"
-		s.ctr.refuse(refuseRateLimited)
-		return gnet.Close
-	}
-	if !s.acquireIP(c.RemoteAddr()) {
-		return s.refuse(cn, refusePerIP, http.StatusServiceUnavailable, "too many connections from this address")
-	}
-
 	var out bytes.Buffer
 	if _, err := s.upgrader.Upgrade(struct {
 		io.Reader
@@ -163,11 +199,66 @@ func (s *Server) handshake(cn *conn) gnet.Action {
 		s.releaseIP(c.RemoteAddr())
 		// gobwas/ws has already written the matching 4xx response.
 		_, _ = c.Write(out.Bytes())
-		cn.closeReason = "bad upgrade: " + err.Error()
+		cn.setCloseReason("bad upgrade: " + err.Error())
 		s.ctr.refuse(refuseBadUpgrade)
 		return gnet.Close
 	}
-	// The MaxConnections check above is only the cheap early refusal:
+	return s.open(cn, path == "/echo", id, role, out.Bytes(), len(head))
+}
+
+// originAllowed applies ALLOWED_ORIGINS: no Origin header (a non-browser
+// client) or no list allows the upgrade.
+func (s *Server) originAllowed(origin string) bool {
+	return origin == "" || len(s.cfg.AllowedOrigins) == 0 || slices.Contains(s.cfg.AllowedOrigins, origin)
+}
+
+// admit applies the checks every upgrade goes through, in this order:
+// shutdown, Origin, token, connection limits, accept pacing, per-IP
+// limit. A refused request has its answer written and gets ok == false
+// with the action to return. An admitted one holds a per-IP slot, which
+// open (or the caller, if the upgrade then fails) gives back on failure.
+// Event-loop only.
+func (s *Server) admit(cn *conn, originOK bool, rawQuery, authorization string) (id auth.Identity, role uint16, a gnet.Action, ok bool) {
+	c := cn.gc
+	if s.draining.Load() {
+		return id, 0, s.refuse(cn, refuseShuttingDown, http.StatusServiceUnavailable, "server is shutting down"), false
+	}
+	if !originOK {
+		return id, 0, s.refuse(cn, refuseOrigin, http.StatusForbidden, "origin not allowed"), false
+	}
+	token, err := auth.TokenFromRequest(rawQuery, authorization)
+	if err == nil {
+		id, err = s.authn.Authenticate(token, time.Now())
+	}
+	if err == nil {
+		role, err = s.roleIndex(id.Role)
+	}
+	if err != nil {
+		s.log.Info("upgrade refused", "remote", c.RemoteAddr().String(), "reason", err)
+		return id, 0, s.refuse(cn, refuseUnauthorized, http.StatusUnauthorized, "unauthorized"), false
+	}
+	if s.cfg.MaxConnections > 0 && s.conns.Load() >= int64(s.cfg.MaxConnections) {
+		return id, 0, s.refuse(cn, refuseMaxConnections, http.StatusServiceUnavailable, "too many connections"), false
+	}
+	if !s.acceptRate.allow(time.Now()) {
+		_, _ = c.Write(appendHTTP(nil, http.StatusServiceUnavailable, "text/plain; charset=utf-8",
+			"Retry-After: 1\r\n", []byte("too many new connections: retry shortly\n")))
+		cn.setCloseReason("connection rate limit")
+		s.ctr.refuse(refuseRateLimited)
+		return id, 0, gnet.Close, false
+	}
+	if !s.acquireIP(c.RemoteAddr()) {
+		return id, 0, s.refuse(cn, refusePerIP, http.StatusServiceUnavailable, "too many connections from this address"), false
+	}
+	return id, role, gnet.None, true
+}
+
+// open completes an admitted upgrade whose 101 response is resp: it
+// claims the connection slot, sends resp, drops the request head (headLen
+// bytes) and makes cn a WebSocket. Event-loop only.
+func (s *Server) open(cn *conn, echo bool, id auth.Identity, role uint16, resp []byte, headLen int) gnet.Action {
+	c := cn.gc
+	// The MaxConnections check in admit is only the cheap early refusal:
 	// every event loop upgrades at once, so the slot is claimed
 	// atomically here, before the 101 goes out (issue 3).
 	if n := s.conns.Add(1); s.cfg.MaxConnections > 0 && n > int64(s.cfg.MaxConnections) {
@@ -175,24 +266,25 @@ func (s *Server) handshake(cn *conn) gnet.Action {
 		s.releaseIP(c.RemoteAddr())
 		return s.refuse(cn, refuseMaxConnections, http.StatusServiceUnavailable, "too many connections")
 	}
-	_, _ = c.Write(out.Bytes())
+	_, _ = c.Write(resp)
 	_, _ = c.Discard(headLen)
 
 	now := time.Now().UnixNano()
 	cn.state = stateOpen
-	cn.echo = path == "/echo"
-	cn.role = id.Role
+	cn.set(flagEcho, echo)
+	cn.role = role
 	if !id.Expires.IsZero() {
 		cn.expires = id.Expires.UnixNano()
 	}
-	cn.lastRead, cn.lastPing, cn.lastRefill = now, now, now
-	cn.tokens = float64(s.cfg.MaxMessagesPerSecond)
+	cn.lastRead = now
 	cn.reader.MaxMessage = s.cfg.MaxMessageBytes
-	if cn.echo {
+	if echo {
 		cn.reader.MaxMessage = s.cfg.EchoMaxMessageBytes
 	}
-	cn.sub = s.hub.NewSubscriber(cn.loop.idx, cn)
-	s.log.Info("connection opened", "remote", c.RemoteAddr().String(), "role", cn.role, "auth", id.Method)
+	if s.log.Enabled(context.Background(), slog.LevelInfo) {
+		// Guarded: the address string is garbage of every connect.
+		s.log.Info("connection opened", "remote", c.RemoteAddr().String(), "role", id.Role, "auth", id.Method)
+	}
 	return gnet.None
 }
 
@@ -201,7 +293,7 @@ func (s *Server) handshake(cn *conn) gnet.Action {
 func (s *Server) refuse(cn *conn, why refuseReason, status int, msg string) gnet.Action {
 	s.ctr.refuse(why)
 	_, _ = cn.gc.Write(httpError(status, msg))
-	cn.closeReason = msg
+	cn.setCloseReason(msg)
 	return gnet.Close
 }
 
@@ -216,15 +308,15 @@ func remoteIP(a net.Addr) string {
 func (s *Server) frames(cn *conn) gnet.Action {
 	c := cn.gc
 	buf, _ := c.Peek(-1)
-	staged := cn.stage != nil
+	staged := cn.cold != nil && cn.cold.stage != nil
 	if staged {
 		// gnet's buffer is kept empty while staging, so this Peek was a
 		// view of the last read, copied once here.
-		cn.stage = append(cn.stage, buf...)
+		cn.cold.stage = append(cn.cold.stage, buf...)
 		if len(buf) > 0 {
 			_, _ = c.Discard(len(buf))
 		}
-		buf = cn.stage
+		buf = cn.cold.stage
 	}
 	off := 0
 	action := gnet.None
@@ -245,6 +337,7 @@ func (s *Server) frames(cn *conn) gnet.Action {
 		}
 		off += n
 		cn.lastRead = time.Now().UnixNano()
+		cn.flags &^= flagPinged
 		action = s.event(cn, ev)
 	}
 	// Every byte up to off belongs to frames handled above; their
@@ -253,13 +346,13 @@ func (s *Server) frames(cn *conn) gnet.Action {
 	switch {
 	case staged:
 		if off > 0 {
-			cn.stage = cn.stage[:copy(cn.stage, cn.stage[off:])]
+			cn.cold.stage = cn.cold.stage[:copy(cn.cold.stage, cn.cold.stage[off:])]
 		}
-		if len(cn.stage) == 0 {
-			cn.stage = nil
+		if len(cn.cold.stage) == 0 {
+			cn.cold.stage = nil
 		}
 	case action == gnet.None && cn.state == stateOpen && len(buf)-off >= stageAbove:
-		cn.stage = append(make([]byte, 0, 2*(len(buf)-off)), buf[off:]...)
+		cn.c().stage = append(make([]byte, 0, 2*(len(buf)-off)), buf[off:]...)
 		_, _ = c.Discard(len(buf))
 	case off > 0:
 		_, _ = c.Discard(off)
@@ -286,7 +379,7 @@ func (s *Server) event(cn *conn, ev wsproto.Event) gnet.Action {
 		// it does not read what it is already owed, its pings go
 		// unanswered (RFC 6455 §5.5.3 lets an endpoint answer only the
 		// latest one; issue 3, hostile input).
-		if cn.state == stateOpen && (cn.echo || cn.gc.OutboundBuffered() < s.cfg.MaxOutboundBytes) {
+		if cn.state == stateOpen && (cn.is(flagEcho) || cn.gc.OutboundBuffered() < s.cfg.MaxOutboundBytes) {
 			_, _ = cn.gc.Write(wsproto.AppendControl(nil, ws.OpPong, ev.Payload))
 		}
 	case wsproto.KindPong:
@@ -301,9 +394,9 @@ func (s *Server) event(cn *conn, ev wsproto.Event) gnet.Action {
 			} else {
 				_, _ = cn.gc.Write(wsproto.AppendClose(nil, code, ""))
 			}
-			cn.closeReason = "client closed with " + strconv.Itoa(int(code))
-		} else if cn.closeReason == "" {
-			cn.closeReason = "close handshake completed"
+			cn.setCloseReason("client closed with " + strconv.Itoa(int(code)))
+		} else if cn.closeReason() == "" {
+			cn.setCloseReason("close handshake completed")
 		}
 		cn.state = stateClosing
 		return gnet.Close
@@ -311,7 +404,7 @@ func (s *Server) event(cn *conn, ev wsproto.Event) gnet.Action {
 		if cn.state != stateOpen {
 			return gnet.None // §5.5.1: after our close, data is ignored
 		}
-		if cn.echo {
+		if cn.is(flagEcho) {
 			s.echo(cn, ev)
 			return gnet.None
 		}
@@ -351,8 +444,8 @@ func (cn *conn) startClose(r wsproto.CloseReason) {
 	}
 	_, _ = cn.gc.Write(wsproto.AppendClose(nil, r.Code, r.Text))
 	cn.state = stateClosing
-	cn.closeSent = time.Now().UnixNano()
-	cn.closeReason = r.Text
+	cn.c().closeSent = time.Now().UnixNano()
+	cn.setCloseReason(r.Text)
 }
 
 // fail sends a close frame for a protocol violation; the caller closes the
@@ -362,24 +455,26 @@ func (cn *conn) fail(r wsproto.CloseReason) {
 		_, _ = cn.gc.Write(wsproto.AppendClose(nil, r.Code, r.Text))
 	}
 	cn.state = stateClosing
-	cn.closeReason = r.Text
+	cn.setCloseReason(r.Text)
 }
 
-// allow takes one token from the connection's bucket.
+// allow takes one token from the connection's bucket: GCRA with an
+// emission interval of 1s/rate and a burst of rate messages. The bucket is
+// full when tat is not ahead of now.
 func (cn *conn) allow(rate int) bool {
 	now := time.Now().UnixNano()
-	burst := float64(rate)
-	cn.tokens += float64(now-cn.lastRefill) / 1e9 * float64(rate)
-	cn.lastRefill = now
-	if cn.tokens >= burst {
-		cn.tokens = burst
+	interval := int64(time.Second) / int64(rate)
+	tat := max(cn.tat, now)
+	if tat == now {
 		cn.strikes = 0
 	}
-	if cn.tokens < 1 {
-		cn.strikes++
+	if tat-now > int64(rate-1)*interval {
+		if cn.strikes < math.MaxInt32 {
+			cn.strikes++
+		}
 		return false
 	}
-	cn.tokens--
+	cn.tat = tat + interval
 	return true
 }
 
@@ -392,7 +487,7 @@ func (s *Server) rateLimited(cn *conn, now time.Time) bool {
 		return false
 	}
 	s.ctr.command(0, resultRateLimited)
-	if cn.strikes > s.cfg.MaxMessagesPerSecond {
+	if int(cn.strikes) > s.cfg.MaxMessagesPerSecond {
 		cn.startClose(wsproto.CloseRateLimited)
 		return true
 	}
@@ -421,18 +516,28 @@ func (s *Server) command(cn *conn, p []byte) gnet.Action {
 	case wsproto.ActionUnsubscribe:
 		var del []string
 		for _, ch := range cmd.Channels {
-			if i := slices.Index(cn.chans, ch); i >= 0 {
+			if i := cn.follows(ch); i >= 0 {
 				cn.chans = slices.Delete(cn.chans, i, i+1)
-				if auth.IsPattern(ch) {
-					cn.patterns--
-				}
 				del = append(del, ch)
 			}
 		}
+		if len(cn.chans) == 0 {
+			cn.chans = nil // give the array back
+		}
 		s.ctr.command(cmd.Action, resultOK)
-		s.hub.Unsubscribe(cn.sub, del, cmd.Channels, cmd.RequestID)
+		s.hub.Unsubscribe(&cn.sub, del, cmd.Channels, cmd.RequestID)
 	}
 	return gnet.None
+}
+
+// follows returns the index of ch in cn.chans, or -1.
+func (cn *conn) follows(ch string) int {
+	for i, h := range cn.chans {
+		if h.Value() == ch {
+			return i
+		}
+	}
+	return -1
 }
 
 // subscribe applies the ACL and the per-connection limits to the whole
@@ -440,38 +545,51 @@ func (s *Server) command(cn *conn, p []byte) gnet.Action {
 func (s *Server) subscribe(cn *conn, cmd wsproto.Command, now time.Time) {
 	var forbidden, add []string
 	addPatterns := 0
+	role := s.roles[cn.role]
 	for _, ch := range cmd.Channels {
-		if !s.acl.Allowed(cn.role, ch) {
+		if !s.acl.Allowed(role, ch) {
 			forbidden = append(forbidden, ch)
 			continue
 		}
-		if !slices.Contains(cn.chans, ch) {
+		if cn.follows(ch) < 0 && !slices.Contains(add, ch) {
 			add = append(add, ch)
 			if auth.IsPattern(ch) {
 				addPatterns++
 			}
 		}
 	}
+	patterns := 0
+	for _, h := range cn.chans {
+		if auth.IsPattern(h.Value()) {
+			patterns++
+		}
+	}
 	switch {
 	case forbidden != nil:
 		s.ctr.command(cmd.Action, resultForbidden)
-		cn.reply(wsproto.NewError(wsproto.CodeForbidden, "role "+strconv.Quote(cn.role)+" may not subscribe to these channels", forbidden, cmd.RequestID, now))
+		cn.reply(wsproto.NewError(wsproto.CodeForbidden, "role "+strconv.Quote(role)+" may not subscribe to these channels", forbidden, cmd.RequestID, now))
 		return
 	case len(cn.chans)+len(add) > s.cfg.MaxChannels:
 		s.ctr.command(cmd.Action, resultTooManyChannels)
 		cn.reply(wsproto.NewError(wsproto.CodeTooManyChannels,
 			"at most "+strconv.Itoa(s.cfg.MaxChannels)+" channels per connection", add, cmd.RequestID, now))
 		return
-	case cn.patterns+addPatterns > s.cfg.MaxWildcards:
+	case patterns+addPatterns > s.cfg.MaxWildcards:
 		s.ctr.command(cmd.Action, resultTooManyWildcards)
 		cn.reply(wsproto.NewError(wsproto.CodeTooManyWildcards,
 			"at most "+strconv.Itoa(s.cfg.MaxWildcards)+" pattern subscriptions per connection", add, cmd.RequestID, now))
 		return
 	}
-	cn.chans = append(cn.chans, add...)
-	cn.patterns += addPatterns
+	if len(add) > 0 {
+		// Exactly the size needed: most sockets follow one or two
+		// channels for their whole life.
+		cn.chans = slices.Grow(cn.chans, len(add))
+		for _, ch := range add {
+			cn.chans = append(cn.chans, unique.Make(ch))
+		}
+	}
 	s.ctr.command(cmd.Action, resultOK)
-	s.hub.Subscribe(cn.sub, add, cmd.Channels, cmd.RequestID)
+	s.hub.Subscribe(&cn.sub, add, cmd.Channels, cmd.RequestID)
 }
 
 // echo sends a message back as it came (conformance mode, issue 8).

@@ -27,6 +27,8 @@ type loopState struct {
 	idx   int
 	shard *fanout.Shard
 
+	up *upgradeState // the loop's WebSocket upgrader (upgrade.go)
+
 	flushTask gnet.RunnableFunc
 	tickTask  gnet.RunnableFunc
 
@@ -41,21 +43,32 @@ type loopState struct {
 }
 
 func (l *loopState) add(cn *conn) {
-	cn.idx = int32(len(l.conns))
+	cn.sub.Tag = int32(len(l.conns))
 	l.conns = append(l.conns, cn)
 }
 
 func (l *loopState) remove(cn *conn) {
-	i := int(cn.idx)
+	i := int(cn.sub.Tag)
 	if i < 0 || i >= len(l.conns) || l.conns[i] != cn {
 		return
 	}
 	last := len(l.conns) - 1
 	l.conns[i] = l.conns[last]
-	l.conns[i].idx = int32(i)
+	l.conns[i].sub.Tag = int32(i)
 	l.conns[last] = nil
 	l.conns = l.conns[:last]
-	cn.idx = -1
+	cn.sub.Tag = -1
+}
+
+// owner returns the connection whose Subscriber is sub, or nil once it
+// has left the loop (a closed connection can still be in the ready
+// queue).
+func (l *loopState) owner(sub *fanout.Subscriber) *conn {
+	i := int(sub.Tag)
+	if i < 0 || i >= len(l.conns) || &l.conns[i].sub != sub {
+		return nil
+	}
+	return l.conns[i]
 }
 
 // flush drains the queues of every subscriber the shard marked ready.
@@ -63,8 +76,8 @@ func (l *loopState) remove(cn *conn) {
 func (l *loopState) flush(context.Context) error {
 	l.shard.BeginFlush()
 	for sub := l.shard.NextReady(); sub != nil; sub = l.shard.NextReady() {
-		cn := sub.Owner.(*conn)
-		if cn.state == stateOpen && !cn.blocked {
+		cn := l.owner(sub)
+		if cn != nil && cn.state == stateOpen && !cn.is(flagBlocked) {
 			l.drain(cn)
 		}
 	}
@@ -122,7 +135,7 @@ func (l *loopState) drain(cn *conn) {
 			// Stop feeding a socket that is not reading: its queue
 			// fills and drops instead of gnet's buffer growing
 			// (issue 4). tick resumes it once the buffer drains.
-			cn.blocked = true
+			cn.set(flagBlocked, true)
 			l.blocked = append(l.blocked, cn)
 			return
 		}
@@ -130,7 +143,7 @@ func (l *loopState) drain(cn *conn) {
 	// More is queued than one pass writes: go to the back of the ready
 	// queue so one busy connection cannot starve the others, and let the
 	// loop serve its sockets before the next flush.
-	l.shard.Requeue(cn.sub)
+	l.shard.Requeue(&cn.sub)
 }
 
 // tick resumes blocked connections whose outbound buffer has drained and,
@@ -141,14 +154,14 @@ func (l *loopState) tick(context.Context) error {
 		blocked := l.blocked
 		l.blocked = nil
 		for _, cn := range blocked {
-			cn.blocked = false
+			cn.set(flagBlocked, false)
 			if cn.state != stateOpen {
 				continue
 			}
 			if cn.gc.OutboundBuffered() < l.srv.cfg.MaxOutboundBytes/2 {
 				l.drain(cn)
 			} else {
-				cn.blocked = true
+				cn.set(flagBlocked, true)
 				l.blocked = append(l.blocked, cn)
 			}
 		}
@@ -171,7 +184,7 @@ func (l *loopState) sweep(now time.Time) {
 	for _, cn := range l.conns {
 		switch cn.state {
 		case stateHandshake:
-			if cn.answered {
+			if cn.is(flagAnswered) {
 				// A plain-HTTP answer has drained, or its reader
 				// has stalled for a whole handshake timeout.
 				if cn.gc.OutboundBuffered() == 0 || n-cn.since > int64(cfg.HandshakeTimeout) {
@@ -180,28 +193,34 @@ func (l *loopState) sweep(now time.Time) {
 				continue
 			}
 			if n-cn.since > int64(cfg.HandshakeTimeout) {
-				cn.closeReason = "handshake timeout"
+				cn.setCloseReason("handshake timeout")
 				l.srv.ctr.refuse(refuseHandshakeTimeout)
 				closing = append(closing, cn)
 			}
 		case stateOpen:
 			l.checkSlow(cn, n)
+			if !cn.is(flagBlocked) {
+				cn.sub.ReleaseIdle()
+			}
 			switch {
 			case cn.state != stateOpen:
 			case cn.expires != 0 && n >= cn.expires:
 				cn.startClose(wsproto.CloseTokenExpired)
-			case n-cn.lastRead > int64(cfg.PingTimeout) && cn.lastPing > cn.lastRead:
+			case cn.is(flagPinged) && n-cn.lastRead > int64(cfg.PingTimeout):
 				// Only once a ping has gone unanswered: with a
 				// PingTimeout close to the sweep period, a peer
 				// could otherwise be closed before it was ever
 				// pinged, or for answering just before a sweep.
 				cn.startClose(wsproto.CloseIdle)
-			case n-cn.lastPing >= int64(cfg.PingInterval):
-				cn.lastPing = n
+			case !cn.is(flagPinged) && n-cn.lastRead >= int64(cfg.PingInterval):
+				// Pinged when silent, not on a fixed period: a
+				// peer that keeps talking is plainly alive, and
+				// one word per socket is saved (issue 2).
+				cn.set(flagPinged, true)
 				_, _ = cn.gc.Write(wsproto.AppendControl(nil, ws.OpPing, nil))
 			}
 		case stateClosing:
-			if n-cn.closeSent > int64(closeGrace) {
+			if cn.cold == nil || n-cn.cold.closeSent > int64(closeGrace) {
 				closing = append(closing, cn)
 			}
 		}
@@ -217,15 +236,19 @@ func (l *loopState) sweep(now time.Time) {
 func (l *loopState) checkSlow(cn *conn, now int64) {
 	cfg := &l.srv.cfg
 	d := cn.sub.Dropped()
-	switch {
-	case d == cn.dropsSeen:
-		cn.fullSince = 0
-	case cn.fullSince == 0:
-		cn.fullSince = now
+	if cn.cold == nil && d == 0 {
+		return // the usual case: never dropped a frame, nothing kept
 	}
-	cn.dropsSeen = d
+	c := cn.c()
+	switch {
+	case d == c.dropsSeen:
+		c.fullSince = 0
+	case c.fullSince == 0:
+		c.fullSince = now
+	}
+	c.dropsSeen = d
 	if (cfg.SlowClientMaxDrops > 0 && d > cfg.SlowClientMaxDrops) ||
-		(cfg.SlowClientTimeout > 0 && cn.fullSince != 0 && now-cn.fullSince >= int64(cfg.SlowClientTimeout)) {
+		(cfg.SlowClientTimeout > 0 && c.fullSince != 0 && now-c.fullSince >= int64(cfg.SlowClientTimeout)) {
 		if cn.state == stateOpen {
 			l.srv.ctr.slowDisconnect.Add(1)
 		}

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -54,10 +56,12 @@ type Server struct {
 	started  time.Time
 	draining atomic.Bool
 
-	conns    atomic.Int64 // upgraded WebSocket connections
-	sockets  atomic.Int64 // accepted TCP connections, upgraded or not
-	loopsMu  sync.Mutex
-	loops    []*loopState
+	conns   atomic.Int64 // upgraded WebSocket connections
+	sockets atomic.Int64 // accepted TCP connections, upgraded or not
+	loopsMu sync.Mutex
+	loops   []*loopState
+	// roles are the ACL's role names; a connection keeps an index.
+	roles    []string
 	perIPMu  sync.Mutex
 	perIP    map[string]int
 	upgrader ws.Upgrader
@@ -87,6 +91,10 @@ func New(cfg Config, hub *fanout.Hub, authn *auth.Authenticator, acl *auth.ACL) 
 		booted: make(chan struct{}),
 		done:   make(chan struct{}),
 		perIP:  make(map[string]int),
+		roles:  acl.Roles(),
+	}
+	if len(s.roles) > math.MaxUint16 {
+		return nil, fmt.Errorf("%w: %d ACL roles, at most %d", ErrConfig, len(s.roles), math.MaxUint16)
 	}
 	// permessage-deflate and subprotocols are not negotiated (issue 8):
 	// Negotiate and Protocol stay nil, so the response carries neither
@@ -159,6 +167,16 @@ func (s *Server) OnBoot(eng gnet.Engine) gnet.Action {
 	return gnet.None
 }
 
+// roleIndex returns the index of role in s.roles. The authenticator only
+// grants roles the ACL defines, so a miss is a configuration bug; it
+// refuses the client rather than guess.
+func (s *Server) roleIndex(role string) (uint16, error) {
+	if i := slices.Index(s.roles, role); i >= 0 {
+		return uint16(i), nil
+	}
+	return 0, fmt.Errorf("%w: role %q is not in the ACL", ErrConfig, role)
+}
+
 // loopFor returns the state of event loop el, creating it the first time
 // the loop is seen. Loop states are numbered in order of first sight; the
 // number is the loop's fanout shard. Event-loop only (takes loopsMu once
@@ -172,6 +190,7 @@ func (s *Server) loopFor(el gnet.EventLoop) *loopState {
 		}
 	}
 	l := &loopState{srv: s, el: el, idx: len(s.loops), shard: s.hub.Shard(len(s.loops))}
+	l.up = newUpgradeState()
 	l.flushTask = gnet.RunnableFunc(l.flush)
 	l.tickTask = gnet.RunnableFunc(l.tick)
 	// The waker is installed before any subscriber of this shard exists:
@@ -199,6 +218,7 @@ func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	l := s.loopFor(c.EventLoop())
 	now := time.Now().UnixNano()
 	cn := &conn{gc: c, loop: l, since: now, lastRead: now}
+	s.hub.Init(&cn.sub, l.idx)
 	l.add(cn)
 	c.SetContext(cn)
 	return nil, gnet.None
@@ -216,15 +236,15 @@ func (s *Server) OnClose(c gnet.Conn, err error) gnet.Action {
 	if cn.state >= stateOpen {
 		s.conns.Add(-1)
 		s.releaseIP(c.RemoteAddr())
-		s.hub.Remove(cn.sub)
-		reason := cn.closeReason
+		s.hub.Remove(&cn.sub)
+		reason := cn.closeReason()
 		if reason == "" {
 			reason = "peer closed"
 			if err != nil {
 				reason = err.Error()
 			}
 		}
-		s.log.Info("connection closed", "remote", c.RemoteAddr().String(), "role", cn.role,
+		s.log.Info("connection closed", "remote", c.RemoteAddr().String(), "role", s.roles[cn.role],
 			"duration", time.Since(time.Unix(0, cn.since)).Round(time.Millisecond),
 			"frames_sent", cn.sent, "dropped", cn.sub.Dropped(), "reason", reason)
 	}

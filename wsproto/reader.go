@@ -51,10 +51,7 @@ type Reader struct {
 	// would exceed it fails with CloseTooBig before its payload is read.
 	MaxMessage int
 
-	frag    *bytebufferpool.ByteBuffer // reassembly of a fragmented message; nil when none
-	fragOp  ws.OpCode                  // opcode of the message being reassembled; 0 when none
-	text    utf8Validator              // UTF-8 state of the current text message
-	release bool                       // frag holds a completed message returned last time
+	frag *bytebufferpool.ByteBuffer // reassembly of a fragmented message; nil when none
 
 	// Fail fast on invalid UTF-8 (§8.1; Autobahn 6.4.3, 6.4.4): the
 	// payload of a text frame that has only partly arrived is validated
@@ -62,10 +59,16 @@ type Reader struct {
 	// payload bytes of the frame at the front of the caller's buffer are
 	// validated, leaving the validator in pendText; pendMask and pendLen
 	// identify that frame. pendDone == 0 means nothing is pending.
-	pendText utf8Validator
 	pendDone int
-	pendMask [4]byte
 	pendLen  uint64
+	pendMask [4]byte
+	pendText utf8Validator
+
+	// The small fields last, packed together: a Reader lives in every
+	// connection (issue 2, memory per socket).
+	fragOp  ws.OpCode     // opcode of the message being reassembled; 0 when none
+	text    utf8Validator // UTF-8 state of the current text message
+	release bool          // frag holds a completed message returned last time
 }
 
 var fragPool bytebufferpool.Pool

@@ -9,31 +9,61 @@ import (
 
 // trimEvery and trimAbove govern trimMemory.
 const (
-	trimEvery = 30 * time.Second
+	trimEvery = 10 * time.Second
 	trimAbove = 4 << 20
 )
 
-// trimMemory hands free heap memory back to the OS when a lot of it has
-// piled up, typically after a burst of connects: each upgrade parses an
-// HTTP request and leaves a few KiB of garbage, the heap grows to twice
-// its live size before the collector runs, and the runtime's background
-// scavenger keeps most of that in RSS. An idle gateway then shows about
-// twice the memory its sockets need (issue 2 targets 1 KiB per idle
-// socket). Checking costs one runtime/metrics read per interval; the trim
-// itself is a forced collection, at most once per interval.
+// trimMemory hands free heap memory back to the OS once a burst is over,
+// typically a burst of connects: each upgrade parses an HTTP request and
+// leaves garbage, the heap grows to twice its live size before the
+// collector runs, and the runtime's background scavenger keeps most of
+// that in RSS. An idle gateway would then show about twice the memory its
+// sockets need (issue 2 targets 1 KiB per idle socket).
+//
+// Each check reads runtime/metrics; the trim itself is a forced
+// collection plus a scavenge (debug.FreeOSMemory), at most once per
+// interval and only when it pays (see shouldTrim).
 func trimMemory(ctx context.Context) {
-	sample := []metrics.Sample{{Name: "/memory/classes/heap/free:bytes"}}
+	samples := []metrics.Sample{
+		{Name: "/memory/classes/heap/free:bytes"},
+		{Name: "/memory/classes/heap/objects:bytes"},
+		{Name: "/gc/heap/live:bytes"},
+		{Name: "/gc/heap/allocs:bytes"},
+	}
 	t := time.NewTicker(trimEvery)
 	defer t.Stop()
+	var lastAllocs uint64
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		metrics.Read(sample)
-		if sample[0].Value.Kind() == metrics.KindUint64 && sample[0].Value.Uint64() > trimAbove {
+		metrics.Read(samples)
+		var v [4]uint64
+		for i, s := range samples {
+			if s.Value.Kind() == metrics.KindUint64 {
+				v[i] = s.Value.Uint64()
+			}
+		}
+		if shouldTrim(v[0], v[1], v[2], v[3]-lastAllocs) {
 			debug.FreeOSMemory()
 		}
+		lastAllocs = v[3]
 	}
+}
+
+// shouldTrim decides from the heap's free bytes, its object bytes (live
+// and not yet collected), the live bytes the last collection found, and
+// the bytes allocated during the last interval. Worth it when more than
+// trimAbove could go back to the OS; and only once allocation has calmed
+// down (less allocated in the interval than would be reclaimed): in the
+// middle of a burst, a trim would just be undone.
+func shouldTrim(free, objects, live, allocated uint64) bool {
+	garbage := uint64(0)
+	if objects > live {
+		garbage = objects - live
+	}
+	reclaimable := free + garbage
+	return reclaimable > trimAbove && allocated < reclaimable
 }
