@@ -290,4 +290,46 @@ func TestSmokeFanout(t *testing.T) {
 			t.Errorf("churn: %+v\n%s", rep.Churn, stdout.String())
 		}
 	})
+
+	// Stalled sockets overflow (1.6 MB/s of 4 KiB messages fill the
+	// gateway's socket buffer and a 512-frame queue in a few seconds)
+	// while the measured ones lose nothing; the stalled sockets' drops
+	// show as theirs.
+	t.Run("fairness", func(t *testing.T) {
+		out := filepath.Join(t.TempDir(), "fairness.json")
+		var stdout, stderr bytes.Buffer
+		code := benchMain([]string{
+			"-scenario", "fairness", "-n", "20", "-rate", "400", "-size", "4096", "-duration", "1s", "-rounds", "1", "-stalled", "2",
+			"-gateway", bin, "-gateway-args", "-send-queue-size 512", "-redis", rs.Addr(), "-settle", "0s", "-out", out, "-q",
+		}, &stdout, &stderr)
+		t.Logf("summary:\n%s", stdout.String())
+		if code != 0 {
+			t.Fatalf("exit code %d\n%s", code, stderr.String())
+		}
+		b, err := os.ReadFile(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var rep Report
+		if err := json.Unmarshal(b, &rep); err != nil {
+			t.Fatal(err)
+		}
+		f := rep.Fairness
+		if f == nil || len(f.Windows) != 2 {
+			t.Fatalf("fairness: %+v", f)
+		}
+		if w := f.Windows[1]; w.Stalled != 2 || !w.Overflowed || w.GwDropped == 0 {
+			t.Errorf("window with stalled sockets: %+v", w)
+		}
+		if f.MeasuredLostWith != 0 || f.MeasuredLostWithout != 0 || f.GwDroppedWithout != 0 {
+			t.Errorf("measured sockets lost %d with and %d without stalled sockets, gateway dropped %d without", f.MeasuredLostWith, f.MeasuredLostWithout, f.GwDroppedWithout)
+		}
+		if f.Without.Count != f.Windows[0].Delivered || f.With.Count != f.Windows[1].Delivered || f.P99Ratio <= 0 {
+			t.Errorf("latency samples %d/%d for %d/%d measured deliveries, p99 ratio %v",
+				f.Without.Count, f.With.Count, f.Windows[0].Delivered, f.Windows[1].Delivered, f.P99Ratio)
+		}
+		if f.Verdict == "" || !strings.Contains(stdout.String(), "fairness: "+f.Verdict) {
+			t.Errorf("the summary does not show the verdict %q", f.Verdict)
+		}
+	})
 }

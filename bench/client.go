@@ -421,30 +421,43 @@ func (p *pool) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 }
 
 func (p *pool) upgradeRequest(s *sock) []byte {
+	req, accept := upgradeRequest(p.host)
+	s.accept = accept
+	return req
+}
+
+// upgradeRequest is a WebSocket upgrade request for host with a fresh
+// key, and the Sec-WebSocket-Accept the gateway must answer.
+func upgradeRequest(host string) ([]byte, [28]byte) {
 	var raw [16]byte
 	for i := range raw {
 		raw[i] = byte(rand.Uint32())
 	}
 	key := base64.StdEncoding.EncodeToString(raw[:])
-	s.accept = acceptFor(key)
 	b := make([]byte, 0, 160)
 	b = append(b, "GET /ws HTTP/1.1\r\nHost: "...)
-	b = append(b, p.host...)
+	b = append(b, host...)
 	b = append(b, "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: "...)
 	b = append(b, key...)
-	return append(b, "\r\n\r\n"...)
+	return append(b, "\r\n\r\n"...), acceptFor(key)
 }
 
 func (p *pool) subscribeFrame(s *sock) []byte {
+	return subscribeFrame(p.spec.Plan, int(s.idx), strconv.Itoa(int(s.idx)))
+}
+
+// subscribeFrame is socket idx's subscribe request under plan, a masked
+// text frame with requestId reqID.
+func subscribeFrame(plan subPlan, idx int, reqID string) []byte {
 	b := make([]byte, 0, 128)
 	b = append(b, `{"action":"subscribe","channels":["`...)
-	b = append(b, p.spec.Plan.channelOf(int(s.idx))...)
-	if p.spec.Plan.Pattern != "" {
+	b = append(b, plan.channelOf(idx)...)
+	if plan.Pattern != "" {
 		b = append(b, `","`...)
-		b = append(b, p.spec.Plan.Pattern...)
+		b = append(b, plan.Pattern...)
 	}
 	b = append(b, `"],"requestId":"`...)
-	b = strconv.AppendInt(b, int64(s.idx), 10)
+	b = append(b, reqID...)
 	b = append(b, `"}`...)
 	return clientFrame(ws.OpText, b)
 }

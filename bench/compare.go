@@ -98,6 +98,12 @@ var compareMetrics = []metric{
 		}
 		return r.Noise.OtherCPUPercent
 	}},
+	{"fairness p99 with/without", "lower", func(r *Report) float64 {
+		if r.Fairness == nil {
+			return 0
+		}
+		return r.Fairness.P99Ratio
+	}},
 	{"sweep best msgs/s", "higher", func(r *Report) float64 {
 		if r.Sweep == nil {
 			return 0

@@ -52,6 +52,9 @@ func reportHTML(r *Report) string {
 		b.WriteString("<h2>Publish-to-client latency</h2>\n")
 		b.WriteString(histSVG(r.Histogram, r.Latency))
 	}
+	if f := r.Fairness; f != nil && len(f.Windows) > 0 {
+		b.WriteString(fairnessHTML(f))
+	}
 	if s := r.Sweep; s != nil && len(s.Steps) > 0 {
 		b.WriteString("<h2>Sweep</h2>\n<table><tr><th>rate/s</th><th>published/s</th><th>delivered/s</th><th>p50</th><th>p99</th><th>max</th><th>gaps</th><th>missing</th><th>gw CPU</th><th>µs/frame</th><th>others' CPU</th><th></th></tr>\n")
 		for _, st := range s.Steps {
@@ -106,6 +109,30 @@ func reportHTML(r *Report) string {
 		b.WriteString(lineSVG("gateway RSS (MiB)", ts, []series{
 			{"RSS", "#8c564b", col(func(s Sample) float64 { return float64(s.GwRSS) / (1 << 20) })},
 		}, "MiB", marks))
+	}
+	return b.String()
+}
+
+// fairnessHTML is the fairness table and the measured sockets' latency
+// histograms without and with stalled sockets.
+func fairnessHTML(f *FairnessResult) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "<h2>Fairness: %d stalled sockets</h2>\n<p>%s</p>\n", f.Stalled, html.EscapeString(f.Verdict))
+	b.WriteString("<table><tr><th>round</th><th>stalled</th><th>lead-in</th><th>p50</th><th>p99</th><th>p99.9</th><th>max</th><th>delivered</th><th>gaps</th><th>missing</th><th>gateway dropped</th><th>stalled closed</th><th>gw CPU</th><th>others' CPU</th></tr>\n")
+	for _, w := range f.Windows {
+		fmt.Fprintf(&b, "<tr><td>%d</td><td>%d</td><td>%.1fs</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%d/%d</td><td>%d</td><td>%d</td><td>%d</td><td>%d</td><td>%.0f%%</td><td>%.0f%%</td></tr>\n",
+			w.Round, w.Stalled, w.LeadSeconds, fmtUS(w.Latency.P50), fmtUS(w.Latency.P99), fmtUS(w.Latency.P999), fmtUS(w.Latency.Max),
+			w.Delivered, w.Expected, w.Gaps, w.Missing, w.GwDropped, w.StalledClosed, w.GwCPUPercent, w.OtherCPUPercent)
+	}
+	fmt.Fprintf(&b, "<tr><th>pooled</th><th></th><th>with ÷ without</th><th>%.2f</th><th>%.2f</th><th>%.2f</th><th></th><th></th><th>%d</th><th>%d</th><th>%d / %d</th><th>%d</th><th></th><th></th></tr>\n</table>\n",
+		f.P50Ratio, f.P99Ratio, f.P999Ratio, f.MeasuredGaps, f.MeasuredMissing, f.GwDroppedWithout, f.GwDroppedWith, f.StalledClosed)
+	if len(f.HistWithout) > 0 {
+		b.WriteString("<h2>Measured sockets' latency without stalled sockets</h2>\n")
+		b.WriteString(histSVG(f.HistWithout, &f.Without))
+	}
+	if len(f.HistWith) > 0 {
+		fmt.Fprintf(&b, "<h2>Measured sockets' latency with %d stalled sockets</h2>\n", f.Stalled)
+		b.WriteString(histSVG(f.HistWith, &f.With))
 	}
 	return b.String()
 }

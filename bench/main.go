@@ -1,6 +1,6 @@
 // Command bench is the gateway's load harness: go run ./bench -help.
 //
-// Scenarios: idle, fanout, spread, churn, sweep, floor (see
+// Scenarios: idle, fanout, spread, churn, sweep, fairness, floor (see
 // docs/BENCHMARKS.md). The harness starts a redis-server and the gateway
 // itself on free loopback ports (or uses -redis, -addr and -pid), opens
 // the client sockets from worker subprocesses of itself, publishes through
@@ -38,6 +38,9 @@ type Config struct {
 	MaxRate      float64
 	Floor        bool
 	FloorK       int
+	Stalled      int
+	MaxP99Ratio  float64
+	sizeSet      bool // -size was given
 
 	Workers          int
 	ClientLoops      int
@@ -75,12 +78,13 @@ var scenarios = map[string]struct {
 	channels int
 	help     string
 }{
-	"idle":   {10000, 0, 100, "N sockets, each subscribed to one of C channels, held idle: connects/s, gateway RSS and CPU per socket"},
-	"fanout": {10000, 10, 1, "N subscribers of one channel, R messages/s of S bytes: delivered/s, latency, gaps, drops, CPU per frame"},
-	"spread": {10000, 1000, 0, "N sockets, each on its own channel plus one shared pattern; messages spread over the channels"},
-	"churn":  {1000, 0, 100, "N sockets, -churn-rate per second leave and come back (connect, upgrade, subscribe)"},
-	"sweep":  {1000, 100, 1, "fanout with R raised by -factor per -step until p99 > -max-p99 or drops: highest sustained rate"},
-	"floor":  {10000, 10, 1, "CPU floor only: write(2)/writev(2) of one pre-encoded frame to N sockets at R/s"},
+	"idle":     {10000, 0, 100, "N sockets, each subscribed to one of C channels, held idle: connects/s, gateway RSS and CPU per socket"},
+	"fanout":   {10000, 10, 1, "N subscribers of one channel, R messages/s of S bytes: delivered/s, latency, gaps, drops, CPU per frame"},
+	"spread":   {10000, 1000, 0, "N sockets, each on its own channel plus one shared pattern; messages spread over the channels"},
+	"churn":    {1000, 0, 100, "N sockets, -churn-rate per second leave and come back (connect, upgrade, subscribe)"},
+	"sweep":    {1000, 100, 1, "fanout with R raised by -factor per -step until p99 > -max-p99 or drops: highest sustained rate"},
+	"floor":    {10000, 10, 1, "CPU floor only: write(2)/writev(2) of one pre-encoded frame to N sockets at R/s"},
+	"fairness": {1000, 200, 1, "fanout without and then with -stalled K sockets that never read (A B per -rounds; -size 2048 unless given): the measured sockets' p50/p99/p99.9 and their ratio, losses, the stalled sockets' drops"},
 }
 
 func parseFlags(args []string, stderr io.Writer) (*Config, error) {
@@ -96,7 +100,7 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 		sort.Strings(names)
 		for _, k := range names {
 			s := scenarios[k]
-			fmt.Fprintf(stderr, "  %-7s %s (default -n %d", k, s.help, s.n)
+			fmt.Fprintf(stderr, "  %-8s %s (default -n %d", k, s.help, s.n)
 			if s.rate > 0 {
 				fmt.Fprintf(stderr, ", -rate %g", s.rate)
 			}
@@ -105,7 +109,7 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 		fmt.Fprintf(stderr, "\nFlags:\n")
 		fs.PrintDefaults()
 	}
-	fs.StringVar(&c.Scenario, "scenario", "fanout", "idle, fanout, spread, churn, sweep or floor")
+	fs.StringVar(&c.Scenario, "scenario", "fanout", "idle, fanout, spread, churn, sweep, fairness or floor")
 	fs.IntVar(&c.N, "n", 0, "sockets (0: the scenario's default)")
 	fs.IntVar(&c.Channels, "channels", -1, "idle/churn: channels the sockets are spread over (-1: 100)")
 	fs.Float64Var(&c.Rate, "rate", -1, "messages published per second (sweep: the first step; -1: the scenario's default)")
@@ -119,6 +123,8 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 	fs.Float64Var(&c.MaxRate, "max-rate", 1e6, "sweep: never publish faster than this")
 	fs.BoolVar(&c.Floor, "floor", false, "fanout/spread/sweep: also measure the CPU floor at the same sockets and rate, and print the ratio")
 	fs.IntVar(&c.FloorK, "floor-k", 8, "floor: frames per writev(2) in the batched run (the other run uses write(2) per frame)")
+	fs.IntVar(&c.Stalled, "stalled", 0, "fanout/spread/sweep/fairness: extra sockets that subscribe like the measured ones and never read again, outside every statistic of the measured sockets (fairness: 0 means 1)")
+	fs.Float64Var(&c.MaxP99Ratio, "max-p99-ratio", 1.5, "fairness: the largest p99 with ÷ without stalled sockets that passes")
 
 	fs.IntVar(&c.Workers, "workers", -1, "client worker processes (-1: as many as RLIMIT_NOFILE requires, at least 1; 0: client inside the harness process)")
 	fs.IntVar(&c.ClientLoops, "client-loops", 2, "gnet event loops of the client, over all workers")
@@ -144,7 +150,7 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 	fs.StringVar(&c.Out, "out", "", "write the JSON report here")
 	fs.StringVar(&c.HTML, "html", "", "write a self-contained HTML page here")
 	fs.StringVar(&c.Compare, "compare", "", "binA,binB: run the scenario against two gateways in alternation (A B A B ...) and print the ratios")
-	fs.IntVar(&c.Rounds, "rounds", 2, "compare: rounds (each runs A then B)")
+	fs.IntVar(&c.Rounds, "rounds", 2, "compare: rounds (each runs A then B); fairness: pairs of windows without and with stalled sockets")
 	fs.BoolVar(&c.Quiet, "q", false, "no progress lines")
 	fs.BoolVar(&c.Keep, "keep", false, "keep the temporary directory (gateway and redis logs)")
 	if err := fs.Parse(args); err != nil {
@@ -153,6 +159,7 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
+	fs.Visit(func(f *flag.Flag) { c.sizeSet = c.sizeSet || f.Name == "size" })
 	return c, c.finish()
 }
 
@@ -160,7 +167,7 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 func (c *Config) finish() error {
 	d, ok := scenarios[c.Scenario]
 	if !ok {
-		return fmt.Errorf("-scenario %q: want idle, fanout, spread, churn, sweep or floor", c.Scenario)
+		return fmt.Errorf("-scenario %q: want idle, fanout, spread, churn, sweep, fairness or floor", c.Scenario)
 	}
 	if c.N == 0 {
 		c.N = d.n
@@ -172,10 +179,21 @@ func (c *Config) finish() error {
 		c.Channels = d.channels
 	}
 	switch c.Scenario {
-	case "fanout", "sweep", "floor":
+	case "fanout", "sweep", "floor", "fairness":
 		c.Channels = 1
 	case "spread":
 		c.Channels = 0
+	}
+	if c.Scenario == "fairness" {
+		// The stalled sockets must overflow the gateway's per-socket
+		// queue within seconds: SEND_QUEUE_SIZE frames behind
+		// MAX_OUTBOUND_BYTES bytes.
+		if !c.sizeSet {
+			c.Size = 2048
+		}
+		if c.Stalled == 0 {
+			c.Stalled = 1
+		}
 	}
 	if c.Addr != "" {
 		c.Addr = strings.Replace(c.Addr, "localhost:", "127.0.0.1:", 1)
@@ -194,7 +212,7 @@ func (c *Config) finish() error {
 		return errors.New("-duration must be positive")
 	case c.Size < 32 || c.Size > 1<<20:
 		return errors.New("-size must be between 32 and 1048576")
-	case (c.Scenario == "fanout" || c.Scenario == "spread" || c.Scenario == "sweep" || c.Scenario == "floor") && c.Rate <= 0:
+	case (c.Scenario == "fanout" || c.Scenario == "spread" || c.Scenario == "sweep" || c.Scenario == "floor" || c.Scenario == "fairness") && c.Rate <= 0:
 		return fmt.Errorf("-scenario %s needs -rate > 0", c.Scenario)
 	case c.Scenario == "churn" && c.ChurnRate <= 0:
 		return errors.New("-churn-rate must be positive")
@@ -208,6 +226,12 @@ func (c *Config) finish() error {
 		return errors.New("-addr uses a running gateway: not with -gateway or -compare")
 	case c.Rounds < 1:
 		return errors.New("-rounds must be at least 1")
+	case c.Stalled < 0:
+		return errors.New("-stalled must not be negative")
+	case c.Stalled > 0 && c.Scenario != "fanout" && c.Scenario != "spread" && c.Scenario != "sweep" && c.Scenario != "fairness":
+		return fmt.Errorf("-stalled is for fanout, spread, sweep and fairness, not %s", c.Scenario)
+	case c.Scenario == "fairness" && c.MaxP99Ratio <= 0:
+		return errors.New("-max-p99-ratio must be positive")
 	case c.ClientLoops < 1:
 		return errors.New("-client-loops must be at least 1")
 	case c.ConnConcurrency < 1:
@@ -233,7 +257,7 @@ func (c *Config) params() Params {
 	p := Params{
 		Sockets: c.N, Channels: c.Channels, Rate: c.Rate, Size: c.Size, DurationS: c.Duration.Seconds(),
 		Workers: c.Workers, ClientLoops: c.ClientLoops, PerAddr: c.PerAddr, ConnConcurrency: c.ConnConcurrency,
-		Prefix: c.Prefix, GatewayEventLoop: c.EventLoops, Floor: c.Floor,
+		Prefix: c.Prefix, GatewayEventLoop: c.EventLoops, Floor: c.Floor, Stalled: c.Stalled,
 	}
 	switch c.Scenario {
 	case "spread":
@@ -242,6 +266,8 @@ func (c *Config) params() Params {
 		p.ChurnRate = c.ChurnRate
 	case "sweep":
 		p.StepS, p.Factor, p.MaxP99US = c.Step.Seconds(), c.Factor, c.MaxP99.Microseconds()
+	case "fairness":
+		p.Rounds = c.Rounds
 	}
 	if c.Floor || c.Scenario == "floor" {
 		p.FloorK = c.FloorK

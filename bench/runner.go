@@ -31,6 +31,7 @@ type runner struct {
 	cl        []clientHandle
 	inProcess bool
 	pub       *publisher
+	stalled   *stalledSet // -stalled, -scenario fairness: sockets that never read
 
 	latCum  *hdr.Histogram // publish-to-client latency, whole run
 	latWin  *hdr.Histogram // current measurement window
@@ -446,11 +447,17 @@ func (r *runner) connectPhase(plan subPlan, addr string, n int) (*ConnectResult,
 // deliveries to drain, and returns the marks around the window.
 func (r *runner) publishWindow(phase string, rate float64, d time.Duration, pick target, expected func(m0, m mark) int64) (m0, m1 mark, pubSecs float64, err error) {
 	r.latWin.Reset()
+	r.startProfile(d)
+	return r.publishUntil(phase, rate, d, pick, expected, nil)
+}
+
+// publishUntil is publishWindow without the profile, ending early when
+// stop (polled every 100 ms) says so.
+func (r *runner) publishUntil(phase string, rate float64, d time.Duration, pick target, expected func(m0, m mark) int64, stop func() bool) (m0, m1 mark, pubSecs float64, err error) {
 	m0 = r.mark()
 	ctx, cancel := context.WithCancel(r.ctx)
 	defer cancel()
 	pubDone := make(chan struct{})
-	r.startProfile(d)
 	go func() {
 		defer close(pubDone)
 		r.pub.run(ctx, rate, d, pick)
@@ -461,7 +468,7 @@ func (r *runner) publishWindow(phase string, rate float64, d time.Duration, pick
 		case <-pubDone:
 			return true
 		default:
-			return false
+			return stop != nil && stop()
 		}
 	})
 	cancel()
@@ -501,6 +508,9 @@ func (r *runner) delivery(m0, m1 mark, rate float64, pubSecs float64, expected i
 		Unexpected:    m1.cl.Unexpected - m0.cl.Unexpected,
 		ErrorFrames:   diffCounts(m0.cl.ErrCodes, m1.cl.ErrCodes),
 		CloseCodes:    diffCounts(m0.cl.CloseCodes, m1.cl.CloseCodes),
+	}
+	if r.stalled != nil {
+		d.StalledSockets = len(r.stalled.conns)
 	}
 	d.PublishedPerSec = perUnit(float64(d.Published), pubSecs)
 	d.DeliveredPerSec = perUnit(float64(d.Delivered), pubSecs)
@@ -546,6 +556,10 @@ func (r *runner) ensurePublisher() error {
 }
 
 func (r *runner) close() {
+	if r.stalled != nil {
+		r.stalled.close()
+		r.stalled = nil
+	}
 	r.stopClients()
 	if r.pub != nil {
 		r.pub.close()

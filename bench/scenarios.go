@@ -21,6 +21,8 @@ func (r *runner) runScenario() error {
 		return r.churn()
 	case "sweep":
 		return r.sweep()
+	case "fairness":
+		return r.fairness()
 	case "floor":
 		return r.floorOnly()
 	}
@@ -53,6 +55,9 @@ func (r *runner) idle() error {
 		r.rep.Idle.GwCPUPercent = perUnit(100*gw, s)
 		r.rep.Idle.GwCPUPerSocketUSPerS = perUnit(gw*1e6/s, float64(open))
 		r.rep.Memory.GatewayRSSEnd = m1.gwRSS
+		if m := r.rep.Memory; m.GatewayRSSBefore > 0 {
+			m.PerSocketHeldBytes = perUnit(float64(m.GatewayRSSEnd-m.GatewayRSSBefore), float64(open))
+		}
 	}
 	return err
 }
@@ -69,13 +74,39 @@ func (r *runner) fanout() error {
 	ch := cfg.Prefix + ":0"
 	pick := func(int64) (string, int) { return ch, 0 }
 	expected := func(m0, m mark) int64 { return (m.recv[0] - m0.recv[0]) * m0.cl.Open }
+	if err := r.stallBefore(subPlan{Prefix: cfg.Prefix, Channels: 1}, cfg.Rate, pick, expected); err != nil {
+		return err
+	}
 	m0, m1, secs, err := r.publishWindow("publish", cfg.Rate, cfg.Duration, pick, expected)
 	if err != nil {
 		return err
 	}
 	r.finishDelivery(m0, m1, secs, expected(m0, m1))
 	if cfg.Floor {
+		r.stopStalled()
 		return r.floorPhase(int(m0.cl.Open), cfg.Rate, cfg.Duration, r.rep.Cost.GwCPUPerFrameUS, r.rep.Cost.GwFramesPerWrite)
+	}
+	return nil
+}
+
+// stallBefore opens the -stalled sockets with plan and publishes until
+// they overflow, before a fanout or spread window.
+func (r *runner) stallBefore(plan subPlan, rate float64, pick target, expected func(m0, m mark) int64) error {
+	k := r.cfg.Stalled
+	if k <= 0 {
+		return nil
+	}
+	if err := r.startStalled(plan, k); err != nil {
+		return err
+	}
+	lead, over, err := r.fillStalled("fill", rate, pick, expected)
+	if err != nil {
+		return err
+	}
+	r.rep.Stalled = &StalledResult{Sockets: k, RcvBuf: stalledRcvBuf, FillSeconds: lead.Seconds, Overflowed: over,
+		FillMeasuredLost: lead.Gaps + lead.Missing, ClosedByGateway: -1}
+	if !over {
+		r.rep.Notes = append(r.rep.Notes, fmt.Sprintf("the stalled sockets did not overflow in %.0fs of publishing: the window saw them filling, not full (raise -size or -rate)", lead.Seconds))
 	}
 	return nil
 }
@@ -83,6 +114,11 @@ func (r *runner) fanout() error {
 func (r *runner) finishDelivery(m0, m1 mark, secs float64, expected int64) {
 	d := r.delivery(m0, m1, r.cfg.Rate, secs, expected)
 	r.rep.Delivery = d
+	if s := r.rep.Stalled; s != nil {
+		s.GwDropped = d.GwDropped
+		s.MeasuredLost = d.Gaps + d.Missing
+		s.ClosedByGateway = stalledClosedByGateway(m1.cl.Open, s.Sockets, m1.gs)
+	}
 	lat := summarize(r.latWin)
 	r.rep.Latency = &lat
 	r.rep.Histogram = logBars(r.latWin, 20)
@@ -128,12 +164,16 @@ func (r *runner) spread() error {
 	expected := func(m0, m mark) int64 {
 		return (m.recv[0] - m0.recv[0]) + (m.recv[1]-m0.recv[1])*m0.cl.Open
 	}
+	if err := r.stallBefore(subPlan{Prefix: cfg.Prefix, Channels: 0, Pattern: pattern}, cfg.Rate, pick, expected); err != nil {
+		return err
+	}
 	m0, m1, secs, err := r.publishWindow("publish", cfg.Rate, cfg.Duration, pick, expected)
 	if err != nil {
 		return err
 	}
 	r.finishDelivery(m0, m1, secs, expected(m0, m1))
 	if cfg.Floor {
+		r.stopStalled()
 		return r.floorPhase(int(m0.cl.Open), r.rep.Delivery.DeliveredPerSec/float64(max(m0.cl.Open, 1)), cfg.Duration, r.rep.Cost.GwCPUPerFrameUS, r.rep.Cost.GwFramesPerWrite)
 	}
 	return nil
@@ -217,6 +257,11 @@ func (r *runner) sweep() error {
 	if err := r.ensurePublisher(); err != nil {
 		return err
 	}
+	// Stalled sockets fill during the first steps; their drops do not
+	// fail a step (the measured sockets' gaps and missing frames do).
+	if err := r.startStalled(subPlan{Prefix: cfg.Prefix, Channels: 1}, cfg.Stalled); err != nil {
+		return err
+	}
 	res := &SweepResult{MaxP99US: cfg.MaxP99.Microseconds()}
 	r.rep.Sweep = res
 	ch := cfg.Prefix + ":0"
@@ -253,7 +298,7 @@ steps:
 		switch {
 		case st.Latency.P99 > res.MaxP99US:
 			st.Pass, st.Why = false, "p99 above "+fmtUS(res.MaxP99US)
-		case st.Missing > 0 || st.Gaps > 0 || st.Dropped > 0:
+		case st.Missing > 0 || st.Gaps > 0 || (st.Dropped > 0 && cfg.Stalled == 0):
 			st.Pass, st.Why = false, "drops"
 		case st.Achieved < 0.95*rate:
 			st.Pass, st.Why = false, "publisher could not keep the rate"
@@ -303,7 +348,12 @@ steps:
 		r.rep.Delivery = r.delivery(bestM[0], bestM[1], best.Rate, cfg.Step.Seconds(), expected(bestM[0], bestM[1]))
 		r.rep.Cost = r.cost(bestM[0], bestM[1], r.rep.Delivery.Delivered)
 		r.rep.Noise = r.noise(bestM[0], bestM[1])
+		if cfg.Stalled > 0 {
+			r.rep.Stalled = &StalledResult{Sockets: cfg.Stalled, RcvBuf: stalledRcvBuf, GwDropped: r.rep.Delivery.GwDropped,
+				MeasuredLost: r.rep.Delivery.Gaps + r.rep.Delivery.Missing, ClosedByGateway: stalledClosedByGateway(bestM[1].cl.Open, cfg.Stalled, bestM[1].gs)}
+		}
 		if cfg.Floor {
+			r.stopStalled()
 			return r.floorPhase(int(bestM[0].cl.Open), best.Rate, cfg.Step, best.GwCPUPerFrameUS, r.rep.Cost.GwFramesPerWrite)
 		}
 	} else {
