@@ -71,6 +71,13 @@ func (u *upgradeState) onHeader(key, value []byte) error {
 // enabled) by gobwas/ws's reading; everything else, errors included, goes
 // to Server.slowHandshake, which answers it as before. Event-loop only.
 func (u *upgradeState) upgrade(s *Server, cn *conn, head []byte) (a gnet.Action, done bool) {
+	// gobwas/ws takes any HTTP/1.x version from 1.1 up (say "HTTP/1.10"),
+	// net/http only well-formed ones: leave anything but the HTTP/1.1
+	// every client sends to the net/http path (FuzzUpgradeFastPath).
+	line, _, _ := bytes.Cut(head, []byte{'\n'})
+	if !bytes.HasSuffix(bytes.TrimSuffix(line, []byte{'\r'}), []byte(" HTTP/1.1")) {
+		return gnet.None, false
+	}
 	u.in.Reset(head)
 	u.out.Reset()
 	u.wsPath, u.echo, u.hasOrigin, u.hasAuthz = false, false, false, false
