@@ -210,26 +210,9 @@ func TestSmokeFanout(t *testing.T) {
 		t.Fatalf("building the gateway: %v\n%s", err, out)
 	}
 	rs := redistest.Start(t)
-	out := filepath.Join(dir, "report.json")
 	page := filepath.Join(dir, "report.html")
-	var stdout, stderr bytes.Buffer
-	code := benchMain([]string{
-		"-scenario", "fanout", "-n", "50", "-rate", "200", "-duration", "2s",
-		"-gateway", bin, "-redis", rs.Addr(), "-settle", "100ms",
-		"-out", out, "-html", page, "-q",
-	}, &stdout, &stderr)
-	t.Logf("summary:\n%s", stdout.String())
-	if code != 0 {
-		t.Fatalf("exit code %d\nstderr:\n%s", code, stderr.String())
-	}
-	b, err := os.ReadFile(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var rep Report
-	if err := json.Unmarshal(b, &rep); err != nil {
-		t.Fatalf("report does not parse: %v", err)
-	}
+	rep, stdout := runBench(t, "-scenario", "fanout", "-n", "50", "-rate", "200", "-duration", "2s",
+		"-gateway", bin, "-redis", rs.Addr(), "-settle", "100ms", "-html", page)
 	d := rep.Delivery
 	switch {
 	case d == nil:
@@ -262,32 +245,17 @@ func TestSmokeFanout(t *testing.T) {
 			t.Errorf("html page is not self-contained: has %s", external)
 		}
 	}
-	if !strings.Contains(stdout.String(), "delivered "+strconv.FormatInt(d.Delivered, 10)) {
-		t.Errorf("summary does not show the deliveries:\n%s", stdout.String())
+	if !strings.Contains(stdout, "delivered "+strconv.FormatInt(d.Delivered, 10)) {
+		t.Errorf("summary does not show the deliveries:\n%s", stdout)
 	}
 
 	// The client inside the test process (-workers 0), so that -race
 	// sees the event-loop code, through the churn scenario.
 	t.Run("in-process churn", func(t *testing.T) {
-		out := filepath.Join(t.TempDir(), "churn.json")
-		var stdout, stderr bytes.Buffer
-		code := benchMain([]string{
-			"-scenario", "churn", "-n", "20", "-churn-rate", "20", "-rate", "50", "-duration", "1s",
-			"-workers", "0", "-gateway", bin, "-redis", rs.Addr(), "-settle", "0s", "-out", out, "-q",
-		}, &stdout, &stderr)
-		if code != 0 {
-			t.Fatalf("exit code %d\n%s\n%s", code, stdout.String(), stderr.String())
-		}
-		b, err := os.ReadFile(out)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var rep Report
-		if err := json.Unmarshal(b, &rep); err != nil {
-			t.Fatal(err)
-		}
+		rep, stdout := runBench(t, "-scenario", "churn", "-n", "20", "-churn-rate", "20", "-rate", "50", "-duration", "1s",
+			"-workers", "0", "-gateway", bin, "-redis", rs.Addr(), "-settle", "0s")
 		if c := rep.Churn; c == nil || c.Joined == 0 || c.Failed != 0 || c.ClientOpenEnd != 20 {
-			t.Errorf("churn: %+v\n%s", rep.Churn, stdout.String())
+			t.Errorf("churn: %+v\n%s", rep.Churn, stdout)
 		}
 	})
 
@@ -296,24 +264,8 @@ func TestSmokeFanout(t *testing.T) {
 	// while the measured ones lose nothing; the stalled sockets' drops
 	// show as theirs.
 	t.Run("fairness", func(t *testing.T) {
-		out := filepath.Join(t.TempDir(), "fairness.json")
-		var stdout, stderr bytes.Buffer
-		code := benchMain([]string{
-			"-scenario", "fairness", "-n", "20", "-rate", "400", "-size", "4096", "-duration", "1s", "-rounds", "1", "-stalled", "2",
-			"-gateway", bin, "-gateway-args", "-send-queue-size 512", "-redis", rs.Addr(), "-settle", "0s", "-out", out, "-q",
-		}, &stdout, &stderr)
-		t.Logf("summary:\n%s", stdout.String())
-		if code != 0 {
-			t.Fatalf("exit code %d\n%s", code, stderr.String())
-		}
-		b, err := os.ReadFile(out)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var rep Report
-		if err := json.Unmarshal(b, &rep); err != nil {
-			t.Fatal(err)
-		}
+		rep, stdout := runBench(t, "-scenario", "fairness", "-n", "20", "-rate", "400", "-size", "4096", "-duration", "1s", "-rounds", "1", "-stalled", "2",
+			"-gateway", bin, "-gateway-args", "-send-queue-size 512", "-redis", rs.Addr(), "-settle", "0s")
 		f := rep.Fairness
 		if f == nil || len(f.Windows) != 2 {
 			t.Fatalf("fairness: %+v", f)
@@ -328,8 +280,31 @@ func TestSmokeFanout(t *testing.T) {
 			t.Errorf("latency samples %d/%d for %d/%d measured deliveries, p99 ratio %v",
 				f.Without.Count, f.With.Count, f.Windows[0].Delivered, f.Windows[1].Delivered, f.P99Ratio)
 		}
-		if f.Verdict == "" || !strings.Contains(stdout.String(), "fairness: "+f.Verdict) {
+		if f.Verdict == "" || !strings.Contains(stdout, "fairness: "+f.Verdict) {
 			t.Errorf("the summary does not show the verdict %q", f.Verdict)
 		}
 	})
+}
+
+// runBench runs the harness in-process with args plus a JSON report in a
+// temporary file and -q, fails the test on a non-zero exit, and returns
+// the decoded report and the summary it printed.
+func runBench(tb testing.TB, args ...string) (Report, string) {
+	tb.Helper()
+	out := filepath.Join(tb.TempDir(), "report.json")
+	var stdout, stderr bytes.Buffer
+	code := benchMain(append(args, "-out", out, "-q"), &stdout, &stderr)
+	tb.Logf("summary:\n%s", stdout.String())
+	if code != 0 {
+		tb.Fatalf("exit code %d\nstderr:\n%s", code, stderr.String())
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var rep Report
+	if err := json.Unmarshal(b, &rep); err != nil {
+		tb.Fatalf("report does not parse: %v", err)
+	}
+	return rep, stdout.String()
 }

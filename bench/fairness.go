@@ -149,15 +149,10 @@ func (f *FairnessResult) judge() {
 func (r *runner) fairness() error {
 	cfg := r.cfg
 	plan := subPlan{Prefix: cfg.Prefix, Channels: 1}
-	if _, err := r.connectPhase(plan, r.gwAddr, cfg.N); err != nil {
+	pick, expected, err := r.oneChannel()
+	if err != nil {
 		return err
 	}
-	if err := r.ensurePublisher(); err != nil {
-		return err
-	}
-	ch := cfg.Prefix + ":0"
-	pick := func(int64) (string, int) { return ch, 0 }
-	expected := func(m0, m mark) int64 { return (m.recv[0] - m0.recv[0]) * m0.cl.Open }
 	res := &FairnessResult{Stalled: cfg.Stalled, Rounds: cfg.Rounds, MaxP99Ratio: cfg.MaxP99Ratio}
 	r.rep.Fairness = res
 	pooled := [2]*hdr.Histogram{newHist(), newHist()}

@@ -62,18 +62,30 @@ func (r *runner) idle() error {
 	return err
 }
 
+// oneChannel connects N sockets subscribed to one channel and starts the
+// publisher; pick publishes on that channel and expected is the frames
+// the open sockets should have received between two marks.
+func (r *runner) oneChannel() (pick func(int64) (string, int), expected func(m0, m mark) int64, err error) {
+	cfg := r.cfg
+	if _, err := r.connectPhase(subPlan{Prefix: cfg.Prefix, Channels: 1}, r.gwAddr, cfg.N); err != nil {
+		return nil, nil, err
+	}
+	if err := r.ensurePublisher(); err != nil {
+		return nil, nil, err
+	}
+	ch := cfg.Prefix + ":0"
+	pick = func(int64) (string, int) { return ch, 0 }
+	expected = func(m0, m mark) int64 { return (m.recv[0] - m0.recv[0]) * m0.cl.Open }
+	return pick, expected, nil
+}
+
 // fanout: N subscribers of one channel, R messages per second of S bytes.
 func (r *runner) fanout() error {
 	cfg := r.cfg
-	if _, err := r.connectPhase(subPlan{Prefix: cfg.Prefix, Channels: 1}, r.gwAddr, cfg.N); err != nil {
+	pick, expected, err := r.oneChannel()
+	if err != nil {
 		return err
 	}
-	if err := r.ensurePublisher(); err != nil {
-		return err
-	}
-	ch := cfg.Prefix + ":0"
-	pick := func(int64) (string, int) { return ch, 0 }
-	expected := func(m0, m mark) int64 { return (m.recv[0] - m0.recv[0]) * m0.cl.Open }
 	if err := r.stallBefore(subPlan{Prefix: cfg.Prefix, Channels: 1}, cfg.Rate, pick, expected); err != nil {
 		return err
 	}
