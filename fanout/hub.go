@@ -113,6 +113,9 @@ type Stats struct {
 	// CanaryRTT is the last round trip of the canary through Redis
 	// pub/sub; 0 before the first.
 	CanaryRTT time.Duration `json:"canary_rtt_ns"`
+	// Queues is how many connections hold a queue ring right now; an
+	// idle connection holds none (Subscriber.ReleaseIdle).
+	Queues int64 `json:"queues"`
 }
 
 type reqKind uint8
@@ -250,6 +253,7 @@ func (h *Hub) Stats() Stats {
 	}
 	for _, sh := range h.shards {
 		st.Delivered += sh.delivered.Load()
+		st.Queues += sh.queues.Load()
 		st.Dropped += sh.dropped.Load()
 	}
 	return st

@@ -406,6 +406,9 @@ func TestHub(t *testing.T) {
 	})
 
 	t.Run("idle ring released, then delivery goes on", func(t *testing.T) {
+		if q := h.Stats().Queues; q != 3 {
+			t.Fatalf("Queues = %d before the release, want 3 (a, b, p hold rings)", q)
+		}
 		released := false
 		hs.loops[1].onLoop(t, func() {
 			for i := 0; i <= releaseRounds; i++ {
@@ -415,11 +418,17 @@ func TestHub(t *testing.T) {
 		if !released {
 			t.Fatalf("b's ring was not released after %d quiet rounds", releaseRounds)
 		}
+		if q := h.Stats().Queues; q != 2 {
+			t.Fatalf("Queues = %d after b's release, want 2", q)
+		}
 		srv.Publish(t, "news", `5`)
 		if m := b.expectData(t, "news", "", "5"); m.Seq != 5 {
 			t.Fatalf("seq after the release %d, want 5", m.Seq)
 		}
 		a.expectData(t, "news", "", "5")
+		if q := h.Stats().Queues; q != 3 {
+			t.Fatalf("Queues = %d after b's next frame, want 3", q)
+		}
 	})
 
 	t.Run("stats", func(t *testing.T) {
@@ -457,6 +466,7 @@ func TestHub(t *testing.T) {
 		}
 		b.expectNothingQueued(t)
 		a.expectNothingQueued(t)
+		redistest.WaitFor(t, waitTimeout, "Queues == 1 (only p's)", func() bool { return h.Stats().Queues == 1 })
 	})
 
 	t.Run("redis down", func(t *testing.T) {

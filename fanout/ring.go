@@ -79,6 +79,9 @@ type queue struct {
 	rring *ring
 	r     int32 // next slot to empty in rring
 	idle  uint8 // consumer only: release attempts since the last pop
+	// fresh: restart allocated a ring since the owner last looked
+	// (producer only; Subscriber counts queues holding a ring).
+	fresh bool
 
 	// removed: the subscriber left (Hub.Remove), so nothing is pushed
 	// any more. Producer only. It belongs to Subscriber but lives here,
@@ -161,6 +164,7 @@ func (q *queue) push(f *wsproto.Frame, max int) bool {
 func (q *queue) restart(f *wsproto.Frame, max int) {
 	rg := newRing(min(initialRing, max))
 	rg.slots[0].Store(f)
+	q.fresh = true
 	q.wring.Store(rg)
 	q.w, q.calm = 0, 0
 	q.advance(rg)

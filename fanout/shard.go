@@ -43,6 +43,11 @@ type Shard struct {
 	wakeNeeded bool        // shard goroutine only: ready queue grew in this burst
 	waker      func()
 
+	// queues counts this shard's subscribers holding a ring: +1 when
+	// the producer allocates one from nothing, -1 when the consumer
+	// releases it or the subscriber is removed with one.
+	queues atomic.Int64
+
 	delivered atomic.Uint64 // frames written by the loop (counted by the loop)
 	dropped   atomic.Uint64 // frames dropped for full queues or a full hand-off
 }
@@ -227,6 +232,11 @@ func (sh *Shard) remove(s *Subscriber) {
 	}
 	s.members = nil
 	s.q.removed = true
+	if s.q.wring.Load() != nil {
+		// Not released: it held a ring until now. (A release clears
+		// wring, or the restart that follows it re-counts.)
+		s.shard.queues.Add(-1)
+	}
 	// The event loop stopped consuming before Remove was called (and
 	// Remove's hand-off orders its last Pop before this), so the shard
 	// may act as consumer now and give the frames back.

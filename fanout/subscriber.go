@@ -53,7 +53,13 @@ func (s *Subscriber) Pop() *wsproto.Frame { return s.q.pop() }
 // that receives nothing for a while holds no ring (issue 2); the next
 // frame brings a fresh one. The server calls it once per second per
 // connection. Event-loop only (the consumer).
-func (s *Subscriber) ReleaseIdle() bool { return s.q.release(releaseRounds) }
+func (s *Subscriber) ReleaseIdle() bool {
+	if !s.q.release(releaseRounds) {
+		return false
+	}
+	s.shard.queues.Add(-1)
+	return true
+}
 
 // releaseRounds: ReleaseIdle calls without a pop before the ring goes.
 // At one call a second, a channel that ticks more often than every five
@@ -76,6 +82,12 @@ func (s *Subscriber) enqueue(f *wsproto.Frame) bool {
 		s.dropped.Add(1)
 		s.shard.dropped.Add(1)
 		return false
+	}
+	if s.q.fresh {
+		// A ring was allocated: a first frame, or one after a
+		// release (each release is followed by one restart).
+		s.q.fresh = false
+		s.shard.queues.Add(1)
 	}
 	if !s.pending.Load() && s.pending.CompareAndSwap(false, true) {
 		s.shard.ready.push(s)

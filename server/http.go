@@ -40,13 +40,16 @@ func jsonResponse(status int, v any) []byte {
 
 // Stats is the JSON answer of GET /stats.
 type Stats struct {
-	Connections       int64   `json:"connections"`
-	Streams           int     `json:"streams"`
-	MessagesReceived  uint64  `json:"messages_received"`
-	MessagesDelivered uint64  `json:"messages_delivered"`
-	MessagesDropped   uint64  `json:"messages_dropped"`
-	UptimeSeconds     float64 `json:"uptime_seconds"`
-	Redis             struct {
+	Connections       int64  `json:"connections"`
+	Streams           int    `json:"streams"`
+	MessagesReceived  uint64 `json:"messages_received"`
+	MessagesDelivered uint64 `json:"messages_delivered"`
+	MessagesDropped   uint64 `json:"messages_dropped"`
+	// Queues is how many connections hold a send queue right now: an
+	// idle one gives its queue back within seconds (issue 2).
+	Queues        int64   `json:"queues"`
+	UptimeSeconds float64 `json:"uptime_seconds"`
+	Redis         struct {
 		Connected  bool   `json:"connected"`
 		Reconnects uint64 `json:"reconnects"`
 	} `json:"redis"`
@@ -62,6 +65,7 @@ func (s *Server) Stats() Stats {
 	st.MessagesReceived = hs.MessagesReceived
 	st.MessagesDelivered = hs.Delivered
 	st.MessagesDropped = hs.Dropped
+	st.Queues = hs.Queues
 	st.UptimeSeconds = time.Since(s.started).Seconds()
 	st.Redis.Connected = hs.RedisUp
 	st.Redis.Reconnects = hs.Reconnects

@@ -132,9 +132,9 @@ func (c *counters) command(a wsproto.Action, r cmdResult) {
 type Metrics struct {
 	srv *Server
 
-	connections, sockets, streams, redisUp, canaryRTT, buildInfo *prometheus.Desc
-	refused, commands                                            *prometheus.Desc
-	received, delivered, dropped, handoff, slow, reconnects      *prometheus.Desc
+	connections, sockets, streams, queues, redisUp, canaryRTT, buildInfo *prometheus.Desc
+	refused, commands                                                    *prometheus.Desc
+	received, delivered, dropped, handoff, slow, reconnects              *prometheus.Desc
 }
 
 // NewMetrics builds the collector of s and of the Hub s was built with.
@@ -148,6 +148,7 @@ func NewMetrics(s *Server) *Metrics {
 		connections: d("connections", "Open WebSocket connections."),
 		sockets:     d("sockets", "Accepted TCP connections, upgraded or still in the handshake."),
 		streams:     d("streams", "Upstream Redis subscriptions (exact channels plus patterns)."),
+		queues:      d("queues", "Connections holding a send queue; an idle connection gives its queue back within seconds."),
 		redisUp:     d("redis_up", "1 while the pub/sub link to Redis is up."),
 		canaryRTT:   d("redis_canary_rtt_seconds", "Last round trip of the pub/sub canary through Redis (0 before the first or when disabled)."),
 		buildInfo:   d("build_info", "Always 1; the labels carry the build.", "version", "goversion"),
@@ -179,7 +180,7 @@ func (m *Metrics) Register(reg prometheus.Registerer) error {
 // Describe implements prometheus.Collector.
 func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
-		m.connections, m.sockets, m.streams, m.redisUp, m.canaryRTT, m.buildInfo,
+		m.connections, m.sockets, m.streams, m.queues, m.redisUp, m.canaryRTT, m.buildInfo,
 		m.refused, m.commands, m.received, m.delivered, m.dropped, m.handoff, m.slow, m.reconnects,
 	} {
 		ch <- d
@@ -210,6 +211,7 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	gauge(m.connections, float64(s.conns.Load()))
 	gauge(m.sockets, float64(s.sockets.Load()))
 	gauge(m.streams, float64(hs.Streams))
+	gauge(m.queues, float64(hs.Queues))
 	gauge(m.redisUp, up)
 	gauge(m.canaryRTT, hs.CanaryRTT.Seconds())
 	gauge(m.buildInfo, 1, s.cfg.Version, runtime.Version())

@@ -473,3 +473,32 @@ func TestThousandClients(t *testing.T) {
 		return rs.Do(t, "PUBSUB", "NUMPAT") == "0"
 	})
 }
+
+// TestIdleQueueReleased: a connection that has received nothing for a few
+// seconds gives its send queue back (/stats queues goes to 0: issue 2,
+// memory per idle socket), and the next message still arrives, with the
+// next seq, through a fresh queue.
+func TestIdleQueueReleased(t *testing.T) {
+	rs := redistest.Start(t)
+	g := startGateway(t, rs)
+	cl := dial(t, g.wsURL(""))
+	cl.subscribe("market:tick:IDLE")
+	rs.Publish(t, "market:tick:IDLE", "1")
+	if m := cl.expect("data"); m.seq() != 1 {
+		t.Fatalf("seq %d, want 1", m.seq())
+	}
+	if q := g.stats(t).Queues; q != 1 {
+		t.Fatalf("queues = %d while the connection has just been served, want 1", q)
+	}
+	// Released after five quiet sweeps, one a second.
+	redistest.WaitFor(t, 15*time.Second, "the idle connection's queue to be released", func() bool {
+		return g.stats(t).Queues == 0
+	})
+	rs.Publish(t, "market:tick:IDLE", "2")
+	if m := cl.expect("data"); m.seq() != 2 || m.str("channel") != "market:tick:IDLE" {
+		t.Fatalf("after the release: %v, want seq 2 on market:tick:IDLE", m)
+	}
+	if q := g.stats(t).Queues; q != 1 {
+		t.Fatalf("queues = %d after the next message, want 1", q)
+	}
+}
