@@ -25,7 +25,11 @@
 //     Queues are lock-free single-producer/single-consumer rings that are
 //     allocated on first use, start at 4 slots and double under load up to
 //     Config.SendQueue. A full queue drops the frame for that connection
-//     only and counts it.
+//     only and counts it. The loop gives an idle queue's ring back
+//     (Subscriber.ReleaseIdle, from its once-a-second sweep); the next
+//     frame brings a fresh one (the release protocol is in ring.go).
+//     A Subscriber is meant to be embedded in the server's connection
+//     state (Hub.Init): an idle socket costs one allocation.
 //   - a shard wakes its event loop once per burst: a subscriber with new
 //     frames is marked pending and put in the shard's intrusive ready
 //     queue; if no flush is scheduled, the shard's waker submits one task

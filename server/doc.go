@@ -20,6 +20,15 @@
 //     pings, idle peers and expired tokens. No timer or goroutine exists
 //     per connection.
 //
+// Upgrades: each loop owns a gobwas/ws Upgrader whose callbacks record the
+// request target, Origin and Authorization in reusable state
+// (upgrade.go), so a WebSocket upgrade leaves almost no garbage; what it
+// does not upgrade (plain HTTP, errors, refusals it cannot tell apart) is
+// answered by the net/http path exactly as before. Per-socket memory is a
+// target (issue 2): conn embeds the fanout Subscriber and keeps rare
+// state behind a pointer, and the sweep hands idle connections' queues
+// back (Subscriber.ReleaseIdle).
+//
 // Inbound bytes: frames are parsed from Peek and discarded only after
 // they were handled (house rule 3); payloads are unmasked in place and
 // never referenced after the callback. Only fragmented messages are
