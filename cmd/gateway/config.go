@@ -214,7 +214,8 @@ func (c *config) validate() error {
 		{c.EventLoops < 1 || c.EventLoops > 256, "EVENT_LOOPS", "must be between 1 and 256"},
 		{c.MaxChannels < 1, "MAX_CHANNELS_PER_CLIENT", "must be at least 1"},
 		{c.MaxWildcards < 0, "MAX_WILDCARD_SUBSCRIPTIONS", "must not be negative"},
-		{c.MaxMessagesPerSecond < 1, "MAX_MESSAGES_PER_SECOND", "must be at least 1"},
+		// The rate limit counts in whole nanoseconds per message (GCRA).
+		{c.MaxMessagesPerSecond < 1 || c.MaxMessagesPerSecond > 1_000_000, "MAX_MESSAGES_PER_SECOND", "must be between 1 and 1000000"},
 		{c.MaxMessageBytes < 256 || c.MaxMessageBytes > 64<<20, "MAX_MESSAGE_BYTES", "must be between 256 and 67108864"},
 		{c.EchoMaxMessageBytes < 256 || c.EchoMaxMessageBytes > 1<<30, "ECHO_MAX_MESSAGE_BYTES", "must be between 256 and 1073741824"},
 		{c.MaxConnections < 0, "MAX_CONNECTIONS", "must not be negative"},

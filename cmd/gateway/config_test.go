@@ -211,6 +211,7 @@ func TestLoadConfigErrors(t *testing.T) {
 		{"listen port range", nil, map[string]string{"REDIS_WS_GATEWAY_PORT": "70000"}, "REDIS_WS_GATEWAY_PORT"},
 		{"event loops", nil, map[string]string{"EVENT_LOOPS": "-1"}, "EVENT_LOOPS"},
 		{"max channels", nil, map[string]string{"MAX_CHANNELS_PER_CLIENT": "0"}, "MAX_CHANNELS_PER_CLIENT"},
+		{"message rate above the GCRA resolution", nil, map[string]string{"MAX_MESSAGES_PER_SECOND": "2000000"}, "MAX_MESSAGES_PER_SECOND"},
 		{"send queue", nil, map[string]string{"SEND_QUEUE_SIZE": "0"}, "SEND_QUEUE_SIZE"},
 		{"ping timeout not above interval", nil, map[string]string{"PING_INTERVAL": "30s", "PING_TIMEOUT": "30s"}, "PING_TIMEOUT"},
 		{"negative slow timeout", nil, map[string]string{"SLOW_CLIENT_TIMEOUT": "-1s"}, "SLOW_CLIENT_TIMEOUT"},
