@@ -47,18 +47,26 @@ func newRing(n int) *ring {
 // number of queued frames stays below 2*max when max is a power of two
 // (4+8+...+max) and below 3*max otherwise.
 //
-// Release protocol. Only slot w of the producer's ring can be contended,
-// and only when the queue is empty (the consumer's r equals w there). The
-// consumer releases by swapping that slot from nil to released and then
-// checking that the ring has no next; the producer fills slots, and marks
-// a ring it leaves while slot w is free, with compare-and-swap from nil as
-// well, so exactly one of them wins the slot. A producer that finds
-// released in slot w starts a fresh ring and publishes it in first, which
-// the consumer (whose rring is nil after a release) reads on its next
-// pop. A producer that left a ring because it looked full checks slot w
-// again after linking: if the consumer emptied and released it meanwhile,
-// it publishes the new ring in first too. TestQueueSPSC's releasing cases
-// exercise every interleaving they can under -race.
+// Release protocol. The consumer gives its ring rg back in two
+// compare-and-swaps, each against one the producer does:
+//
+//  1. slot r of rg from nil to released. The producer fills slots, and
+//     marks the free slot w of a ring it leaves for a smaller one (moved),
+//     with compare-and-swap from nil too, so a frame or the producer's
+//     mark there makes the release fail. When the queue is empty and rg is
+//     the producer's ring, r equals w: a producer that then finds released
+//     in slot w (before or instead of filling it) starts a fresh ring.
+//  2. rg.next from nil to sealed. The producer links a new ring with
+//     compare-and-swap from nil as well, so a producer that decided rg was
+//     full on a load taken before the consumer emptied it either links
+//     first (the release fails; released in slot r is then read as an
+//     empty slot) or finds rg sealed and starts from its new ring as from
+//     a fresh one.
+//
+// A producer that starts afresh (restart) publishes the ring in first;
+// the consumer, whose rring is nil after a release, takes it from there
+// with a swap, so first never keeps a ring alive behind the consumer.
+// TestQueueSPSC's releasing cases and TestQueueRelease exercise this.
 type queue struct {
 	// producer side: the shard goroutine only.
 	// wring is the producer's ring. Atomic only because a consumer
@@ -70,8 +78,8 @@ type queue struct {
 	calm  int32 // consecutive pushes that found wring empty
 
 	// first is the ring a consumer without one starts from: set by the
-	// producer when it allocates a queue's first ring or one after a
-	// release; cleared by the consumer while it releases.
+	// producer when it starts a queue's first ring or one after a
+	// release; taken (swapped to nil) by the consumer.
 	first atomic.Pointer[ring]
 
 	// consumer side: the event loop only (or the shard after the
@@ -97,6 +105,10 @@ var (
 	moved    = new(wsproto.Frame)
 )
 
+// sealed is the next of a ring the consumer released: the producer must
+// not link behind it (see the release protocol).
+var sealed = new(ring)
+
 func isMark(f *wsproto.Frame) bool { return f == released || f == moved }
 
 // push appends f; false means the queue is at its bound and f was not
@@ -117,15 +129,7 @@ func (q *queue) push(f *wsproto.Frame, max int) bool {
 		if len(rg.slots) >= max {
 			return false
 		}
-		nr := q.link(rg, min(2*len(rg.slots), max), f)
-		// The ring looked full, but the consumer may have emptied it
-		// since, and released it before the link was visible. Then
-		// it starts from first, which must lead to the new ring. A
-		// consumer that saw the link stays on rg and never reads
-		// first, so this store is harmless then.
-		if slot.Load() == released {
-			q.first.Store(nr)
-		}
+		q.link(rg, min(2*len(rg.slots), max), f)
 		return true
 	case len(rg.slots) > initialRing && q.empty(rg):
 		// The consumer has taken everything written here: after
@@ -174,14 +178,18 @@ func (q *queue) restart(f *wsproto.Frame, max int) {
 // link makes a ring of n slots, holding f, the producer's current ring.
 // As in restart, f is in before the consumer can see the ring. Producer
 // only.
-func (q *queue) link(old *ring, n int, f *wsproto.Frame) *ring {
+func (q *queue) link(old *ring, n int, f *wsproto.Frame) {
 	nr := newRing(n)
 	nr.slots[0].Store(f)
-	old.next.Store(nr)
 	q.wring.Store(nr)
 	q.w = 0
 	q.advance(nr)
-	return nr
+	if !old.next.CompareAndSwap(nil, nr) {
+		// The consumer emptied and released old after this push
+		// found it full: start from nr as from a fresh ring.
+		q.fresh = true
+		q.first.Store(nr)
+	}
 }
 
 // advance moves w past the slot just filled in rg, the producer's ring.
@@ -208,7 +216,7 @@ func (q *queue) empty(rg *ring) bool {
 func (q *queue) pop() *wsproto.Frame {
 	rg := q.rring
 	if rg == nil {
-		if rg = q.first.Load(); rg == nil {
+		if rg = q.first.Swap(nil); rg == nil {
 			return nil
 		}
 		q.rring, q.r = rg, 0
@@ -219,7 +227,7 @@ func (q *queue) pop() *wsproto.Frame {
 			return q.take(rg, slot, f)
 		}
 		nx := rg.next.Load()
-		if nx == nil {
+		if nx == nil || nx == sealed {
 			// Empty, or the producer is between marking this ring
 			// moved and linking the next: it wakes the consumer
 			// after its push either way.
@@ -251,7 +259,7 @@ func (q *queue) take(rg *ring, slot *atomic.Pointer[wsproto.Frame], f *wsproto.F
 func (q *queue) release(idleRounds uint8) bool {
 	rg := q.rring
 	if rg == nil {
-		if rg = q.first.Load(); rg == nil {
+		if rg = q.first.Swap(nil); rg == nil {
 			return false // nothing to give back
 		}
 		q.rring, q.r = rg, 0
@@ -260,23 +268,16 @@ func (q *queue) release(idleRounds uint8) bool {
 		q.idle++
 		return false
 	}
-	// first must not lead back here once the slot is marked; no
-	// producer store to first can race with these two (see the
-	// protocol above): it stores only after seeing the mark.
-	start := q.first.Load()
-	q.first.Store(nil)
-	slot := &rg.slots[q.r]
-	if !slot.CompareAndSwap(nil, released) {
-		q.first.Store(start) // a frame (or the producer's mark) is there
+	// Step 1: a frame, or the producer's mark, in slot r keeps the ring.
+	if !rg.slots[q.r].CompareAndSwap(nil, released) {
 		return false
 	}
-	if rg.next.Load() != nil {
-		// The producer had already left rg: the mark only tells pop
-		// to move on, like an empty slot.
-		q.first.Store(start)
+	// Step 2: a ring the producer has linked behind keeps it too; the
+	// mark left in slot r reads as an empty slot, and pop moves on.
+	if !rg.next.CompareAndSwap(nil, sealed) {
 		return false
 	}
-	// Let the producer forget rg too, unless it has already moved to a
+	// Let the producer forget rg too, unless it has already started a
 	// fresh ring: then nothing references rg and the GC takes it.
 	q.wring.CompareAndSwap(rg, nil)
 	q.rring, q.r, q.idle = nil, 0, 0

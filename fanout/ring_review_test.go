@@ -1,0 +1,357 @@
+package fanout
+
+import (
+	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/wsgw/gateway/wsproto"
+)
+
+// Review tests for the ring's release protocol (ring.go), written by an
+// adversarial review of its first version: all three step-by-step
+// scenarios below failed then (rings pinned by first, a drifting ring
+// count, frames made unreachable by a late store to first) and led to the
+// two-step release (slot, then sealing next). The step-by-step tests cannot
+// pause the real push in the middle, so their producer runs push's
+// `cur != nil` case by hand up to q.link, split where the scheduler may
+// preempt the shard goroutine; they must be kept in step with ring.go.
+
+// ringsHeld walks every ring reachable from the queue's roots (first,
+// rring, wring and their next links) and reports how many rings and slots
+// the GC cannot take.
+func ringsHeld(tb testing.TB, q *queue) (rings, slots int) {
+	tb.Helper()
+	seen := make(map[*ring]bool)
+	for _, rg := range []*ring{q.first.Load(), q.rring, q.wring.Load()} {
+		for ; rg != nil && !seen[rg]; rg = rg.next.Load() {
+			seen[rg] = true
+			rings++
+			slots += len(rg.slots)
+		}
+	}
+	return rings, slots
+}
+
+// TestReviewQueueFirstPinsOldRings: a connection that never stays idle
+// long enough to be released, but whose consumer stalls now and then,
+// grows its ring and shrinks it again after calmPushes. The rings it left
+// must become garbage. first is set at the first push and only cleared by
+// a successful release, and every ring links to the next, so first keeps
+// the whole chain of rings ever allocated alive: memory grows with every
+// stall, without bound.
+func TestReviewQueueFirstPinsOldRings(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		max    int
+		cycles int
+	}{
+		{"max64", 64, 20},
+		{"max1024 (default SendQueue)", 1024, 5},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			frames, _ := testFrames(t, 1)
+			f := frames[0]
+			var q queue
+			for cycle := 0; cycle < tc.cycles; cycle++ {
+				// A stall: the producer grows the ring up to max.
+				for q.capacity() < tc.max {
+					if !q.push(f, tc.max) {
+						t.Fatalf("cycle %d: push refused at capacity %d", cycle, q.capacity())
+					}
+				}
+				for q.pop() != nil {
+				}
+				// The consumer keeps up again: the ring shrinks.
+				for i := 0; i <= calmPushes && q.capacity() != initialRing; i++ {
+					q.push(f, tc.max)
+					if q.pop() != f {
+						t.Fatalf("cycle %d: calm push %d not popped", cycle, i)
+					}
+				}
+				if q.capacity() != initialRing {
+					t.Fatalf("cycle %d: capacity %d after %d calm pushes, want %d", cycle, q.capacity(), calmPushes, initialRing)
+				}
+			}
+			// Everything is consumed and both sides are on the small ring:
+			// at most the ring just left (its next is the live ring) may
+			// still be referenced, never older ones.
+			rings, slots := ringsHeld(t, &q)
+			if limit := tc.max + 2*initialRing; slots > limit {
+				t.Fatalf("after %d grow/shrink cycles the queue still references %d rings, %d slots (%d bytes); want at most %d slots: "+
+					"first (set at the first push, never cleared by pop) leads through every ring ever linked",
+					tc.cycles, rings, slots, slots*8, limit)
+			}
+		})
+	}
+}
+
+// queueCount mirrors Shard.queues for one queue: +1 when a push
+// allocated a ring from nothing (fresh), -1 for each successful release;
+// Shard.remove subtracts one more when wring != nil. After a remove the
+// count must be back to zero.
+func countAfterRemove(q *queue, count int) int {
+	if q.wring.Load() != nil {
+		count--
+	}
+	return count
+}
+
+// TestReviewQueueReleaseDuringGrow: the consumer empties and releases the
+// producer's ring while the producer is between finding it full and
+// linking the next one. Frames are not lost (the post-link check publishes
+// the new ring in first), but release reported success (ReleaseIdle: -1)
+// and no restart follows (no +1), while the queue holds a ring: the
+// per-shard queues counter drifts by -1, and Shard.remove takes one more.
+//
+//	producer                          consumer
+//	rg := wring; slot w full
+//	                                  pop ×len(rg) (empties rg, r == w)
+//	                                  release: CAS slot w → released,
+//	                                           rg.next == nil → true (-1)
+//	link(rg → nr holding f)
+//	slot.Load() == released → first = nr
+//	(fresh stays false: no +1)
+func TestReviewQueueReleaseDuringGrow(t *testing.T) {
+	for _, max := range []int{5, 8, 64} {
+		t.Run(fmt.Sprintf("max%d", max), func(t *testing.T) {
+			frames, index := testFrames(t, initialRing+2)
+			var q queue
+			count := 0
+			push := func(f *wsproto.Frame) {
+				t.Helper()
+				if !q.push(f, max) {
+					t.Fatal("push refused")
+				}
+				if q.fresh {
+					q.fresh = false
+					count++
+				}
+			}
+			for _, f := range frames[:initialRing] {
+				push(f)
+			}
+
+			// Producer: push(frames[initialRing]) up to its link.
+			rg := q.wring.Load()
+			slot := &rg.slots[q.w]
+			if slot.Load() == nil {
+				t.Fatal("setup: the ring is not full")
+			}
+			q.calm = 0
+			if len(rg.slots) >= max {
+				t.Fatal("setup: the ring cannot grow")
+			}
+
+			// Consumer: empties rg and releases it.
+			for _, f := range frames[:initialRing] {
+				mustPop(t, &q, f, index)
+			}
+			if !q.release(0) {
+				t.Fatal("setup: release refused")
+			}
+			count--
+
+			// Producer: the rest of the same push. Its link finds rg
+			// sealed and starts from the new ring as from a fresh one.
+			q.link(rg, min(2*len(rg.slots), max), frames[initialRing])
+			if q.fresh {
+				q.fresh = false
+				count++
+			}
+
+			// No frame is lost...
+			mustPop(t, &q, frames[initialRing], index)
+			push(frames[initialRing+1])
+			mustPop(t, &q, frames[initialRing+1], index)
+			// ...but the count of rings held is wrong.
+			if q.wring.Load() == nil {
+				t.Fatal("the producer holds no ring")
+			}
+			if count != 1 {
+				t.Errorf("queues count = %d while the queue holds a ring, want 1 (release counted -1, no restart counted +1)", count)
+			}
+			if got := countAfterRemove(&q, count); got != 0 {
+				t.Errorf("queues count after Shard.remove = %d, want 0", got)
+			}
+		})
+	}
+}
+
+// TestReviewQueueStaleFirst: the post-link check's store to first is not
+// harmless when it comes late. The consumer's release fails on rg (the
+// link is visible) but leaves released in slot w; the producer sees that
+// mark and is preempted before it stores first = nr. Meanwhile the
+// consumer moves to nr, takes its frame and releases nr. The late store
+// then publishes nr, a ring the consumer already gave back: the consumer
+// adopts it (r = 0, empty, no next) and never reads first again, so the
+// producer's restart ring, and every frame after it, is unreachable. The
+// consumer's next release "succeeds" on nr and clears first: the frames
+// are lost for good.
+//
+//	producer                          consumer
+//	rg := wring; slot w full
+//	                                  pop ×len(rg)
+//	link(rg → nr holding f4)
+//	                                  release: CAS slot w → released,
+//	                                           rg.next != nil → false
+//	slot.Load() == released (true)
+//	  …preempted…
+//	                                  pop → f4 (moves to nr)
+//	                                  release: nr slot 1 → released, true
+//	                                           wring CAS nr → nil
+//	first.Store(nr)   (stale)
+//	                                  pop → nil (adopts nr from first)
+//	push f5: wring nil → restart R,
+//	first = R
+//	                                  pop → nil: f5 never arrives
+func TestReviewQueueStaleFirst(t *testing.T) {
+	for _, max := range []int{5, 8, 64} {
+		t.Run(fmt.Sprintf("max%d", max), func(t *testing.T) {
+			frames, index := testFrames(t, initialRing+2)
+			var q queue
+			for _, f := range frames[:initialRing] {
+				if !q.push(f, max) {
+					t.Fatal("push refused")
+				}
+			}
+
+			// Producer: push(frames[initialRing]) up to its post-link check.
+			rg := q.wring.Load()
+			slot := &rg.slots[q.w]
+			if slot.Load() == nil {
+				t.Fatal("setup: the ring is not full")
+			}
+			q.calm = 0
+			// Consumer empties rg.
+			for _, f := range frames[:initialRing] {
+				mustPop(t, &q, f, index)
+			}
+			q.link(rg, min(2*len(rg.slots), max), frames[initialRing])
+			// Consumer: release fails, the link is visible; its mark
+			// stays in slot w of rg, which nobody but pop reads now.
+			if q.release(0) {
+				t.Fatal("setup: released a ring the producer has left")
+			}
+			if slot.Load() != released {
+				t.Fatal("setup: the consumer's mark is not in slot w")
+			}
+
+			// Consumer, while the producer is preempted: take f4 from nr
+			// and release nr.
+			mustPop(t, &q, frames[initialRing], index)
+			if !q.release(0) {
+				t.Fatal("setup: nr not released")
+			}
+
+			mustPop(t, &q, nil, index) // adopts nr from first
+			if !q.push(frames[initialRing+1], max) {
+				t.Fatal("push refused")
+			}
+			if got := q.pop(); got != frames[initialRing+1] {
+				t.Errorf("pop after the restart = frame %d, want frame %d: the consumer stands on the released ring nr (r=%d), the producer's ring is only in first",
+					frameIdx(index, got), initialRing+1, q.r)
+			}
+			q.release(0)
+			for f := q.pop(); f != nil; f = q.pop() {
+			}
+			if q.rring == nil && q.first.Load() == nil && q.wring.Load() != nil {
+				t.Errorf("the producer's ring (holding frame %d) is reachable from neither rring nor first: lost for good", initialRing+1)
+			}
+		})
+	}
+}
+
+// TestReviewQueueSPSCCounted runs the real push and pop/release against
+// each other with small bounds (max < initialRing gives smaller first
+// rings; 5 grows once and shrinks back), checking order and loss like
+// TestQueueSPSC, and the ring count the Subscriber keeps: after both
+// sides stop and Shard.remove's correction, it must be zero.
+func TestReviewQueueSPSCCounted(t *testing.T) {
+	const budget = 400 * time.Millisecond // per case
+	for _, max := range []int{1, 2, 3, 4, 5, 6, 8} {
+		t.Run(fmt.Sprintf("max%d", max), func(t *testing.T) {
+			const n = 1 << 16
+			frames, index := testFrames(t, n)
+			var (
+				q        queue
+				count    atomic.Int64
+				done     atomic.Bool
+				stop     atomic.Bool
+				pushed   int
+				wg       sync.WaitGroup
+				deadline = time.Now().Add(budget)
+			)
+			wg.Add(1)
+			go func() { // producer: retries, so nothing may be lost
+				defer wg.Done()
+				defer done.Store(true)
+				for i := 0; i < n && !stop.Load(); i++ {
+					for !q.push(frames[i], max) {
+						if stop.Load() {
+							return
+						}
+						runtime.Gosched()
+					}
+					if q.fresh {
+						q.fresh = false
+						count.Add(1)
+					}
+					pushed++
+					if i%64 == 0 && time.Now().After(deadline) {
+						return
+					}
+				}
+			}()
+
+			last := -1
+			var bad string
+			// The producer stops on its own after the budget; a consumer
+			// still waiting long after that can no longer reach the
+			// producer's frames.
+			stuck := deadline.Add(5 * time.Second)
+			for bad == "" {
+				f := q.pop()
+				if f == nil {
+					if done.Load() {
+						if f = q.pop(); f == nil {
+							break
+						}
+					} else {
+						if q.release(0) {
+							count.Add(-1)
+						}
+						if time.Now().After(stuck) {
+							bad = fmt.Sprintf("stuck after frame %d: the producer's frames are unreachable (rring %p, first %p, wring %p)",
+								last, q.rring, q.first.Load(), q.wring.Load())
+						}
+						continue
+					}
+				}
+				switch i, ok := index[f]; {
+				case !ok:
+					bad = "popped a frame that was never pushed"
+				case i != last+1:
+					bad = fmt.Sprintf("got frame %d after frame %d", i, last)
+				default:
+					last = i
+				}
+			}
+			stop.Store(true)
+			wg.Wait()
+			if bad != "" {
+				t.Fatal(bad)
+			}
+			if last+1 != pushed {
+				t.Fatalf("received %d frames, %d pushed", last+1, pushed)
+			}
+			if got := countAfterRemove(&q, int(count.Load())); got != 0 {
+				t.Fatalf("ring count after remove = %d, want 0 (count %d, wring held %v)", got, count.Load(), q.wring.Load() != nil)
+			}
+			t.Logf("%d frames", pushed)
+		})
+	}
+}
