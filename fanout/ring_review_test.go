@@ -89,10 +89,10 @@ func TestReviewQueueFirstPinsOldRings(t *testing.T) {
 	}
 }
 
-// queueCount mirrors Shard.queues for one queue: +1 when a push
-// allocated a ring from nothing (fresh), -1 for each successful release;
-// Shard.remove subtracts one more when wring != nil. After a remove the
-// count must be back to zero.
+// countAfterRemove applies Shard.remove's correction (-1 when wring !=
+// nil) to count, a queue's share of Shard.queues: +1 for each push that
+// allocated a ring from nothing (fresh), -1 for each successful release.
+// After a remove it must be back to zero.
 func countAfterRemove(q *queue, count int) int {
 	if q.wring.Load() != nil {
 		count--
