@@ -66,7 +66,9 @@ func newRing(n int) *ring {
 // A producer that starts afresh (restart) publishes the ring in first;
 // the consumer, whose rring is nil after a release, takes it from there
 // with a swap, so first never keeps a ring alive behind the consumer.
-// TestQueueSPSC's releasing cases and TestQueueRelease exercise this.
+// TestQueueSPSC's releasing cases, TestQueueRelease and the review tests
+// in ring_review_test.go (each race step by step, the shrink against a
+// release, and the ring count) exercise this.
 type queue struct {
 	// producer side: the shard goroutine only.
 	// wring is the producer's ring. Atomic only because a consumer

@@ -39,10 +39,11 @@ func ringsHeld(tb testing.TB, q *queue) (rings, slots int) {
 // TestReviewQueueFirstPinsOldRings: a connection that never stays idle
 // long enough to be released, but whose consumer stalls now and then,
 // grows its ring and shrinks it again after calmPushes. The rings it left
-// must become garbage. first is set at the first push and only cleared by
-// a successful release, and every ring links to the next, so first keeps
-// the whole chain of rings ever allocated alive: memory grows with every
-// stall, without bound.
+// must become garbage. Every ring links to the next, so a first that is
+// set at the first push and only cleared by a successful release (the
+// first protocol) keeps the whole chain of rings ever allocated alive:
+// memory grew with every stall, without bound. The consumer now takes
+// first with a swap.
 func TestReviewQueueFirstPinsOldRings(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
@@ -102,12 +103,14 @@ func countAfterRemove(q *queue, count int) int {
 
 // TestReviewQueueReleaseDuringGrow: the consumer empties and releases the
 // producer's ring while the producer is between finding it full and
-// linking the next one. Frames are not lost (the post-link check publishes
-// the new ring in first), but release reported success (ReleaseIdle: -1)
-// and no restart follows (no +1), while the queue holds a ring: the
-// per-shard queues counter drifts by -1, and Shard.remove takes one more.
+// linking the next one. release reports success (ReleaseIdle: -1), so the
+// producer must count its new ring as a fresh one (+1): now its link finds
+// rg sealed and does. The first protocol (diagram below) kept the frames
+// (a post-link check published the new ring in first) but counted no +1
+// while the queue held a ring: the per-shard queues counter drifted by
+// -1, and Shard.remove took one more.
 //
-//	producer                          consumer
+//	producer (first protocol)         consumer
 //	rg := wring; slot w full
 //	                                  pop ×len(rg) (empties rg, r == w)
 //	                                  release: CAS slot w → released,
@@ -163,11 +166,10 @@ func TestReviewQueueReleaseDuringGrow(t *testing.T) {
 				count++
 			}
 
-			// No frame is lost...
+			// No frame is lost, and the ring held is counted once.
 			mustPop(t, &q, frames[initialRing], index)
 			push(frames[initialRing+1])
 			mustPop(t, &q, frames[initialRing+1], index)
-			// ...but the count of rings held is wrong.
 			if q.wring.Load() == nil {
 				t.Fatal("the producer holds no ring")
 			}
@@ -181,18 +183,20 @@ func TestReviewQueueReleaseDuringGrow(t *testing.T) {
 	}
 }
 
-// TestReviewQueueStaleFirst: the post-link check's store to first is not
-// harmless when it comes late. The consumer's release fails on rg (the
-// link is visible) but leaves released in slot w; the producer sees that
-// mark and is preempted before it stores first = nr. Meanwhile the
-// consumer moves to nr, takes its frame and releases nr. The late store
-// then publishes nr, a ring the consumer already gave back: the consumer
-// adopts it (r = 0, empty, no next) and never reads first again, so the
-// producer's restart ring, and every frame after it, is unreachable. The
-// consumer's next release "succeeds" on nr and clears first: the frames
-// are lost for good.
+// TestReviewQueueStaleFirst: a release that fails on rg because the
+// producer has linked behind it leaves released in slot w of rg; the
+// consumer must then go on through nr and the rings after it, whatever
+// the producer does. In the first protocol the producer re-read slot w
+// after linking and, seeing that mark, stored first = nr; preempted before
+// that store, it could publish nr after the consumer had already taken
+// nr's frame and released nr. The consumer then adopted nr (r = 0, empty,
+// no next) and never read first again, so the producer's restart ring and
+// every frame after it were unreachable; its next release "succeeded" on
+// nr and cleared first: the frames were lost for good (seen with the real
+// push in TestReviewQueueSPSCCounted, about once in a thousand runs
+// without -race). Now only a link that finds rg sealed publishes in first.
 //
-//	producer                          consumer
+//	producer (first protocol)         consumer
 //	rg := wring; slot w full
 //	                                  pop ×len(rg)
 //	link(rg → nr holding f4)
@@ -219,7 +223,7 @@ func TestReviewQueueStaleFirst(t *testing.T) {
 				}
 			}
 
-			// Producer: push(frames[initialRing]) up to its post-link check.
+			// Producer: push(frames[initialRing]) up to its link.
 			rg := q.wring.Load()
 			slot := &rg.slots[q.w]
 			if slot.Load() == nil {
@@ -240,14 +244,14 @@ func TestReviewQueueStaleFirst(t *testing.T) {
 				t.Fatal("setup: the consumer's mark is not in slot w")
 			}
 
-			// Consumer, while the producer is preempted: take f4 from nr
-			// and release nr.
+			// Consumer (where the first protocol's producer was preempted
+			// before its late store): take f4 from nr and release nr.
 			mustPop(t, &q, frames[initialRing], index)
 			if !q.release(0) {
 				t.Fatal("setup: nr not released")
 			}
 
-			mustPop(t, &q, nil, index) // adopts nr from first
+			mustPop(t, &q, nil, index) // the first protocol adopted nr here
 			if !q.push(frames[initialRing+1], max) {
 				t.Fatal("push refused")
 			}
@@ -339,6 +343,125 @@ func TestReviewQueueSPSCCounted(t *testing.T) {
 				default:
 					last = i
 				}
+			}
+			stop.Store(true)
+			wg.Wait()
+			if bad != "" {
+				t.Fatal(bad)
+			}
+			if last+1 != pushed {
+				t.Fatalf("received %d frames, %d pushed", last+1, pushed)
+			}
+			if got := countAfterRemove(&q, int(count.Load())); got != 0 {
+				t.Fatalf("ring count after remove = %d, want 0 (count %d, wring held %v)", got, count.Load(), q.wring.Load() != nil)
+			}
+			t.Logf("%d frames", pushed)
+		})
+	}
+}
+
+// TestReviewQueueShrinkRacesRelease races the calm shrink against a
+// release of the same ring, which TestQueueSPSC and
+// TestReviewQueueSPSCCounted never reach (their consumer releases a ring
+// long before calmPushes calm pushes). The producer grows the ring with a
+// burst, waits until the consumer has caught up, and makes the push that
+// shrinks it while the consumer tries release in a loop: the release may
+// come before the push's slot load (restart), between that load and its
+// compare-and-swap to moved (restart), or after it (the release fails on
+// moved and pop follows the link). Order, loss and the ring count are
+// checked as in TestReviewQueueSPSCCounted.
+func TestReviewQueueShrinkRacesRelease(t *testing.T) {
+	const budget = 300 * time.Millisecond // per case
+	for _, max := range []int{5, 6, 8, 16} {
+		t.Run(fmt.Sprintf("max%d", max), func(t *testing.T) {
+			const n = 1 << 17
+			frames, index := testFrames(t, n)
+			var (
+				q            queue
+				count        atomic.Int64
+				popped       atomic.Int64
+				allowRelease atomic.Bool
+				done, stop   atomic.Bool
+				pushed       int
+				wg           sync.WaitGroup
+				deadline     = time.Now().Add(budget)
+			)
+			burst := sum(ringSizes(max))
+			wg.Add(1)
+			go func() { // producer
+				defer wg.Done()
+				defer done.Store(true)
+				push := func(i int) bool {
+					for !q.push(frames[i], max) {
+						if stop.Load() {
+							return false
+						}
+						runtime.Gosched()
+					}
+					if q.fresh {
+						q.fresh = false
+						count.Add(1)
+					}
+					pushed++
+					return true
+				}
+				for i := 0; i < n && !stop.Load() && time.Now().Before(deadline); {
+					for end := min(i+burst, n); i < end; i++ {
+						if !push(i) {
+							return
+						}
+					}
+					for popped.Load() != int64(pushed) {
+						if stop.Load() {
+							return
+						}
+						runtime.Gosched()
+					}
+					if i < n && q.capacity() > initialRing {
+						// The state calmPushes-1 calm pushes leave, set
+						// directly: a handoff per calm push would make
+						// each shrink cost 255 of them.
+						q.calm = calmPushes - 1
+						allowRelease.Store(true)
+						if !push(i) {
+							return
+						}
+						i++
+					}
+					allowRelease.Store(false)
+				}
+			}()
+
+			last := -1
+			var bad string
+			stuck := deadline.Add(5 * time.Second)
+			for bad == "" {
+				f := q.pop()
+				if f == nil {
+					if done.Load() {
+						if f = q.pop(); f == nil {
+							break
+						}
+					} else {
+						if allowRelease.Load() && q.release(0) {
+							count.Add(-1)
+						}
+						if time.Now().After(stuck) {
+							bad = fmt.Sprintf("stuck after frame %d: the producer's frames are unreachable (rring %p, first %p, wring %p)",
+								last, q.rring, q.first.Load(), q.wring.Load())
+						}
+						continue
+					}
+				}
+				switch i, ok := index[f]; {
+				case !ok:
+					bad = "popped a frame that was never pushed"
+				case i != last+1:
+					bad = fmt.Sprintf("got frame %d after frame %d", i, last)
+				default:
+					last = i
+				}
+				popped.Add(1)
 			}
 			stop.Store(true)
 			wg.Wait()
