@@ -311,51 +311,14 @@ func TestReviewQueueSPSCCounted(t *testing.T) {
 				}
 			}()
 
-			last := -1
-			var bad string
 			// The producer stops on its own after the budget; a consumer
 			// still waiting long after that can no longer reach the
 			// producer's frames.
-			stuck := deadline.Add(5 * time.Second)
-			for bad == "" {
-				f := q.pop()
-				if f == nil {
-					if done.Load() {
-						if f = q.pop(); f == nil {
-							break
-						}
-					} else {
-						if q.release(0) {
-							count.Add(-1)
-						}
-						if time.Now().After(stuck) {
-							bad = fmt.Sprintf("stuck after frame %d: the producer's frames are unreachable (rring %p, first %p, wring %p)",
-								last, q.rring, q.first.Load(), q.wring.Load())
-						}
-						continue
-					}
-				}
-				switch i, ok := index[f]; {
-				case !ok:
-					bad = "popped a frame that was never pushed"
-				case i != last+1:
-					bad = fmt.Sprintf("got frame %d after frame %d", i, last)
-				default:
-					last = i
-				}
-			}
+			last, bad := consumeInOrder(&q, index, &done, deadline.Add(5*time.Second),
+				func() bool { return q.release(0) }, &count, nil)
 			stop.Store(true)
 			wg.Wait()
-			if bad != "" {
-				t.Fatal(bad)
-			}
-			if last+1 != pushed {
-				t.Fatalf("received %d frames, %d pushed", last+1, pushed)
-			}
-			if got := countAfterRemove(&q, int(count.Load())); got != 0 {
-				t.Fatalf("ring count after remove = %d, want 0 (count %d, wring held %v)", got, count.Load(), q.wring.Load() != nil)
-			}
-			t.Logf("%d frames", pushed)
+			checkStress(t, &q, last, bad, pushed, count.Load())
 		})
 	}
 }
@@ -432,49 +395,71 @@ func TestReviewQueueShrinkRacesRelease(t *testing.T) {
 				}
 			}()
 
-			last := -1
-			var bad string
-			stuck := deadline.Add(5 * time.Second)
-			for bad == "" {
-				f := q.pop()
-				if f == nil {
-					if done.Load() {
-						if f = q.pop(); f == nil {
-							break
-						}
-					} else {
-						if allowRelease.Load() && q.release(0) {
-							count.Add(-1)
-						}
-						if time.Now().After(stuck) {
-							bad = fmt.Sprintf("stuck after frame %d: the producer's frames are unreachable (rring %p, first %p, wring %p)",
-								last, q.rring, q.first.Load(), q.wring.Load())
-						}
-						continue
-					}
-				}
-				switch i, ok := index[f]; {
-				case !ok:
-					bad = "popped a frame that was never pushed"
-				case i != last+1:
-					bad = fmt.Sprintf("got frame %d after frame %d", i, last)
-				default:
-					last = i
-				}
-				popped.Add(1)
-			}
+			last, bad := consumeInOrder(&q, index, &done, deadline.Add(5*time.Second),
+				func() bool { return allowRelease.Load() && q.release(0) }, &count, &popped)
 			stop.Store(true)
 			wg.Wait()
-			if bad != "" {
-				t.Fatal(bad)
-			}
-			if last+1 != pushed {
-				t.Fatalf("received %d frames, %d pushed", last+1, pushed)
-			}
-			if got := countAfterRemove(&q, int(count.Load())); got != 0 {
-				t.Fatalf("ring count after remove = %d, want 0 (count %d, wring held %v)", got, count.Load(), q.wring.Load() != nil)
-			}
-			t.Logf("%d frames", pushed)
+			checkStress(t, &q, last, bad, pushed, count.Load())
 		})
 	}
+}
+
+// consumeInOrder is the consumer of the review stress tests: it pops until
+// done is set and the queue is empty, checking that frames arrive in push
+// order without loss, tries release when the queue is empty (subtracting
+// each success from count), and counts pops in popped (when not nil). It
+// returns the last frame index and what went wrong, if anything; after
+// stuck, a queue that stays empty while the producer runs means its frames
+// are unreachable.
+func consumeInOrder(q *queue, index map[*wsproto.Frame]int, done *atomic.Bool, stuck time.Time,
+	release func() bool, count, popped *atomic.Int64) (last int, bad string) {
+	last = -1
+	for bad == "" {
+		f := q.pop()
+		if f == nil {
+			if done.Load() {
+				if f = q.pop(); f == nil {
+					break
+				}
+			} else {
+				if release() {
+					count.Add(-1)
+				}
+				if time.Now().After(stuck) {
+					bad = fmt.Sprintf("stuck after frame %d: the producer's frames are unreachable (rring %p, first %p, wring %p)",
+						last, q.rring, q.first.Load(), q.wring.Load())
+				}
+				continue
+			}
+		}
+		switch i, ok := index[f]; {
+		case !ok:
+			bad = "popped a frame that was never pushed"
+		case i != last+1:
+			bad = fmt.Sprintf("got frame %d after frame %d", i, last)
+		default:
+			last = i
+		}
+		if popped != nil {
+			popped.Add(1)
+		}
+	}
+	return last, bad
+}
+
+// checkStress fails the test if the consumer reported a problem, lost a
+// frame, or the ring count is not back to zero after Shard.remove's
+// correction. Call it once both sides have stopped.
+func checkStress(tb testing.TB, q *queue, last int, bad string, pushed int, count int64) {
+	tb.Helper()
+	if bad != "" {
+		tb.Fatal(bad)
+	}
+	if last+1 != pushed {
+		tb.Fatalf("received %d frames, %d pushed", last+1, pushed)
+	}
+	if got := countAfterRemove(q, int(count)); got != 0 {
+		tb.Fatalf("ring count after remove = %d, want 0 (count %d, wring held %v)", got, count, q.wring.Load() != nil)
+	}
+	tb.Logf("%d frames", pushed)
 }
