@@ -192,12 +192,6 @@ func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
 func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	s := m.srv
 	hs := s.hub.Stats()
-	var delivered, dropped uint64
-	for i := range s.cfg.Loops {
-		sh := s.hub.Shard(i)
-		delivered += sh.Delivered()
-		dropped += sh.Dropped()
-	}
 	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
 	}
@@ -224,8 +218,9 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	counter(m.received, hs.MessagesReceived)
-	counter(m.delivered, delivered)
-	counter(m.dropped, dropped)
+	counter(m.delivered, hs.Delivered)
+	// hs.Dropped also counts the hand-off drops, exported apart.
+	counter(m.dropped, hs.Dropped-hs.HandoffDropped)
 	counter(m.handoff, hs.HandoffDropped)
 	counter(m.slow, s.ctr.slowDisconnect.Load())
 	counter(m.reconnects, hs.Reconnects)
