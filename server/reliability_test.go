@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/wsgw/gateway/fanout/redistest"
 )
@@ -487,29 +488,20 @@ func TestConnectionChurn(t *testing.T) {
 	g := startGateway(t, rs)
 	g0 := runtime.NumGoroutine()
 
-	// each runs fn(i) for i in [0, n) on workers goroutines.
+	// each runs fn(i) for i in [0, n) on workers goroutines and returns
+	// the first error.
 	each := func(fn func(i int) error) error {
-		var wg sync.WaitGroup
-		errs := make(chan error, n)
-		next := make(chan int, n)
+		var eg errgroup.Group
+		eg.SetLimit(workers)
 		for i := range n {
-			next <- i
-		}
-		close(next)
-		for range workers {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for i := range next {
-					if err := fn(i); err != nil {
-						errs <- fmt.Errorf("client %d: %w", i, err)
-					}
+			eg.Go(func() error {
+				if err := fn(i); err != nil {
+					return fmt.Errorf("client %d: %w", i, err)
 				}
-			}()
+				return nil
+			})
 		}
-		wg.Wait()
-		close(errs)
-		return <-errs
+		return eg.Wait()
 	}
 	var baseG int
 	var baseHeap uint64

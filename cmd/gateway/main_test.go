@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/wsgw/gateway/fanout/redistest"
 )
@@ -346,27 +347,17 @@ func maxTime(a, b time.Time) time.Time {
 // parallel runs fn(i) for i in [0, n) on workers goroutines and returns
 // the first error.
 func parallel(n, workers int, fn func(i int) error) error {
-	next := make(chan int, n)
+	var eg errgroup.Group
+	eg.SetLimit(workers)
 	for i := range n {
-		next <- i
-	}
-	close(next)
-	errs := make(chan error, n)
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range next {
-				if err := fn(i); err != nil {
-					errs <- fmt.Errorf("client %d: %w", i, err)
-				}
+		eg.Go(func() error {
+			if err := fn(i); err != nil {
+				return fmt.Errorf("client %d: %w", i, err)
 			}
-		}()
+			return nil
+		})
 	}
-	wg.Wait()
-	close(errs)
-	return <-errs
+	return eg.Wait()
 }
 
 func dialResp(url string) (*websocket.Conn, *http.Response, error) {
