@@ -86,7 +86,17 @@ func (r *runner) fanout() error {
 	if err != nil {
 		return err
 	}
-	if err := r.stallBefore(subPlan{Prefix: cfg.Prefix, Channels: 1}, cfg.Rate, pick, expected); err != nil {
+	return r.deliveryWindow(subPlan{Prefix: cfg.Prefix, Channels: 1}, pick, expected,
+		func(mark) float64 { return cfg.Rate })
+}
+
+// deliveryWindow is the measured part of fanout and spread: it fills the
+// -stalled sockets (subscribed as plan says), publishes for one window,
+// reports the deliveries and, with -floor, measures the floor with each
+// socket receiving floorRate(m0) frames per second.
+func (r *runner) deliveryWindow(plan subPlan, pick target, expected func(m0, m mark) int64, floorRate func(m0 mark) float64) error {
+	cfg := r.cfg
+	if err := r.stallBefore(plan, cfg.Rate, pick, expected); err != nil {
 		return err
 	}
 	m0, m1, secs, err := r.publishWindow("publish", cfg.Rate, cfg.Duration, pick, expected)
@@ -96,7 +106,7 @@ func (r *runner) fanout() error {
 	r.finishDelivery(m0, m1, secs, expected(m0, m1))
 	if cfg.Floor {
 		r.stopStalled()
-		return r.floorPhase(int(m0.cl.Open), cfg.Rate, cfg.Duration, r.rep.Cost.GwCPUPerFrameUS, r.rep.Cost.GwFramesPerWrite)
+		return r.floorPhase(int(m0.cl.Open), floorRate(m0), cfg.Duration, r.rep.Cost.GwCPUPerFrameUS, r.rep.Cost.GwFramesPerWrite)
 	}
 	return nil
 }
@@ -176,19 +186,8 @@ func (r *runner) spread() error {
 	expected := func(m0, m mark) int64 {
 		return (m.recv[0] - m0.recv[0]) + (m.recv[1]-m0.recv[1])*m0.cl.Open
 	}
-	if err := r.stallBefore(subPlan{Prefix: cfg.Prefix, Channels: 0, Pattern: pattern}, cfg.Rate, pick, expected); err != nil {
-		return err
-	}
-	m0, m1, secs, err := r.publishWindow("publish", cfg.Rate, cfg.Duration, pick, expected)
-	if err != nil {
-		return err
-	}
-	r.finishDelivery(m0, m1, secs, expected(m0, m1))
-	if cfg.Floor {
-		r.stopStalled()
-		return r.floorPhase(int(m0.cl.Open), r.rep.Delivery.DeliveredPerSec/float64(max(m0.cl.Open, 1)), cfg.Duration, r.rep.Cost.GwCPUPerFrameUS, r.rep.Cost.GwFramesPerWrite)
-	}
-	return nil
+	return r.deliveryWindow(subPlan{Prefix: cfg.Prefix, Channels: 0, Pattern: pattern}, pick, expected,
+		func(m0 mark) float64 { return r.rep.Delivery.DeliveredPerSec / float64(max(m0.cl.Open, 1)) })
 }
 
 // churn: N sockets; ChurnRate per second of them leave (close handshake)
