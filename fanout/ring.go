@@ -50,18 +50,17 @@ func newRing(n int) *ring {
 // Release protocol. The consumer gives its ring rg back in two
 // compare-and-swaps, each against one the producer does:
 //
-//  1. slot r of rg from nil to released. The producer fills slots, and
-//     marks the free slot w of a ring it leaves for a smaller one (moved),
-//     with compare-and-swap from nil too, so a frame or the producer's
-//     mark there makes the release fail. When the queue is empty and rg is
-//     the producer's ring, r equals w: a producer that then finds released
-//     in slot w (before or instead of filling it) starts a fresh ring.
-//  2. rg.next from nil to sealed. The producer links a new ring with
-//     compare-and-swap from nil as well, so a producer that decided rg was
-//     full on a load taken before the consumer emptied it either links
-//     first (the release fails; released in slot r is then read as an
-//     empty slot) or finds rg sealed and starts from its new ring as from
-//     a fresh one.
+//  1. slot r of rg from nil to released. The producer fills slots with
+//     compare-and-swap from nil too, so a frame there makes the release
+//     fail. When the queue is empty and rg is the producer's ring, r
+//     equals w: a producer that then finds released in slot w (before or
+//     instead of filling it) starts a fresh ring.
+//  2. rg.next from nil to sealed. The producer links a new ring (to grow,
+//     or to shrink) with compare-and-swap from nil as well, so a producer
+//     that decided to leave rg on a load taken before the consumer
+//     emptied or marked it either links first (the release fails;
+//     released in slot r is then read as an empty slot) or finds rg
+//     sealed and starts from its new ring as from a fresh one.
 //
 // A producer that starts afresh (restart) publishes the ring in first;
 // the consumer, whose rring is nil after a release, takes it from there
@@ -99,19 +98,13 @@ type queue struct {
 	removed bool
 }
 
-// Slot marks: never real frames, never released. released is set by the
-// consumer in the empty slot w of a ring it gives back; moved by the
-// producer in the free slot w of a ring it leaves for a smaller one.
-var (
-	released = new(wsproto.Frame)
-	moved    = new(wsproto.Frame)
-)
+// released marks the empty slot of a ring the consumer gives back: never
+// a real frame, never released.
+var released = new(wsproto.Frame)
 
 // sealed is the next of a ring the consumer released: the producer must
 // not link behind it (see the release protocol).
 var sealed = new(ring)
-
-func isMark(f *wsproto.Frame) bool { return f == released || f == moved }
 
 // push appends f; false means the queue is at its bound and f was not
 // taken (the caller keeps its reference). Producer only.
@@ -141,13 +134,7 @@ func (q *queue) push(f *wsproto.Frame, max int) bool {
 			break
 		}
 		q.calm = 0
-		// Claim slot w before leaving: the consumer may be releasing
-		// this very ring.
-		if slot.CompareAndSwap(nil, moved) {
-			q.link(rg, initialRing, f)
-		} else {
-			q.restart(f, max)
-		}
+		q.link(rg, initialRing, f)
 		return true
 	default:
 		q.calm = 0
@@ -225,19 +212,17 @@ func (q *queue) pop() *wsproto.Frame {
 	}
 	for {
 		slot := &rg.slots[q.r]
-		if f := slot.Load(); f != nil && !isMark(f) {
+		if f := slot.Load(); f != nil && f != released {
 			return q.take(rg, slot, f)
 		}
 		nx := rg.next.Load()
 		if nx == nil || nx == sealed {
-			// Empty, or the producer is between marking this ring
-			// moved and linking the next: it wakes the consumer
-			// after its push either way.
+			// Empty: a frame pushed later wakes the consumer.
 			return nil
 		}
 		// The producer has moved on, and all its writes to rg are
 		// visible now: look once more before leaving rg for good.
-		if f := slot.Load(); f != nil && !isMark(f) {
+		if f := slot.Load(); f != nil && f != released {
 			return q.take(rg, slot, f)
 		}
 		rg, q.rring, q.r = nx, nx, 0

@@ -330,9 +330,9 @@ func TestReviewQueueSPSCCounted(t *testing.T) {
 // burst, waits until the consumer has caught up, and makes the push that
 // shrinks it while the consumer tries release in a loop: the release may
 // come before the push's slot load (restart), between that load and its
-// compare-and-swap to moved (restart), or after it (the release fails on
-// moved and pop follows the link). Order, loss and the ring count are
-// checked as in TestReviewQueueSPSCCounted.
+// link (the link finds the ring sealed and starts afresh), or after the
+// link (the release fails and pop follows the link). Order, loss and the
+// ring count are checked as in TestReviewQueueSPSCCounted.
 func TestReviewQueueShrinkRacesRelease(t *testing.T) {
 	const budget = 300 * time.Millisecond // per case
 	for _, max := range []int{5, 6, 8, 16} {
