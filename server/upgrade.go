@@ -1,11 +1,24 @@
 package server
 
+// Admission: the HTTP upgrade (a fast path on gobwas/ws, the net/http
+// path for everything else), Origin, token and connection limits.
+// Event-loop only.
+
 import (
+	"bufio"
 	"bytes"
+	"context"
 	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
 
 	"github.com/gobwas/ws"
 	"github.com/panjf2000/gnet/v2"
+	"github.com/wsgw/gateway/auth"
 )
 
 // upgradeState is one event loop's WebSocket upgrader: gobwas/ws parses
@@ -108,4 +121,180 @@ func (u *upgradeState) originAllowed(s *Server) bool {
 		}
 	}
 	return false
+}
+
+// handshake waits for a complete HTTP request head, then answers it: a
+// WebSocket upgrade on /ws, or a plain HTTP response that closes the
+// connection. Event-loop only.
+func (s *Server) handshake(cn *conn) gnet.Action {
+	c := cn.gc
+	if cn.is(flagAnswered) {
+		// One request per connection: whatever follows it is ignored.
+		_, _ = c.Discard(-1)
+		return gnet.None
+	}
+	buf, _ := c.Peek(-1)
+	end := bytes.Index(buf, []byte("\r\n\r\n"))
+	if end < 0 {
+		if len(buf) > s.cfg.MaxHeaderBytes {
+			return s.refuse(cn, refuseHeadTooLarge, http.StatusRequestHeaderFieldsTooLarge, "request head too large")
+		}
+		return gnet.None
+	}
+	headLen := end + 4
+	if headLen > s.cfg.MaxHeaderBytes {
+		return s.refuse(cn, refuseHeadTooLarge, http.StatusRequestHeaderFieldsTooLarge, "request head too large")
+	}
+	head := buf[:headLen]
+	if a, done := cn.loop.up.upgrade(s, cn, head); done {
+		return a
+	}
+	return s.slowHandshake(cn, head)
+}
+
+// slowHandshake answers everything the fast path (upgradeState.upgrade)
+// did not upgrade: plain HTTP (/health, /stats, the demo page, 404s),
+// malformed requests, WebSocket requests gobwas/ws refuses, and any that
+// admit refuses. It parses with net/http, then applies the same checks in
+// the same order, so every answer is what it was before the fast path
+// existed. Event-loop only.
+func (s *Server) slowHandshake(cn *conn, head []byte) gnet.Action {
+	c := cn.gc
+	req, err := http.ReadRequest(bufio.NewReaderSize(bytes.NewReader(head), len(head)))
+	if err != nil {
+		return s.refuse(cn, refuseMalformed, http.StatusBadRequest, "malformed HTTP request")
+	}
+	path := req.URL.Path
+	isWS := hasToken(req.Header.Get("Connection"), "upgrade") && strings.EqualFold(req.Header.Get("Upgrade"), "websocket")
+	wsPath := path == "/ws" || (s.cfg.Echo && path == "/echo")
+	if !isWS || !wsPath {
+		_, _ = c.Write(s.plainHTTP(req.Method, path, isWS))
+		cn.setCloseReason("plain HTTP")
+		if c.OutboundBuffered() > 0 {
+			// Closing now would lose what the socket did not take:
+			// gnet tries one more write and discards the rest (tens
+			// of KiB of a demo asset on a real network, issue 7).
+			// gnet flushes it as the peer reads; the sweep closes.
+			cn.set(flagAnswered, true)
+			_, _ = c.Discard(-1)
+			return gnet.None
+		}
+		return gnet.Close
+	}
+	origin := req.Header.Get("Origin")
+	id, role, a, ok := s.admit(cn, s.originAllowed(origin), req.URL.RawQuery, req.Header.Get("Authorization"))
+	if !ok {
+		return a
+	}
+	var out bytes.Buffer
+	if _, err := s.upgrader.Upgrade(struct {
+		io.Reader
+		io.Writer
+	}{bytes.NewReader(head), &out}); err != nil {
+		s.releaseIP(c.RemoteAddr())
+		// gobwas/ws has already written the matching 4xx response.
+		_, _ = c.Write(out.Bytes())
+		cn.setCloseReason("bad upgrade: " + err.Error())
+		s.ctr.refuse(refuseBadUpgrade)
+		return gnet.Close
+	}
+	return s.open(cn, path == "/echo", id, role, out.Bytes(), len(head))
+}
+
+// originAllowed applies ALLOWED_ORIGINS: no Origin header (a non-browser
+// client) or no list allows the upgrade.
+func (s *Server) originAllowed(origin string) bool {
+	return origin == "" || len(s.cfg.AllowedOrigins) == 0 || slices.Contains(s.cfg.AllowedOrigins, origin)
+}
+
+// admit applies the checks every upgrade goes through, in this order:
+// shutdown, Origin, token, connection limits, accept pacing, per-IP
+// limit. A refused request has its answer written and gets ok == false
+// with the action to return. An admitted one holds a per-IP slot, which
+// open (or the caller, if the upgrade then fails) gives back on failure.
+// Event-loop only.
+func (s *Server) admit(cn *conn, originOK bool, rawQuery, authorization string) (id auth.Identity, role uint16, a gnet.Action, ok bool) {
+	c := cn.gc
+	if s.draining.Load() {
+		return id, 0, s.refuse(cn, refuseShuttingDown, http.StatusServiceUnavailable, "server is shutting down"), false
+	}
+	if !originOK {
+		return id, 0, s.refuse(cn, refuseOrigin, http.StatusForbidden, "origin not allowed"), false
+	}
+	token, err := auth.TokenFromRequest(rawQuery, authorization)
+	if err == nil {
+		id, err = s.authn.Authenticate(token, time.Now())
+	}
+	if err == nil {
+		role, err = s.roleIndex(id.Role)
+	}
+	if err != nil {
+		s.log.Info("upgrade refused", "remote", c.RemoteAddr().String(), "reason", err)
+		return id, 0, s.refuse(cn, refuseUnauthorized, http.StatusUnauthorized, "unauthorized"), false
+	}
+	if s.cfg.MaxConnections > 0 && s.conns.Load() >= int64(s.cfg.MaxConnections) {
+		return id, 0, s.refuse(cn, refuseMaxConnections, http.StatusServiceUnavailable, "too many connections"), false
+	}
+	if !s.acceptRate.allow(time.Now()) {
+		_, _ = c.Write(appendHTTP(nil, http.StatusServiceUnavailable, "text/plain; charset=utf-8",
+			"Retry-After: 1\r\n", []byte("too many new connections: retry shortly\n")))
+		cn.setCloseReason("connection rate limit")
+		s.ctr.refuse(refuseRateLimited)
+		return id, 0, gnet.Close, false
+	}
+	if !s.acquireIP(c.RemoteAddr()) {
+		return id, 0, s.refuse(cn, refusePerIP, http.StatusServiceUnavailable, "too many connections from this address"), false
+	}
+	return id, role, gnet.None, true
+}
+
+// open completes an admitted upgrade whose 101 response is resp: it
+// claims the connection slot, sends resp, drops the request head (headLen
+// bytes) and makes cn a WebSocket. Event-loop only.
+func (s *Server) open(cn *conn, echo bool, id auth.Identity, role uint16, resp []byte, headLen int) gnet.Action {
+	c := cn.gc
+	// The MaxConnections check in admit is only the cheap early refusal:
+	// every event loop upgrades at once, so the slot is claimed
+	// atomically here, before the 101 goes out (issue 3).
+	if n := s.conns.Add(1); s.cfg.MaxConnections > 0 && n > int64(s.cfg.MaxConnections) {
+		s.conns.Add(-1)
+		s.releaseIP(c.RemoteAddr())
+		return s.refuse(cn, refuseMaxConnections, http.StatusServiceUnavailable, "too many connections")
+	}
+	_, _ = c.Write(resp)
+	_, _ = c.Discard(headLen)
+
+	now := time.Now().UnixNano()
+	cn.state = stateOpen
+	cn.set(flagEcho, echo)
+	cn.role = role
+	if !id.Expires.IsZero() {
+		cn.expires = id.Expires.UnixNano()
+	}
+	cn.lastRead = now
+	cn.reader.MaxMessage = s.cfg.MaxMessageBytes
+	if echo {
+		cn.reader.MaxMessage = s.cfg.EchoMaxMessageBytes
+	}
+	if s.log.Enabled(context.Background(), slog.LevelInfo) {
+		// Guarded: the address string is garbage of every connect.
+		s.log.Info("connection opened", "remote", c.RemoteAddr().String(), "role", id.Role, "auth", id.Method)
+	}
+	return gnet.None
+}
+
+// refuse answers the upgrade with an HTTP error and closes: a refused
+// client never holds an accepted WebSocket (issue 3).
+func (s *Server) refuse(cn *conn, why refuseReason, status int, msg string) gnet.Action {
+	s.ctr.refuse(why)
+	_, _ = cn.gc.Write(httpError(status, msg))
+	cn.setCloseReason(msg)
+	return gnet.Close
+}
+
+func remoteIP(a net.Addr) string {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		return ta.IP.String()
+	}
+	return a.String()
 }
