@@ -105,7 +105,7 @@ type Memory struct {
 	PerSocketBytes      float64 `json:"gateway_rss_per_socket"`
 	// PerSocketHeldBytes is RSS per socket at the end of the idle hold,
 	// once the gateway has handed the connect burst's garbage back: the
-	// figure issue 2's 1 KiB target is about. Idle scenario only.
+	// figure the 1 KiB-per-idle-socket budget is about. Idle scenario only.
 	PerSocketHeldBytes float64 `json:"gateway_rss_per_socket_held,omitempty"`
 	ClientRSS          int64   `json:"client_rss"`
 	ClientPerSocket    float64 `json:"client_rss_per_socket"`

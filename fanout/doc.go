@@ -8,7 +8,7 @@
 //
 // Goroutines:
 //   - rueidis's reader goroutine runs Hub.onMessage for each message. It
-//     never blocks (house rule 6): it stamps the message once (per-stream
+//     never blocks: it stamps the message once (per-stream
 //     seq, receive time), encodes it once into an immutable
 //     wsproto.Frame, and offers that same frame to each shard that has
 //     subscribers of the stream, with a non-blocking channel send. A full

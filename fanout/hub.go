@@ -39,7 +39,7 @@ type Config struct {
 	// Handoff bounds each shard's inbound channel, in operations.
 	Handoff int
 	// Linger is how long a stream with no subscriber stays subscribed
-	// upstream before it is unsubscribed (issue 2: within a second).
+	// upstream before it is unsubscribed (within a second, as the protocol promises).
 	// It absorbs a client that leaves and comes straight back.
 	Linger time.Duration
 	// RetryMin and RetryMax bound the reconnect backoff.
@@ -408,8 +408,8 @@ func (h *Hub) process(ctx context.Context) {
 	h.mu.Unlock()
 	// Every stream new in this batch is subscribed upstream with one
 	// command (chunked), not one round trip per request: thousands of
-	// clients each on their own channel connect at once (issue 5,
-	// spread). The shard operations then go out in request order, each
+	// clients each on their own channel connect at once (the spread
+	// scenario). The shard operations then go out in request order, each
 	// after the upstream subscription of its streams.
 	var fresh []*stream
 	for i := range batch {

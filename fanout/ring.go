@@ -8,7 +8,7 @@ import (
 
 // initialRing is the capacity of a subscriber's first ring. It is
 // allocated on the first delivery, never at connect time, so an idle
-// socket costs no ring at all (issue 2: at most 1 KiB per idle socket).
+// socket costs no ring at all (the budget is 1 KiB per idle socket).
 const initialRing = 4
 
 // calmPushes is how many consecutive pushes must find a grown ring empty
@@ -41,7 +41,7 @@ func newRing(n int) *ring {
 // back for a small one once calmPushes pushes in a row found it empty, so
 // a stall that is over gives its memory back; and the consumer gives the
 // last ring back altogether when the queue has been idle (release), so an
-// idle socket holds no ring (issue 2).
+// idle socket holds no ring.
 //
 // While a ring grows, the older rings' frames are still owed, so the
 // number of queued frames stays below 2*max when max is a power of two

@@ -247,8 +247,8 @@ func (sh *Shard) remove(s *Subscriber) {
 
 // interrupted queues one upstream_interrupted error to each subscriber of
 // streams (the hub's snapshot of every stream), naming the channels it
-// follows (issue 4). The shard keeps no set of its subscribers for this
-// rare event (at most 1 KiB per idle socket, issue 2): a subscriber of
+// follows. The shard keeps no set of its subscribers for this
+// rare event (at most 1 KiB per idle socket): a subscriber of
 // several streams is told once thanks to a set built here.
 func (sh *Shard) interrupted(streams []*stream) {
 	now := time.Now()

@@ -10,8 +10,8 @@ import (
 // frames owed to it and its stream memberships.
 //
 // It is meant to be embedded in the owner's connection state and prepared
-// with Hub.Init, so a socket costs one allocation, not two (issue 2: at
-// most 1 KiB per idle subscribed socket).
+// with Hub.Init, so a socket costs one allocation, not two (the budget is
+// 1 KiB per idle subscribed socket).
 //
 // Threading: the queue's producer is the Subscriber's shard goroutine and
 // its consumer is the connection's event loop (Pop). Once the server has
@@ -50,7 +50,7 @@ func (s *Subscriber) Pop() *wsproto.Frame { return s.q.pop() }
 
 // ReleaseIdle gives the queue's ring back when nothing is queued and
 // nothing was popped during the previous releaseRounds calls, so a socket
-// that receives nothing for a while holds no ring (issue 2); the next
+// that receives nothing for a while holds no ring; the next
 // frame brings a fresh one. The server calls it once per second per
 // connection. Event-loop only (the consumer).
 func (s *Subscriber) ReleaseIdle() bool {

@@ -39,7 +39,7 @@ func (cn *conn) allow(rate int) bool {
 // rateLimited takes one token of the inbound message budget. Without one
 // it answers rate_limited, or closes with 1008 a client that keeps going,
 // and reports true. Every message counts, binary ones included: each is
-// answered, so none may be a way around the limit (issue 3).
+// answered, so none may be a way around the limit.
 func (s *Server) rateLimited(cn *conn, now time.Time) bool {
 	if cn.allow(s.cfg.MaxMessagesPerSecond) {
 		return false

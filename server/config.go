@@ -15,7 +15,7 @@ var ErrConfig = errors.New("server: invalid configuration")
 const DefaultEchoMaxMessageBytes = 17 << 20
 
 // Config is the server's part of the gateway configuration, validated
-// once at start and passed by value (house rule 7).
+// once at start and passed by value.
 type Config struct {
 	// Addr is host:port to listen on; port 0 picks a free port (see
 	// Server.Addr).
@@ -34,17 +34,17 @@ type Config struct {
 	AllowedOrigins       []string      // empty allows any Origin
 	// MaxOutboundBytes bounds what gnet buffers for one socket; beyond
 	// it the loop stops draining the connection's queue, which then
-	// fills and drops (issue 4).
+	// fills and drops.
 	MaxOutboundBytes int
 	PingInterval     time.Duration
 	PingTimeout      time.Duration
 	// A connection whose queue keeps overflowing for SlowClientTimeout,
 	// or that has lost more than SlowClientMaxDrops frames in all, is
-	// closed with 1013 (issue 4). 0 disables either check.
+	// closed with 1013. 0 disables either check.
 	SlowClientTimeout  time.Duration
 	SlowClientMaxDrops uint64
 	// MaxConnectionsPerSecond paces accepted upgrades; beyond it an
-	// upgrade is answered 503 with Retry-After (issue 4). 0 = unlimited.
+	// upgrade is answered 503 with Retry-After. 0 = unlimited.
 	MaxConnectionsPerSecond int
 	// MaxSockets bounds accepted TCP connections, upgraded or not. It
 	// keeps the process below its file-descriptor limit: gnet v2.10
@@ -52,7 +52,7 @@ type Config struct {
 	// the gateway must never let accept run out of descriptors. cmd sets
 	// it from RLIMIT_NOFILE minus a reserve; 0 = unlimited.
 	MaxSockets int
-	// Echo serves /echo (RFC 6455 conformance testing, issue 8). Off by
+	// Echo serves /echo (RFC 6455 conformance testing). Off by
 	// default; never on in a normal start.
 	Echo bool
 	// EchoMaxMessageBytes replaces MaxMessageBytes on /echo connections:

@@ -21,7 +21,7 @@ import (
 	"unicode/utf8"
 )
 
-// The conformance tests (issue 8) talk to the gateway's /echo endpoint
+// The conformance tests talk to the gateway's /echo endpoint
 // with confConn, a WebSocket client written from RFC 6455 on a raw TCP
 // connection: neither gobwas/ws (the server's) nor coder/websocket, which
 // would refuse to send what these tests must send (reserved bits and

@@ -11,7 +11,7 @@ import (
 	"github.com/wsgw/gateway/server"
 )
 
-// RFC 6455 conformance of the framing layer (issue 8), against the /echo
+// RFC 6455 conformance of the framing layer, against the /echo
 // endpoint, which shares the gateway's Reader, buffering and close code.
 // The cases follow the Autobahn testsuite's fuzzingclient case list
 // (their numbers are in each case's name) plus a few RFC requirements

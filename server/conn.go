@@ -24,11 +24,11 @@ const (
 )
 
 // conn is one client connection. Event-loop only: every field is touched
-// only on the loop that owns gc (house rule 2), except sub, whose queue is
+// only on the loop that owns gc, except sub, whose queue is
 // fed by the shard goroutine through its own atomics.
 //
 // It is kept small on purpose: an idle subscribed socket must cost under
-// 1 KiB of gateway memory in total (issue 2), gnet's own connection takes
+// 1 KiB of gateway memory in total, gnet's own connection takes
 // about 400 B of it, so the fanout Subscriber is embedded (one allocation
 // per socket, not two), fields are packed, and state that few connections
 // ever need lives behind cold. TestConnSize pins the size class.
@@ -178,8 +178,7 @@ func (s *Server) frames(cn *conn) gnet.Action {
 // frames moves them out of gnet's inbound buffer into conn.stage and
 // keeps appending there until the stage is parsed empty. Peek copies all
 // of gnet's buffered bytes into a fresh slice whenever they span more
-// than one read, so re-peeking a frame of several MiB (the echo's limit,
-// issue 8) on every 64 KiB read would copy O(n²) bytes; staged, each
+// than one read, so re-peeking a frame of several MiB (the echo's limit) on every 64 KiB read would copy O(n²) bytes; staged, each
 // byte is copied once. The stage is bounded by the Reader's MaxMessage,
 // which rejects a larger frame from its header.
 const stageAbove = 64 << 10
@@ -192,7 +191,7 @@ func (s *Server) event(cn *conn, ev wsproto.Event) gnet.Action {
 		// reading would grow gnet's outbound buffer by every pong. While
 		// it does not read what it is already owed, its pings go
 		// unanswered (RFC 6455 §5.5.3 lets an endpoint answer only the
-		// latest one; issue 3, hostile input).
+		// latest one).
 		if cn.state == stateOpen && (cn.is(flagEcho) || cn.gc.OutboundBuffered() < s.cfg.MaxOutboundBytes) {
 			_, _ = cn.gc.Write(wsproto.AppendControl(nil, ws.OpPong, ev.Payload))
 		}
@@ -239,7 +238,7 @@ func (s *Server) event(cn *conn, ev wsproto.Event) gnet.Action {
 // reply writes a per-connection frame and releases it. A peer that keeps
 // sending while it does not read what it is already owed (gnet's outbound
 // buffer at MaxOutboundBytes) is closed with 1013 instead: writing would
-// grow that buffer by every answer, as large as each request (issue 3).
+// grow that buffer by every answer, as large as each request.
 func (cn *conn) reply(f *wsproto.Frame) {
 	if cn.gc.OutboundBuffered() >= cn.loop.srv.cfg.MaxOutboundBytes {
 		f.Release()
@@ -272,7 +271,7 @@ func (cn *conn) fail(r wsproto.CloseReason) {
 	cn.setCloseReason(r.Text)
 }
 
-// echo sends a message back as it came (conformance mode, issue 8).
+// echo sends a message back as it came (conformance mode).
 func (s *Server) echo(cn *conn, ev wsproto.Event) {
 	var hdr [ws.MaxHeaderSize]byte
 	h := ws.Header{Fin: true, OpCode: ev.Op, Length: int64(len(ev.Payload))}

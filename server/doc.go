@@ -8,7 +8,7 @@
 //   - gnet's event loops (Config.Loops of them) run every callback of
 //     Server (OnOpen, OnTraffic, OnClose) and every task the server
 //     submits (flush, tick, shutdown). A connection and its state are
-//     touched only on its loop (house rule 2); other goroutines reach it
+//     touched only on its loop; other goroutines reach it
 //     through EventLoop.Execute. Nothing on a loop blocks: Redis work is
 //     handed to fanout's control goroutine.
 //   - fanout's shard goroutine for a loop wakes it once per burst with one
@@ -25,12 +25,12 @@
 // (upgrade.go), so a WebSocket upgrade leaves almost no garbage; what it
 // does not upgrade (plain HTTP, errors, refusals it cannot tell apart) is
 // answered by the net/http path exactly as before. Per-socket memory is a
-// target (issue 2): conn embeds the fanout Subscriber and keeps rare
+// target: conn embeds the fanout Subscriber and keeps rare
 // state behind a pointer, and the sweep hands idle connections' queues
 // back (Subscriber.ReleaseIdle).
 //
 // Inbound bytes: frames are parsed from Peek and discarded only after
-// they were handled (house rule 3); payloads are unmasked in place and
+// they were handled; payloads are unmasked in place and
 // never referenced after the callback. Only fragmented messages are
 // copied, into a pooled reassembly buffer owned by the connection's
 // wsproto.Reader, and frames still incomplete after 64 KiB (the echo's

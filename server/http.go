@@ -46,7 +46,7 @@ type Stats struct {
 	MessagesDelivered uint64 `json:"messages_delivered"`
 	MessagesDropped   uint64 `json:"messages_dropped"`
 	// Queues is how many connections hold a send queue right now: an
-	// idle one gives its queue back within seconds (issue 2).
+	// idle one gives its queue back within seconds.
 	Queues        int64   `json:"queues"`
 	UptimeSeconds float64 `json:"uptime_seconds"`
 	Redis         struct {

@@ -134,7 +134,7 @@ func (l *loopState) drain(cn *conn) {
 		if cn.gc.OutboundBuffered() >= l.srv.cfg.MaxOutboundBytes {
 			// Stop feeding a socket that is not reading: its queue
 			// fills and drops instead of gnet's buffer growing
-			// (issue 4). tick resumes it once the buffer drains.
+			// tick resumes it once the buffer drains.
 			cn.set(flagBlocked, true)
 			l.blocked = append(l.blocked, cn)
 			return
@@ -215,7 +215,7 @@ func (l *loopState) sweep(now time.Time) {
 			case !cn.is(flagPinged) && n-cn.lastRead >= int64(cfg.PingInterval):
 				// Pinged when silent, not on a fixed period: a
 				// peer that keeps talking is plainly alive, and
-				// one word per socket is saved (issue 2).
+				// one word per socket is saved.
 				cn.set(flagPinged, true)
 				_, _ = cn.gc.Write(wsproto.AppendControl(nil, ws.OpPing, nil))
 			}
@@ -232,7 +232,7 @@ func (l *loopState) sweep(now time.Time) {
 
 // checkSlow closes with 1013 a connection that has overflowed its queue
 // for longer than SlowClientTimeout, or lost more than SlowClientMaxDrops
-// frames (issue 4). Called once a second by the sweep.
+// frames. Called once a second by the sweep.
 func (l *loopState) checkSlow(cn *conn, now int64) {
 	cfg := &l.srv.cfg
 	d := cn.sub.Dropped()

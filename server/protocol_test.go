@@ -475,8 +475,8 @@ func TestThousandClients(t *testing.T) {
 }
 
 // TestIdleQueueReleased: a connection that has received nothing for a few
-// seconds gives its send queue back (/stats queues goes to 0: issue 2,
-// memory per idle socket), and the next message still arrives, with the
+// seconds gives its send queue back (/stats queues goes to 0: an idle
+// socket holds no ring), and the next message still arrives, with the
 // next seq, through a fresh queue.
 func TestIdleQueueReleased(t *testing.T) {
 	rs := redistest.Start(t)

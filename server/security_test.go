@@ -1,6 +1,6 @@
 package server_test
 
-// Security tests (issue 3): authentication during the upgrade, the channel
+// Security tests: authentication during the upgrade, the channel
 // ACL, guardrails and hostile input, each against a real gateway and a real
 // redis-server. docs/SECURITY.md maps every threat to the test covering it.
 

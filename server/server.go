@@ -68,7 +68,7 @@ type Server struct {
 
 	acceptRate rateLimiter
 
-	// Paced shutdown (issue 4): closes are spread until closeBy.
+	// Paced shutdown: closes are spread until closeBy.
 	closeBy atomic.Int64 // unix nanos; 0 when not draining
 
 	ctr counters // exported by Metrics (metrics.go)
@@ -96,7 +96,7 @@ func New(cfg Config, hub *fanout.Hub, authn *auth.Authenticator, acl *auth.ACL) 
 	if len(s.roles) > math.MaxUint16 {
 		return nil, fmt.Errorf("%w: %d ACL roles, at most %d", ErrConfig, len(s.roles), math.MaxUint16)
 	}
-	// permessage-deflate and subprotocols are not negotiated (issue 8):
+	// permessage-deflate and subprotocols are not negotiated:
 	// Negotiate and Protocol stay nil, so the response carries neither
 	// header and frames with RSV bits set are protocol errors.
 	s.upgrader = ws.Upgrader{}
@@ -120,7 +120,7 @@ func (s *Server) Start() error {
 			// SO_REUSEADDR, as net.Listen sets it: the gateway closes
 			// first, so its port holds TIME_WAIT sockets for a minute
 			// after a shutdown, and a restart on the same port would
-			// fail with "address already in use" without it (issue 7).
+			// fail with "address already in use" without it.
 			// Linux still refuses a second listener on the port.
 			gnet.WithReuseAddr(true),
 			gnet.WithTicker(true),

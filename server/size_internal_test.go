@@ -8,7 +8,7 @@ import (
 )
 
 // TestConnSize pins the per-socket structures to their size classes: an
-// idle subscribed socket must cost at most 1 KiB of gateway RSS (issue 2),
+// idle subscribed socket must cost at most 1 KiB of gateway RSS,
 // gnet's own connection takes about 400 B of it, and one more field can
 // push conn into the next class (240 → 256 B) for every socket. Grow these
 // limits only with a measurement (docs/BENCHMARKS.md, idle scenario).

@@ -28,7 +28,7 @@ import (
 // few small allocations instead of net/http's request, header map and
 // strings (BenchmarkHandshake): less CPU per connect, and less garbage
 // left in the heap after a connect burst, which an idle gateway's RSS
-// would otherwise carry (issue 2, 1 KiB per idle socket).
+// would otherwise carry (the budget is 1 KiB per idle socket).
 //
 // Event-loop only: each loop owns one, and an upgrade runs from start to
 // end inside one OnTraffic call, so the callbacks never interleave.
@@ -51,7 +51,7 @@ type upgradeState struct {
 func newUpgradeState() *upgradeState {
 	u := &upgradeState{}
 	u.rw.Reader, u.rw.Writer = &u.in, &u.out
-	// permessage-deflate and subprotocols are not negotiated (issue 8),
+	// permessage-deflate and subprotocols are not negotiated,
 	// as in Server.upgrader.
 	u.upgrader = ws.Upgrader{
 		OnRequest: u.onRequest,
@@ -173,7 +173,7 @@ func (s *Server) slowHandshake(cn *conn, head []byte) gnet.Action {
 		if c.OutboundBuffered() > 0 {
 			// Closing now would lose what the socket did not take:
 			// gnet tries one more write and discards the rest (tens
-			// of KiB of a demo asset on a real network, issue 7).
+			// of KiB of a demo asset on a real network).
 			// gnet flushes it as the peer reads; the sweep closes.
 			cn.set(flagAnswered, true)
 			_, _ = c.Discard(-1)
@@ -255,7 +255,7 @@ func (s *Server) open(cn *conn, echo bool, id auth.Identity, role uint16, resp [
 	c := cn.gc
 	// The MaxConnections check in admit is only the cheap early refusal:
 	// every event loop upgrades at once, so the slot is claimed
-	// atomically here, before the 101 goes out (issue 3).
+	// atomically here, before the 101 goes out.
 	if n := s.conns.Add(1); s.cfg.MaxConnections > 0 && n > int64(s.cfg.MaxConnections) {
 		s.conns.Add(-1)
 		s.releaseIP(c.RemoteAddr())
@@ -284,7 +284,7 @@ func (s *Server) open(cn *conn, echo bool, id auth.Identity, role uint16, resp [
 }
 
 // refuse answers the upgrade with an HTTP error and closes: a refused
-// client never holds an accepted WebSocket (issue 3).
+// client never holds an accepted WebSocket.
 func (s *Server) refuse(cn *conn, why refuseReason, status int, msg string) gnet.Action {
 	s.ctr.refuse(why)
 	_, _ = cn.gc.Write(httpError(status, msg))

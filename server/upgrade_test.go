@@ -74,7 +74,7 @@ func benchServer(tb testing.TB, secret []byte, origins ...string) *Server {
 // BenchmarkHandshake is the server's side of one WebSocket upgrade, from
 // a complete request head in gnet's buffer to the 101 response written:
 // parsing, Origin and token checks, the upgrade itself and the
-// connection's setup (issue 5). Every allocation here is garbage of a
+// connection's setup. Every allocation here is garbage of a
 // connect burst, which the idle-memory figure pays for as heap growth.
 func BenchmarkHandshake(b *testing.B) {
 	secret := []byte("0123456789abcdef0123456789abcdef")

@@ -6,7 +6,7 @@ import (
 	"path"
 )
 
-// The demo page and the browser client (issue 7), compiled into the
+// The demo page and the browser client, compiled into the
 // binary so that `make run` needs nothing else. The Node test project in
 // web/test is not embedded.
 //

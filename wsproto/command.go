@@ -8,7 +8,7 @@ import (
 	"unicode/utf8"
 )
 
-// Limits on command fields (issue 3: channel names at most 256 bytes,
+// Limits on command fields (channel names at most 256 bytes,
 // requestId at most 128 bytes).
 const (
 	MaxChannelLen   = 256

@@ -65,7 +65,7 @@ type Reader struct {
 	pendText utf8Validator
 
 	// The small fields last, packed together: a Reader lives in every
-	// connection (issue 2, memory per socket).
+	// connection (memory per socket).
 	fragOp  ws.OpCode     // opcode of the message being reassembled; 0 when none
 	text    utf8Validator // UTF-8 state of the current text message
 	release bool          // frag holds a completed message returned last time

@@ -18,7 +18,7 @@ const (
 // leaves garbage, the heap grows to twice its live size before the
 // collector runs, and the runtime's background scavenger keeps most of
 // that in RSS. An idle gateway would then show about twice the memory its
-// sockets need (issue 2 targets 1 KiB per idle socket).
+// sockets need (the budget is 1 KiB per idle socket).
 //
 // Each check reads runtime/metrics; the trim itself is a forced
 // collection plus a scavenge (debug.FreeOSMemory), at most once per
