@@ -133,7 +133,7 @@ func (l *loopState) drain(cn *conn) {
 		}
 		if cn.gc.OutboundBuffered() >= l.srv.cfg.MaxOutboundBytes {
 			// Stop feeding a socket that is not reading: its queue
-			// fills and drops instead of gnet's buffer growing
+			// fills and drops instead of gnet's buffer growing;
 			// tick resumes it once the buffer drains.
 			cn.set(flagBlocked, true)
 			l.blocked = append(l.blocked, cn)
