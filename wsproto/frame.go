@@ -37,6 +37,9 @@ type Frame struct {
 	// recv is when the Redis message was received (unix nanos), for the
 	// delivery latency metric; 0 for frames that carry no Redis message.
 	recv int64
+	// seq is the data frame's seq, for the loss notice a subscriber that
+	// dropped it gets (fanout); 0 for frames that carry no Redis message.
+	seq uint64
 }
 
 // newFrame starts a frame whose payload will be appended to the returned
@@ -50,6 +53,7 @@ func newFrame() *Frame {
 	f.buf.B = f.buf.B[:headerRoom]
 	f.off = 0
 	f.recv = 0
+	f.seq = 0
 	f.refs.Store(1)
 	return f
 }
@@ -97,6 +101,11 @@ func (f *Frame) Len() int { return len(f.buf.B) - f.off }
 // unix nanoseconds (BuildData's received argument); 0 for every other
 // frame. Valid while the caller holds a reference.
 func (f *Frame) Received() int64 { return f.recv }
+
+// Seq is the seq of the Redis message in a data frame (BuildData's seq
+// argument); 0 for every other frame. Valid while the caller holds a
+// reference.
+func (f *Frame) Seq() uint64 { return f.seq }
 
 // Retain adds n references. Safe for concurrent use; the caller must
 // already hold a reference.

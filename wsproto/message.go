@@ -24,6 +24,9 @@ const (
 	CodeRateLimited         ErrorCode = "rate_limited"
 	CodeUpstreamInterrupted ErrorCode = "upstream_interrupted"
 	CodeUnsupportedData     ErrorCode = "unsupported_data"
+	// CodeMessagesLost: the gateway dropped messages for this connection
+	// (it did not read fast enough); see NewMessagesLost.
+	CodeMessagesLost ErrorCode = "messages_lost"
 )
 
 // timeLayout is RFC 3339 in UTC with milliseconds; the literal Z is right
@@ -70,6 +73,7 @@ func BuildData(seq uint64, channel, pattern, payload string, received time.Time)
 	b = append(b, '}')
 	f.buf.B = b
 	f.recv = received.UnixNano()
+	f.seq = seq
 	return f.seal(ws.OpText)
 }
 
@@ -202,5 +206,43 @@ func NewError(code ErrorCode, message string, channels []string, requestID []byt
 		b = appendChannels(b, channels)
 	}
 	f.buf.B = appendTail(b, requestID, now)
+	return f.seal(ws.OpText)
+}
+
+// LostStream is one stream of a messages_lost notice: the messages of
+// Stream (a channel, or the pattern of a pattern subscription) numbered
+// LastSeq+1 to LastSeq+Lost were dropped for the connection.
+type LostStream struct {
+	Stream  string
+	LastSeq uint64
+	Lost    uint64
+}
+
+// NewMessagesLost builds the notice a connection gets, before any further
+// data, once it has caught up after the gateway dropped messages for it:
+//
+//	{"type":"error","code":"messages_lost","message":"…",
+//	 "streams":[{"stream":"…","lastSeq":N,"lost":K}],"timestamp":"…"}
+//
+// The caller owns the returned reference.
+func NewMessagesLost(streams []LostStream, now time.Time) *Frame {
+	f := newFrame()
+	b := append(f.buf.B, `{"type":"error","code":"`...)
+	b = append(b, CodeMessagesLost...)
+	b = append(b, `","message":"messages were dropped because this connection did not read fast enough","streams":[`...)
+	for i, st := range streams {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, `{"stream":`...)
+		b = AppendJSONString(b, st.Stream)
+		b = append(b, `,"lastSeq":`...)
+		b = strconv.AppendUint(b, st.LastSeq, 10)
+		b = append(b, `,"lost":`...)
+		b = strconv.AppendUint(b, st.Lost, 10)
+		b = append(b, '}')
+	}
+	b = append(b, ']')
+	f.buf.B = appendTail(b, nil, now)
 	return f.seal(ws.OpText)
 }

@@ -112,6 +112,9 @@ func TestBuildData(t *testing.T) {
 			if got := string(vals["seq"]); got != strconv.FormatUint(tt.seq, 10) {
 				t.Errorf("seq %s, want %d", got, tt.seq)
 			}
+			if f.Seq() != tt.seq {
+				t.Errorf("Frame.Seq() = %d, want %d", f.Seq(), tt.seq)
+			}
 			if got := jsonString(t, vals["channel"]); got != string([]rune(tt.channel)) {
 				t.Errorf("channel %q, want %q", got, tt.channel)
 			}
@@ -281,6 +284,33 @@ func TestReplies(t *testing.T) {
 			},
 			wantKeys: []string{"type", "code", "message", "channels", "requestId", "timestamp"}, wantType: "error",
 			wantChans: []string{}, wantReqID: `"id"`,
+		},
+		{
+			name: "messages_lost",
+			build: func() *Frame {
+				return NewMessagesLost([]LostStream{{"orders", 41, 3}, {"tick:*\xff", 0, 1 << 40}}, now)
+			},
+			wantKeys: []string{"type", "code", "message", "streams", "timestamp"}, wantType: "error",
+			check: func(t *testing.T, vals map[string]json.RawMessage) {
+				if c := jsonString(t, vals["code"]); c != string(CodeMessagesLost) {
+					t.Errorf("code %q", c)
+				}
+				type lost struct {
+					Stream  string `json:"stream"`
+					LastSeq uint64 `json:"lastSeq"`
+					Lost    uint64 `json:"lost"`
+				}
+				var got []lost
+				dec := json.NewDecoder(bytes.NewReader(vals["streams"]))
+				dec.DisallowUnknownFields()
+				if err := dec.Decode(&got); err != nil {
+					t.Fatalf("streams %s: %v", vals["streams"], err)
+				}
+				want := []lost{{"orders", 41, 3}, {"tick:*\ufffd", 0, 1 << 40}}
+				if !slices.Equal(got, want) {
+					t.Errorf("streams %+v, want %+v", got, want)
+				}
+			},
 		},
 	}
 	for _, tt := range tests {
