@@ -165,6 +165,15 @@ func (l *loop) flush() {
 			f.Release()
 			n++
 		}
+		// Caught up: the loss notice, as the server sends it.
+		if f := s.TakeLoss(); f != nil {
+			select {
+			case c.frames <- bytes.Clone(f.Bytes()):
+			default:
+				l.overflow.Store(true)
+			}
+			f.Release()
+		}
 	}
 	l.sh.AddDelivered(n)
 }
@@ -622,6 +631,10 @@ func TestHubDrops(t *testing.T) {
 			t.Fatalf("slow: seq %d, want %d", m.Seq, i)
 		}
 	}
+	// Caught up, it is told at once what it lost after the last frame it
+	// got, without waiting for the next message.
+	lastSeq := uint64(queued - 1) // the ack took one slot
+	slow.expectLoss(t, []lostStream{{"firehose", lastSeq, n - lastSeq}})
 	slow.expectNothingQueued(t)
 
 	// Room again: the next message reaches it, with the gap visible.
@@ -632,6 +645,7 @@ func TestHubDrops(t *testing.T) {
 	if got := slow.sub.Dropped(); got != wantDropped {
 		t.Fatalf("Dropped() = %d after reading, want %d", got, wantDropped)
 	}
+	slow.expectNothingQueued(t) // one notice per loss
 }
 
 // TestHubConfig covers New's validation.

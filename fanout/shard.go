@@ -154,7 +154,7 @@ func (sh *Shard) deliver(st *stream, f *wsproto.Frame) {
 		// subscriber; refused pushes give theirs back.
 		f.Retain(int32(n))
 		for _, s := range subs {
-			if !s.enqueue(f) {
+			if !s.enqueue(f, st) {
 				f.Release()
 			}
 		}
@@ -163,7 +163,7 @@ func (sh *Shard) deliver(st *stream, f *wsproto.Frame) {
 }
 
 func (sh *Shard) reply(s *Subscriber, f *wsproto.Frame) {
-	if s.q.removed || !s.enqueue(f) {
+	if s.q.removed || !s.enqueue(f, nil) {
 		f.Release()
 	}
 }
@@ -265,7 +265,7 @@ func (sh *Shard) interrupted(streams []*stream) {
 			}
 			f := wsproto.NewError(wsproto.CodeUpstreamInterrupted,
 				"the link to Redis was interrupted: messages may have been lost; seq will jump", names, nil, now)
-			if !s.enqueue(f) {
+			if !s.enqueue(f, nil) {
 				f.Release()
 			}
 		}

@@ -21,7 +21,9 @@ type Subscriber struct {
 	shard     *Shard
 	q         queue
 	readyNext atomic.Pointer[Subscriber]
-	dropped   atomic.Uint64 // frames not queued because the queue was full
+	// loss is nil until the first frame is dropped for this connection
+	// (loss.go), so a subscriber that never drops pays one word.
+	loss atomic.Pointer[lossState]
 
 	// Shard goroutine only.
 	members []membership
@@ -69,18 +71,23 @@ const releaseRounds = 5
 
 // Dropped is the number of frames dropped for this connection because its
 // queue was full. Safe for concurrent use.
-func (s *Subscriber) Dropped() uint64 { return s.dropped.Load() }
+func (s *Subscriber) Dropped() uint64 {
+	if ls := s.loss.Load(); ls != nil {
+		return ls.dropped.Load()
+	}
+	return 0
+}
 
 // Shard is the shard this subscriber belongs to. Safe for concurrent use.
 func (s *Subscriber) Shard() *Shard { return s.shard }
 
-// enqueue offers f to the subscriber's queue and marks it ready. It takes
-// one reference of f on success; on failure the caller keeps it. Shard
-// goroutine only.
-func (s *Subscriber) enqueue(f *wsproto.Frame) bool {
+// enqueue offers f, a data frame of stream st or (st nil) a reply or
+// notice, to the subscriber's queue and marks it ready. It takes one
+// reference of f on success; on failure the caller keeps it and the drop
+// is noted for the client (loss.go). Shard goroutine only.
+func (s *Subscriber) enqueue(f *wsproto.Frame, st *stream) bool {
 	if !s.q.push(f, s.shard.hub.cfg.SendQueue) {
-		s.dropped.Add(1)
-		s.shard.dropped.Add(1)
+		s.drop(st, f)
 		return false
 	}
 	if s.q.fresh {
@@ -89,9 +96,16 @@ func (s *Subscriber) enqueue(f *wsproto.Frame) bool {
 		s.q.fresh = false
 		s.shard.queues.Add(1)
 	}
+	s.markReady()
+	return true
+}
+
+// markReady puts the subscriber in its shard's ready queue unless it is
+// there already, so the event loop drains it at the next flush. Shard
+// goroutine only.
+func (s *Subscriber) markReady() {
 	if !s.pending.Load() && s.pending.CompareAndSwap(false, true) {
 		s.shard.ready.push(s)
 		s.shard.wakeNeeded = true
 	}
-	return true
 }
