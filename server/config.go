@@ -10,6 +10,9 @@ import (
 // ErrConfig is wrapped by every configuration error.
 var ErrConfig = errors.New("server: invalid configuration")
 
+// DefaultCloseLinger is Config.CloseLinger when none is set.
+const DefaultCloseLinger = 2 * time.Second
+
 // DefaultEchoMaxMessageBytes is the /echo message limit when none is set:
 // Autobahn's largest messages (cases 9.1.6, 9.2.6) are 16 MiB, plus room.
 const DefaultEchoMaxMessageBytes = 17 << 20
@@ -43,6 +46,15 @@ type Config struct {
 	// closed with 1013. 0 disables either check.
 	SlowClientTimeout  time.Duration
 	SlowClientMaxDrops uint64
+	// CloseLinger bounds a connection's close once the gateway has
+	// decided it (lingering close): its close frame waits behind what
+	// gnet still buffers for the client, then the write side is shut
+	// down and what the client still sends is read and discarded until
+	// its close frame or EOF. The connection is closed CloseLinger after
+	// the decision, after the client last read some of what it was owed,
+	// or after the half-close, whichever is latest. 0 means
+	// DefaultCloseLinger.
+	CloseLinger time.Duration
 	// MaxConnectionsPerSecond paces accepted upgrades; beyond it an
 	// upgrade is answered 503 with Retry-After. 0 = unlimited.
 	MaxConnectionsPerSecond int
@@ -93,6 +105,11 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("%w: ping interval and timeout must be positive", ErrConfig)
 	case c.EchoMaxMessageBytes < 0:
 		return fmt.Errorf("%w: echo max message bytes must not be negative", ErrConfig)
+	case c.CloseLinger < 0:
+		return fmt.Errorf("%w: close linger must not be negative", ErrConfig)
+	}
+	if c.CloseLinger == 0 {
+		c.CloseLinger = DefaultCloseLinger
 	}
 	if c.Echo && c.EchoMaxMessageBytes == 0 {
 		c.EchoMaxMessageBytes = DefaultEchoMaxMessageBytes

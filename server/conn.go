@@ -96,9 +96,18 @@ type connCold struct {
 	// stageAbove); nil otherwise.
 	stage       []byte
 	closeReason string
-	closeSent   int64  // when our close frame went out
 	dropsSeen   uint64 // sub.Dropped() at the last sweep
 	fullSince   int64  // start of the current run of drops, 0 when none
+
+	// The lingering close (closing.go), from the moment the gateway
+	// decided to close.
+	lingerUntil int64  // close then, unless the client makes progress
+	outLeft     int    // gnet's outbound bytes at the last look
+	lingered    uint64 // inbound bytes read while closing
+	shut        bool   // the write side is shut down (SHUT_WR)
+	skip        bool   // inbound bytes are discarded unparsed
+	peerClosed  bool   // the client's close frame has arrived
+	removed     bool   // Hub.Remove was called
 }
 
 // c returns the cold state, allocating it.
@@ -121,6 +130,9 @@ func (cn *conn) setCloseReason(r string) { cn.c().closeReason = r }
 // frames reads every complete frame in the inbound buffer. Event-loop only.
 func (s *Server) frames(cn *conn) gnet.Action {
 	c := cn.gc
+	if cn.state == stateClosing && cn.cold.skip {
+		return cn.discard()
+	}
 	buf, _ := c.Peek(-1)
 	staged := cn.cold != nil && cn.cold.stage != nil
 	if staged {
@@ -141,9 +153,10 @@ func (s *Server) frames(cn *conn) gnet.Action {
 			if !errors.As(err, &r) {
 				r = wsproto.CloseProtocol
 			}
+			// The rest of the stream is out of step: dropped
+			// here, and discarded as it arrives.
 			cn.fail(r)
 			off = len(buf)
-			action = gnet.Close
 			break
 		}
 		if n == 0 {
@@ -165,11 +178,14 @@ func (s *Server) frames(cn *conn) gnet.Action {
 		if len(cn.cold.stage) == 0 {
 			cn.cold.stage = nil
 		}
-	case action == gnet.None && cn.state == stateOpen && len(buf)-off >= stageAbove:
+	case action == gnet.None && cn.state <= stateClosing && len(buf)-off >= stageAbove:
 		cn.c().stage = append(make([]byte, 0, 2*(len(buf)-off)), buf[off:]...)
 		_, _ = c.Discard(len(buf))
 	case off > 0:
 		_, _ = c.Discard(off)
+	}
+	if cn.state == stateClosing && action == gnet.None {
+		return cn.lingerRead(off)
 	}
 	return action
 }
@@ -202,17 +218,23 @@ func (s *Server) event(cn *conn, ev wsproto.Event) gnet.Action {
 			// Echo the peer's code (RFC 6455 §5.5.1), then close
 			// the TCP connection: the server closes first (§7.1.1).
 			code := ev.CloseCode
+			cn.closing("client closed with " + strconv.Itoa(int(code)))
 			if code == ws.StatusNoStatusRcvd {
 				_, _ = cn.gc.Write(wsproto.AppendControl(nil, ws.OpClose, nil))
 			} else {
 				_, _ = cn.gc.Write(wsproto.AppendClose(nil, code, ""))
 			}
-			cn.setCloseReason("client closed with " + strconv.Itoa(int(code)))
-		} else if cn.closeReason() == "" {
-			cn.setCloseReason("close handshake completed")
 		}
-		cn.state = stateClosing
-		return gnet.Close
+		// Nothing may follow a close frame: whatever does is
+		// discarded. TCP is closed as soon as gnet has sent what it
+		// still holds for the client (at once, usually; else by the
+		// tick, see closing.go).
+		cn.cold.peerClosed = true
+		cn.cold.skip = true
+		if cn.gc.OutboundBuffered() == 0 {
+			return gnet.Close
+		}
+		return gnet.None
 	case wsproto.KindMessage:
 		if cn.state != stateOpen {
 			return gnet.None // §5.5.1: after our close, data is ignored
@@ -249,27 +271,16 @@ func (cn *conn) reply(f *wsproto.Frame) {
 	f.Release()
 }
 
-// startClose sends a close frame and waits (up to closeGrace, see sweep)
-// for the peer's answer before closing TCP.
-func (cn *conn) startClose(r wsproto.CloseReason) {
-	if cn.state != stateOpen {
-		return
-	}
-	_, _ = cn.gc.Write(wsproto.AppendClose(nil, r.Code, r.Text))
-	cn.state = stateClosing
-	cn.c().closeSent = time.Now().UnixNano()
-	cn.setCloseReason(r.Text)
-}
+// startClose closes the connection with r: the close frame goes after
+// what gnet already holds for the client, and the client's answer is
+// awaited (closing.go).
+func (cn *conn) startClose(r wsproto.CloseReason) { cn.beginClose(r, false) }
 
-// fail sends a close frame for a protocol violation; the caller closes the
-// TCP connection right away (RFC 6455 §7.1.7, "fail the connection").
-func (cn *conn) fail(r wsproto.CloseReason) {
-	if cn.state == stateOpen {
-		_, _ = cn.gc.Write(wsproto.AppendClose(nil, r.Code, r.Text))
-	}
-	cn.state = stateClosing
-	cn.setCloseReason(r.Text)
-}
+// fail closes the connection for a protocol violation (RFC 6455 §7.1.7,
+// "fail the connection"): as startClose, but the inbound stream is out of
+// step, so what the client still sends is discarded unparsed until it
+// closes.
+func (cn *conn) fail(r wsproto.CloseReason) { cn.beginClose(r, true) }
 
 // echo sends a message back as it came (conformance mode).
 func (s *Server) echo(cn *conn, ev wsproto.Event) {

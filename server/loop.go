@@ -34,6 +34,7 @@ type loopState struct {
 
 	conns   []*conn // every connection of the loop, for sweeps
 	blocked []*conn // connections that stopped draining on a full outbound buffer
+	closing []*conn // connections in stateClosing, each once (closing.go)
 
 	// Scratch for one Writev, reused across connections.
 	iov    [][]byte
@@ -170,6 +171,7 @@ func (l *loopState) tick(context.Context) error {
 	if by := l.srv.closeBy.Load(); by != 0 {
 		l.paceClose(now, by)
 	}
+	l.lingerTick(now.UnixNano())
 	if now.Sub(l.lastSweep) >= sweepEvery {
 		l.lastSweep = now
 		l.sweep(now)
@@ -199,7 +201,8 @@ func (l *loopState) sweep(now time.Time) {
 			}
 		case stateOpen:
 			l.checkSlow(cn, n)
-			if !cn.is(flagBlocked) {
+			if cn.state == stateOpen && !cn.is(flagBlocked) {
+				// Not once closing: the queue is the hub's then.
 				cn.sub.ReleaseIdle()
 			}
 			switch {
@@ -218,10 +221,6 @@ func (l *loopState) sweep(now time.Time) {
 				// one word per socket is saved.
 				cn.set(flagPinged, true)
 				_, _ = cn.gc.Write(wsproto.AppendControl(nil, ws.OpPing, nil))
-			}
-		case stateClosing:
-			if cn.cold == nil || n-cn.cold.closeSent > int64(closeGrace) {
-				closing = append(closing, cn)
 			}
 		}
 	}

@@ -29,12 +29,11 @@ var (
 )
 
 // tickEvery is the period of the per-loop maintenance pass that resumes
-// connections blocked on a full outbound buffer. Timeouts and pings are
-// checked every sweepEvery.
+// connections blocked on a full outbound buffer and moves closing ones
+// along. Timeouts and pings are checked every sweepEvery.
 const (
 	tickEvery  = 100 * time.Millisecond
 	sweepEvery = time.Second
-	closeGrace = 2 * time.Second // how long a sent close frame waits for the peer's
 )
 
 // Server is the gnet event handler: it owns the listener, the event loops
@@ -236,7 +235,9 @@ func (s *Server) OnClose(c gnet.Conn, err error) gnet.Action {
 	if cn.state >= stateOpen {
 		s.conns.Add(-1)
 		s.releaseIP(c.RemoteAddr())
-		s.hub.Remove(&cn.sub)
+		if cn.cold == nil || !cn.cold.removed {
+			s.hub.Remove(&cn.sub)
+		}
 		reason := cn.closeReason()
 		if reason == "" {
 			reason = "peer closed"

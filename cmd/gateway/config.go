@@ -42,6 +42,7 @@ type config struct {
 
 	SlowClientTimeout       time.Duration
 	SlowClientMaxDrops      int
+	CloseLinger             time.Duration
 	MaxConnectionsPerSecond int
 	CanaryInterval          time.Duration
 
@@ -94,6 +95,7 @@ var settings = []setting{
 	{"SHUTDOWN_TIMEOUT", "shutdown-timeout", "10s", "time allowed for close handshakes at shutdown", func(c *config) any { return &c.ShutdownTimeout }},
 	{"SLOW_CLIENT_TIMEOUT", "slow-client-timeout", "10s", "close with 1013 a connection whose queue keeps overflowing this long (0: never)", func(c *config) any { return &c.SlowClientTimeout }},
 	{"SLOW_CLIENT_MAX_DROPS", "slow-client-max-drops", "10000", "close with 1013 a connection that lost more frames than this (0: never)", func(c *config) any { return &c.SlowClientMaxDrops }},
+	{"CLOSE_LINGER", "close-linger", "2s", "how long a connection the gateway closes waits for the client to read the close frame and answer, what the client still sends being read and discarded (restarted while the client reads what it is owed)", func(c *config) any { return &c.CloseLinger }},
 	{"MAX_CONNECTIONS_PER_SECOND", "max-connections-per-second", "0", "accepted upgrades per second, 503 with Retry-After beyond (0: unlimited)", func(c *config) any { return &c.MaxConnectionsPerSecond }},
 	{"CANARY_INTERVAL", "canary-interval", "2s", "period of the pub/sub canary; 3 missed means the link is broken (0: off)", func(c *config) any { return &c.CanaryInterval }},
 	{"EMBEDDED_REDIS", "embedded-redis", "false", "run an in-process Redis (miniredis) for trying the gateway out; never a fallback", func(c *config) any { return &c.EmbeddedRedis }},
@@ -228,6 +230,7 @@ func (c *config) validate() error {
 		{c.ShutdownTimeout <= 0, "SHUTDOWN_TIMEOUT", "must be positive"},
 		{c.SlowClientTimeout < 0, "SLOW_CLIENT_TIMEOUT", "must not be negative"},
 		{c.SlowClientMaxDrops < 0, "SLOW_CLIENT_MAX_DROPS", "must not be negative"},
+		{c.CloseLinger <= 0 || c.CloseLinger > time.Minute, "CLOSE_LINGER", "must be positive and at most 1m"},
 		{c.MaxConnectionsPerSecond < 0, "MAX_CONNECTIONS_PER_SECOND", "must not be negative"},
 		{c.CanaryInterval < 0, "CANARY_INTERVAL", "must not be negative"},
 		{c.DefaultRole == "", "DEFAULT_ROLE", "must not be empty"},

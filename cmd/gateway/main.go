@@ -155,6 +155,7 @@ func serve(cfg config, log *slog.Logger) error {
 		EchoMaxMessageBytes:     cfg.EchoMaxMessageBytes,
 		SlowClientTimeout:       cfg.SlowClientTimeout,
 		SlowClientMaxDrops:      uint64(cfg.SlowClientMaxDrops),
+		CloseLinger:             cfg.CloseLinger,
 		MaxConnectionsPerSecond: cfg.MaxConnectionsPerSecond,
 		MaxSockets:              socketBudget(log),
 		Version:                 version,
