@@ -101,6 +101,14 @@ func (l *loopState) drain(cn *conn) {
 			n += f.Len()
 		}
 		if len(iov) == 0 {
+			// Caught up: a connection that lost frames is told
+			// which before anything else (fanout's loss notice;
+			// one atomic load when there is none).
+			if f := cn.sub.TakeLoss(); f != nil {
+				_, _ = cn.gc.Write(f.Bytes())
+				f.Release()
+				cn.sent++
+			}
 			return
 		}
 		// Writev may close the connection (and run OnClose) on a
