@@ -143,9 +143,12 @@ func (l *loopState) drain(cn *conn) {
 		if cn.gc.OutboundBuffered() >= l.srv.cfg.MaxOutboundBytes {
 			// Stop feeding a socket that is not reading: its queue
 			// fills and drops instead of gnet's buffer growing;
-			// tick resumes it once the buffer drains.
-			cn.set(flagBlocked, true)
-			l.blocked = append(l.blocked, cn)
+			// tick resumes it once the buffer drains. Listed once:
+			// tick clears the flag of each entry it takes.
+			if !cn.is(flagBlocked) {
+				cn.set(flagBlocked, true)
+				l.blocked = append(l.blocked, cn)
+			}
 			return
 		}
 	}
@@ -265,7 +268,9 @@ func (l *loopState) checkSlow(cn *conn, now int64) {
 
 // paceClose closes this loop's share of the remaining connections during
 // a shutdown: the open ones get what is queued for them and then a 1001
-// close, spread evenly until closeBy.
+// close, spread evenly until closeBy. A connection parked on a full
+// outbound buffer gets only the close, after what gnet already holds for
+// it: draining its queue would grow that buffer past MaxOutboundBytes.
 func (l *loopState) paceClose(now time.Time, closeBy int64) {
 	open := 0
 	for _, cn := range l.conns {
@@ -284,7 +289,9 @@ func (l *loopState) paceClose(now time.Time, closeBy int64) {
 		case cn.state == stateOpen && quota > 0:
 			quota--
 			// Send what is already queued first, then the close.
-			l.drain(cn)
+			if !cn.is(flagBlocked) {
+				l.drain(cn)
+			}
 			cn.startClose(wsproto.CloseGoingAway)
 		case cn.state == stateHandshake:
 			handshaking = append(handshaking, cn)
