@@ -53,7 +53,7 @@ type conn struct {
 	// MaxMessagesPerSecond with as many tokens of burst): one word
 	// instead of a token count and a refill time.
 	tat  int64
-	sent uint64 // frames written, for the close log line
+	sent uint64 // messages written (not control frames), for the close log line
 
 	strikes int32  // refusals since the rate-limit bucket was last full
 	role    uint16 // index in Server.roles
@@ -269,6 +269,7 @@ func (cn *conn) reply(f *wsproto.Frame) {
 	}
 	_, _ = cn.gc.Write(f.Bytes())
 	f.Release()
+	cn.sent++
 }
 
 // startClose closes the connection with r: the close frame goes after
@@ -289,4 +290,5 @@ func (s *Server) echo(cn *conn, ev wsproto.Event) {
 	w := bytes.NewBuffer(hdr[:0])
 	_ = ws.WriteHeader(w, h)
 	_, _ = cn.gc.Writev([][]byte{w.Bytes(), ev.Payload})
+	cn.sent++
 }
