@@ -13,6 +13,7 @@ export declare const ErrorCode: Readonly<{
   RateLimited: 'rate_limited';
   UpstreamInterrupted: 'upstream_interrupted';
   UnsupportedData: 'unsupported_data';
+  MessagesLost: 'messages_lost';
   Timeout: 'timeout';
   Closed: 'closed';
 }>;
@@ -24,7 +25,7 @@ export declare class GatewayError extends Error {
   constructor(code: string, message: string, detail?: { channels?: string[]; requestId?: string | number | null });
   /** The protocol's error code (ErrorCode), or a newer one this client does not know. */
   readonly code: ErrorCodeValue | string;
-  /** The channels concerned (refused ones for forbidden; affected ones for upstream_interrupted). */
+  /** The channels concerned (refused ones for forbidden; affected ones for upstream_interrupted and messages_lost). */
   readonly channels: string[];
   readonly requestId: string | number | null;
 }
@@ -38,6 +39,8 @@ export declare class RateLimitedError extends GatewayError {}
 /** The gateway's link to Redis broke; the listed streams may have lost messages. */
 export declare class UpstreamInterruptedError extends GatewayError {}
 export declare class UnsupportedDataError extends GatewayError {}
+/** The gateway dropped messages for this connection (it did not read fast enough); channels lists the streams. */
+export declare class MessagesLostError extends GatewayError {}
 /** No reply within GatewayClientOptions.requestTimeout. */
 export declare class TimeoutError extends GatewayError {}
 /** The client was closed, the connection was lost (ping), or the subscription ended before its ack. */
@@ -48,6 +51,7 @@ export declare function errorFromFrame(frame: {
   code?: string;
   message?: string;
   channels?: string[];
+  streams?: { stream: string; lastSeq?: number; lost?: number }[];
   requestId?: string | number;
 }): GatewayError;
 
@@ -95,20 +99,23 @@ export interface GatewayClientOptions {
  * pattern for pattern deliveries).
  *  - 'seq': seq jumped (the gateway dropped frames for a slow reader);
  *    missed is the number lost.
+ *  - 'messages_lost': the gateway said it dropped messages for this
+ *    connection (a slow reader), as soon as it caught up, without waiting
+ *    for the stream's next message; missed is the number lost.
  *  - 'upstream_interrupted': the gateway's Redis link broke.
  *  - 'reconnect': this client's connection was lost; seq restarts from a
  *    new baseline on the new connection.
- * Announced once per reason, when detected (seq null for the last two);
+ * Announced once per reason, when detected (seq null but for 'seq');
  * the first message after it carries the latest in Message.gap, seq set.
  */
 export interface Gap {
   stream: string;
-  reason: 'seq' | 'upstream_interrupted' | 'reconnect';
+  reason: 'seq' | 'messages_lost' | 'upstream_interrupted' | 'reconnect';
   /** Last seq received before the gap, if any. */
   lastSeq: number | null;
   /** seq of the first message after the gap; null until it arrives. */
   seq: number | null;
-  /** Messages lost when known (reason 'seq'), else null. */
+  /** Messages lost when known (reasons 'seq' and 'messages_lost'), else null. */
   missed: number | null;
 }
 
@@ -154,7 +161,7 @@ export interface ClientEvents {
   close: (info: { code: number; reason: string; wasClean: boolean }) => void;
   message: (m: Message) => void;
   gap: (gap: Gap) => void;
-  /** Error frames not tied to a request (upstream_interrupted, rate_limited), and refused resubscriptions. */
+  /** Error frames not tied to a request (upstream_interrupted, messages_lost, rate_limited), and refused resubscriptions. */
   error: (err: GatewayError) => void;
 }
 
@@ -162,6 +169,8 @@ export interface ClientEvents {
 export declare class GapTracker {
   forget(stream: string): void;
   interrupt(stream: string, reason: 'upstream_interrupted' | 'reconnect'): Gap | null;
+  /** A messages_lost notice: lost messages after lastSeq; null when already seen as a seq jump. */
+  lost(stream: string, lastSeq: number, lost: number): Gap | null;
   observe(stream: string, seq: number): { gap: Gap | null; isNew: boolean };
 }
 

@@ -19,8 +19,9 @@
  *     subscription, so that thousands of browsers do not all come back in
  *     the same instant after a gateway restart;
  *   - gap detection from seq, per stream (an exact channel or a pattern):
- *     a jump, an upstream_interrupted notice and a lost connection each
- *     tell the application which stream may have lost messages.
+ *     a jump, a messages_lost or upstream_interrupted notice and a lost
+ *     connection each tell the application which stream may have lost
+ *     messages.
  */
 
 /** Error codes of the protocol, plus the client's own. */
@@ -33,6 +34,7 @@ export const ErrorCode = Object.freeze({
   RateLimited: 'rate_limited',
   UpstreamInterrupted: 'upstream_interrupted',
   UnsupportedData: 'unsupported_data',
+  MessagesLost: 'messages_lost',
   // Client-side:
   Timeout: 'timeout',
   Closed: 'closed',
@@ -61,6 +63,8 @@ export class TooManyWildcardsError extends GatewayError {}
 export class RateLimitedError extends GatewayError {}
 export class UpstreamInterruptedError extends GatewayError {}
 export class UnsupportedDataError extends GatewayError {}
+/** The gateway dropped messages for this connection; channels lists the streams. */
+export class MessagesLostError extends GatewayError {}
 /** No reply within requestTimeout. */
 export class TimeoutError extends GatewayError {}
 /** The client was closed, or the subscription ended, before the reply. */
@@ -75,20 +79,23 @@ const errorClasses = {
   rate_limited: RateLimitedError,
   upstream_interrupted: UpstreamInterruptedError,
   unsupported_data: UnsupportedDataError,
+  messages_lost: MessagesLostError,
   timeout: TimeoutError,
   closed: ClosedError,
 };
 
 /**
  * The typed error for an error frame; unknown codes (a newer gateway)
- * give a plain GatewayError.
- * @param {{code?: string, message?: string, channels?: string[], requestId?: string|number}} frame
+ * give a plain GatewayError. The streams of a messages_lost notice are
+ * its channels.
+ * @param {{code?: string, message?: string, channels?: string[], streams?: {stream: string}[], requestId?: string|number}} frame
  * @returns {GatewayError}
  */
 export function errorFromFrame(frame) {
   const code = String(frame.code ?? 'unknown');
   const Cls = Object.prototype.hasOwnProperty.call(errorClasses, code) ? errorClasses[code] : GatewayError;
-  const err = new Cls(code, frame.message || code, { channels: frame.channels, requestId: frame.requestId });
+  const channels = frame.channels ?? (Array.isArray(frame.streams) ? frame.streams.map((s) => s?.stream).filter((s) => typeof s === 'string') : undefined);
+  const err = new Cls(code, frame.message || code, { channels, requestId: frame.requestId });
   err.name = Cls.name;
   return err;
 }
@@ -160,6 +167,31 @@ export class GapTracker {
   }
 
   /**
+   * The gateway dropped lost messages of stream after lastSeq for this
+   * connection (a messages_lost notice, sent as soon as the connection
+   * caught up, so lastSeq is normally the last seq received). Returns the
+   * gap to announce, or null when a message received since already showed
+   * the loss (its seq jumped past it). The next message carries the gap,
+   * seq set.
+   * @param {string} stream
+   * @param {number} lastSeq
+   * @param {number} lost
+   */
+  lost(stream, lastSeq, lost) {
+    const seen = this.last.get(stream);
+    const through = lastSeq + lost;
+    if (seen !== undefined && seen >= through) return null;
+    const prev = this.pending.get(stream);
+    const from = prev ? prev.lastSeq : (seen ?? lastSeq);
+    let missed = null;
+    if (!prev || prev.reason === 'messages_lost') missed = from === null ? lost : through - from;
+    /** @type {import('./gateway-client.js').Gap} */
+    const gap = { stream, reason: 'messages_lost', lastSeq: from, seq: null, missed };
+    this.pending.set(stream, gap);
+    return gap;
+  }
+
+  /**
    * Records seq for stream. Returns the gap that precedes this message
    * (or null), and whether it is new (a plain seq jump, not announced
    * before by interrupt).
@@ -173,6 +205,10 @@ export class GapTracker {
     const pend = this.pending.get(stream);
     if (pend) {
       this.pending.delete(stream);
+      if (pend.reason === 'messages_lost' && pend.lastSeq !== null && seq > pend.lastSeq) {
+        // Counted from seq: a loss after the notice's is included.
+        return { gap: { ...pend, seq, missed: seq - pend.lastSeq - 1 }, isNew: false };
+      }
       // The gateway raises seq by at least 2 after an interruption even
       // when nothing was lost, so how many were lost is unknown.
       return { gap: { ...pend, seq }, isNew: false };
@@ -520,6 +556,14 @@ export class GatewayClient {
         const err = errorFromFrame(f);
         if (f.code === ErrorCode.UpstreamInterrupted) {
           for (const stream of err.channels) this._announce(this.gaps.interrupt(stream, 'upstream_interrupted'));
+        }
+        if (f.code === ErrorCode.MessagesLost && Array.isArray(f.streams)) {
+          for (const s of f.streams) {
+            // Only streams still followed: a notice may trail an unsubscribe.
+            if (!s || typeof s.stream !== 'string' || !this._byStream.has(s.stream)) continue;
+            if (!Number.isSafeInteger(s.lastSeq) || !Number.isSafeInteger(s.lost) || s.lost <= 0) continue;
+            this._announce(this.gaps.lost(s.stream, s.lastSeq, s.lost));
+          }
         }
         if (!this._settle(f.requestId, null, err)) this._emit('error', err);
         return;

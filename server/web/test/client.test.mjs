@@ -19,6 +19,7 @@ import {
   RateLimitedError,
   UpstreamInterruptedError,
   UnsupportedDataError,
+  MessagesLostError,
   TimeoutError,
   ClosedError,
 } from '../gateway-client.js';
@@ -180,6 +181,48 @@ describe('GapTracker', () => {
     },
     { name: 'seq going back is a new baseline', steps: [['seq', 9], ['seq', 2], ['seq', 3]], want: [null, null, null] },
     {
+      name: 'messages_lost announced at once, attached to the next message',
+      steps: [['seq', 4], ['lost', 4, 3], ['seq', 8], ['seq', 9]],
+      want: [
+        null,
+        { announce: { reason: 'messages_lost', lastSeq: 4, seq: null, missed: 3 } },
+        { gap: { reason: 'messages_lost', lastSeq: 4, seq: 8, missed: 3 }, isNew: false },
+        null,
+      ],
+    },
+    {
+      name: 'messages_lost: a further loss before the next message is counted in it',
+      steps: [['seq', 4], ['lost', 4, 3], ['seq', 10]],
+      want: [
+        null,
+        { announce: { reason: 'messages_lost', lastSeq: 4, seq: null, missed: 3 } },
+        { gap: { reason: 'messages_lost', lastSeq: 4, seq: 10, missed: 5 }, isNew: false },
+      ],
+    },
+    {
+      name: 'messages_lost already seen as a jump is not announced again',
+      steps: [['seq', 4], ['seq', 9], ['lost', 4, 3], ['seq', 10]],
+      want: [null, { gap: { reason: 'seq', lastSeq: 4, seq: 9, missed: 4 }, isNew: true }, { announce: null }, null],
+    },
+    {
+      name: 'two notices before the next message add up',
+      steps: [['seq', 4], ['lost', 4, 3], ['lost', 7, 2], ['seq', 10]],
+      want: [
+        null,
+        { announce: { reason: 'messages_lost', lastSeq: 4, seq: null, missed: 3 } },
+        { announce: { reason: 'messages_lost', lastSeq: 4, seq: null, missed: 5 } },
+        { gap: { reason: 'messages_lost', lastSeq: 4, seq: 10, missed: 5 }, isNew: false },
+      ],
+    },
+    {
+      name: 'messages_lost on a stream with nothing received yet',
+      steps: [['lost', 0, 2], ['seq', 3]],
+      want: [
+        { announce: { reason: 'messages_lost', lastSeq: 0, seq: null, missed: 2 } },
+        { gap: { reason: 'messages_lost', lastSeq: 0, seq: 3, missed: 2 }, isNew: false },
+      ],
+    },
+    {
       name: 'forget clears a pending gap',
       steps: [['seq', 2], ['upstream_interrupted'], ['forget'], ['seq', 1]],
       want: [null, { announce: { reason: 'upstream_interrupted', lastSeq: 2, seq: null, missed: null } }, null, null],
@@ -188,9 +231,12 @@ describe('GapTracker', () => {
   for (const tc of cases) {
     test(tc.name, () => {
       const t = new GapTracker();
-      tc.steps.forEach(([op, seq], i) => {
+      tc.steps.forEach(([op, seq, lost], i) => {
         const want = tc.want[i];
-        if (op === 'seq') {
+        if (op === 'lost') {
+          const got = t.lost('s', seq, lost);
+          assert.deepEqual(got, want.announce && { stream: 's', ...want.announce }, `step ${i}`);
+        } else if (op === 'seq') {
           const got = t.observe('s', seq);
           if (want === null) assert.deepEqual(got, { gap: null, isNew: false }, `step ${i}`);
           else assert.deepEqual(got, { gap: { stream: 's', ...want.gap }, isNew: want.isNew }, `step ${i}`);
@@ -222,6 +268,7 @@ describe('errors', () => {
     ['rate_limited', RateLimitedError],
     ['upstream_interrupted', UpstreamInterruptedError],
     ['unsupported_data', UnsupportedDataError],
+    ['messages_lost', MessagesLostError],
     ['timeout', TimeoutError],
     ['closed', ClosedError],
     ['from_the_future', GatewayError],
@@ -314,6 +361,36 @@ describe('GatewayClient', () => {
     latest().recv(data(5, 'p:1', 'p:*'));
     assert.equal(events.gap.length, 2, 'the jump after an interruption is the same gap, not a second one');
     assert.deepEqual(a.got.at(-1).gap, { stream: 'p:*', reason: 'upstream_interrupted', lastSeq: 3, seq: 5, missed: null });
+  });
+
+  test('messages_lost announces a gap per named stream at once', async () => {
+    const { c, events } = await newClient();
+    const onGap = mock.fn();
+    const a = await subscribed(c, ['p:*', 'q'], { onGap });
+    latest().recv(data(3, 'p:1', 'p:*'));
+    latest().recv(data(7, 'q'));
+    latest().recv({
+      type: 'error',
+      code: 'messages_lost',
+      message: 'dropped',
+      streams: [
+        { stream: 'p:*', lastSeq: 3, lost: 40 },
+        { stream: 'q', lastSeq: 7, lost: 2 },
+        { stream: 'gone', lastSeq: 1, lost: 1 }, // no longer followed
+      ],
+      timestamp: '2026-01-01T00:00:00.000Z',
+    });
+    assert.deepEqual(events.gap, [
+      { stream: 'p:*', reason: 'messages_lost', lastSeq: 3, seq: null, missed: 40 },
+      { stream: 'q', reason: 'messages_lost', lastSeq: 7, seq: null, missed: 2 },
+    ]);
+    assert.equal(onGap.mock.callCount(), 2);
+    assert.equal(events.error.length, 1);
+    assert.ok(events.error[0] instanceof MessagesLostError);
+    assert.deepEqual(events.error[0].channels, ['p:*', 'q', 'gone']);
+    latest().recv(data(44, 'p:1', 'p:*'));
+    assert.equal(events.gap.length, 2, 'the next message carries the announced gap, not a second one');
+    assert.deepEqual(a.got.at(-1).gap, { stream: 'p:*', reason: 'messages_lost', lastSeq: 3, seq: 44, missed: 40 });
   });
 
   test('reconnects with backoff, announces gaps and resubscribes everything', async () => {
