@@ -236,3 +236,70 @@ func TestSlowReaderResumesAndReads1013(t *testing.T) {
 		}
 	}
 }
+
+// TestLingerBounds: a closing connection does not outstay its bounds. A
+// client that announces an oversized message and then does nothing (it
+// neither reads nor closes) is closed CLOSE_LINGER after its last sign
+// of life, and still finds the close frame, then EOF, in its socket; one
+// that keeps sending after the close is cut off once it has sent the
+// bytes bound, long before CLOSE_LINGER.
+func TestLingerBounds(t *testing.T) {
+	// A text frame header announcing 2 MiB, masked (RFC 6455 §5.2).
+	header := []byte{0x81, 0x80 | 127, 0, 0, 0, 0, 0, 0x20, 0, 0, 1, 2, 3, 4}
+	t.Run("silent client: closed after CLOSE_LINGER", func(t *testing.T) {
+		const linger = time.Second
+		rs := redistest.Start(t)
+		g := startGateway(t, rs, func(o *options) { o.srv.CloseLinger = linger })
+		rc := dialRaw(t, g.addr, 0)
+		start := time.Now()
+		if _, err := rc.c.Write(header); err != nil {
+			t.Fatal(err)
+		}
+		redistest.WaitFor(t, 10*time.Second, "the gateway to close the silent client", func() bool {
+			return g.srv.Connections() == 0
+		})
+		// The decision came after start; the gateway's deadline is on
+		// the wall clock, hence the small allowance.
+		if d := time.Since(start); d < linger-10*time.Millisecond {
+			t.Fatalf("closed after %v, before CLOSE_LINGER (%v)", d, linger)
+		}
+		op, p, err := rc.readFrame(5 * time.Second)
+		if err != nil || op != opClose || closeCode(p) != 1009 {
+			t.Fatalf("read op %#x code %d, %v; want the close frame with 1009", op, closeCode(p), err)
+		}
+		if _, _, err := rc.readFrame(5 * time.Second); !errors.Is(err, io.EOF) {
+			t.Fatalf("after the close frame: %v, want EOF", err)
+		}
+	})
+	t.Run("client that keeps sending: cut off past the bytes bound", func(t *testing.T) {
+		rs := redistest.Start(t)
+		g := startGateway(t, rs, func(o *options) { o.srv.CloseLinger = time.Minute })
+		rc := dialRaw(t, g.addr, 0)
+		sent := make(chan int64, 1)
+		go func() {
+			n, _ := rc.c.Write(header)
+			chunk := make([]byte, 64<<10)
+			for total := int64(n); ; {
+				_ = rc.c.SetWriteDeadline(time.Now().Add(20 * time.Second))
+				m, err := rc.c.Write(chunk)
+				total += int64(m)
+				if err != nil || total > 64<<20 {
+					sent <- total
+					return
+				}
+			}
+		}()
+		redistest.WaitFor(t, 20*time.Second, "the gateway to cut the client off", func() bool {
+			return g.srv.Connections() == 0
+		})
+		select {
+		case n := <-sent:
+			t.Logf("the client sent %d bytes before its writes failed", n)
+			if n > 64<<20 {
+				t.Fatalf("the gateway read %d bytes from a closing connection", n)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatal("the client's writes never failed")
+		}
+	})
+}
