@@ -25,7 +25,9 @@
 //     Queues are lock-free single-producer/single-consumer rings that are
 //     allocated on first use, start at 4 slots and double under load up to
 //     Config.SendQueue. A full queue drops the frame for that connection
-//     only and counts it. The loop gives an idle queue's ring back
+//     only, counts it, and notes it in the subscriber's loss record
+//     (loss.go), which the event loop claims (Subscriber.TakeLoss) once
+//     it has caught up, to tell the client at once. The loop gives an idle queue's ring back
 //     (Subscriber.ReleaseIdle, from its once-a-second sweep); the next
 //     frame brings a fresh one (the release protocol is in ring.go).
 //     A Subscriber is meant to be embedded in the server's connection

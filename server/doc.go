@@ -15,10 +15,10 @@
 //     Execute(flush) task; the flush drains each ready connection's queue
 //     with one Writev per batch.
 //   - gnet's ticker goroutine calls OnTick every 100 ms, which submits one
-//     tick task per loop: blocked connections are resumed, and once a
-//     second the loop sweeps its connections for handshake timeouts,
-//     pings, idle peers and expired tokens. No timer or goroutine exists
-//     per connection.
+//     tick task per loop: blocked connections are resumed, closing ones
+//     moved along (closing.go), and once a second the loop sweeps its
+//     connections for handshake timeouts, pings, idle peers and expired
+//     tokens. No timer or goroutine exists per connection.
 //
 // Upgrades: each loop owns a gobwas/ws Upgrader whose callbacks record the
 // request target, Origin and Authorization in reusable state
@@ -40,7 +40,15 @@
 // released right after Writev; gnet copies whatever the socket did not
 // take into the connection's outbound buffer. Once that buffer holds
 // Config.MaxOutboundBytes the loop stops draining the connection, so its
-// queue fills and drops instead of memory growing.
+// queue fills and drops instead of memory growing. A connection that
+// dropped frames gets fanout's messages_lost notice from the drain that
+// finds its queue empty again, before anything else.
+//
+// Closing (closing.go) is a lingering close: the close frame follows what
+// gnet holds, the write side is shut down once that is sent, and what the
+// client still sends is discarded until its close frame or EOF, so TCP is
+// never closed over unread bytes (the kernel would reset it and the
+// client would never read the close code).
 //
 // Metrics (metrics.go): Metrics exports the atomics the server and the
 // hub already keep, read only when scraped, plus fixed arrays of atomic
