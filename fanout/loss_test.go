@@ -183,3 +183,34 @@ func TestLossHandOff(t *testing.T) {
 	}
 	t.Logf("%d drops told in %d notices", n, len(notices))
 }
+
+// TestTakeLossHappyPath: the consumer's check after every drained batch
+// costs no allocation while nothing was lost, nor after a notice was
+// claimed.
+func TestTakeLossHappyPath(t *testing.T) {
+	h, err := New(testConfig("127.0.0.1:1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := h.NewSubscriber(0)
+	check := func(when string) {
+		t.Helper()
+		if a := testing.AllocsPerRun(1000, func() {
+			if s.TakeLoss() != nil {
+				t.Fatal("a notice without a loss")
+			}
+		}); a != 0 {
+			t.Fatalf("%s: TakeLoss allocates %v times", when, a)
+		}
+	}
+	check("never dropped")
+	f := wsproto.BuildData(1, "a", "", "1", time.Now())
+	s.drop(&stream{name: "a"}, f)
+	f.Release()
+	if n := s.TakeLoss(); n == nil {
+		t.Fatal("no notice")
+	} else {
+		n.Release()
+	}
+	check("after a notice")
+}
