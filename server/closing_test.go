@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -269,6 +270,37 @@ func TestLingerBounds(t *testing.T) {
 		}
 		if _, _, err := rc.readFrame(5 * time.Second); !errors.Is(err, io.EOF) {
 			t.Fatalf("after the close frame: %v, want EOF", err)
+		}
+	})
+	t.Run("1,000 silent clients: no goroutine each, all closed", func(t *testing.T) {
+		const (
+			n      = 1000
+			linger = time.Second
+		)
+		rs := redistest.Start(t)
+		g := startGateway(t, rs, func(o *options) { o.srv.CloseLinger = linger })
+		goroutines := runtime.NumGoroutine()
+		heap := heapInuse()
+		rcs := make([]*rawClient, n)
+		for i := range rcs {
+			rcs[i] = dialRaw(t, g.addr, 0)
+			if _, err := rcs[i].c.Write(header); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// All closing at once: the raw clients use no goroutine, so
+		// any growth is the gateway's.
+		if d := runtime.NumGoroutine() - goroutines; d > 50 {
+			t.Fatalf("%d more goroutines with %d connections closing", d, n)
+		}
+		t.Logf("heap with %d connections closing: +%d KiB", n, (int64(heapInuse())-int64(heap))>>10)
+		redistest.WaitFor(t, 30*time.Second, "every silent client to be closed", func() bool {
+			return g.srv.Connections() == 0
+		})
+		for _, rc := range rcs[:10] {
+			if op, p, err := rc.readFrame(5 * time.Second); err != nil || op != opClose || closeCode(p) != 1009 {
+				t.Fatalf("read op %#x code %d, %v; want the close frame with 1009", op, closeCode(p), err)
+			}
 		}
 	})
 	t.Run("client that keeps sending: cut off past the bytes bound", func(t *testing.T) {
