@@ -18,7 +18,14 @@
 //     connection: (un)subscribes upstream, reconnects with backoff,
 //     resubscribes everything after a reconnect, and expires idle streams.
 //     Event loops reach it through a mutex-guarded request list that never
-//     blocks them (Hub.Subscribe, Unsubscribe, Remove).
+//     blocks them (Hub.Subscribe, Unsubscribe, Remove). The list is bounded
+//     (Config.MaxPending: beyond it Subscribe and Unsubscribe return
+//     ErrBusy), and so is the stream table (Config.MaxStreams). Upstream
+//     commands go out in chunks, pipelined in one round trip per batch of
+//     requests. Redis refusing a stream (an error reply such as NOPERM)
+//     fails the requests that asked for it, or drops the stream, never the
+//     link: the clients get an error frame, and the event loop a Refusal
+//     (Shard.TakeRefusals) so that its view of the connection matches.
 //   - one goroutine per shard (one shard per event loop) owns the
 //     subscriber lists of its loop's connections. It is the only producer
 //     of those connections' queues; the event loop is the only consumer.

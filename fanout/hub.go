@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -22,6 +23,11 @@ import (
 var (
 	ErrConfig = errors.New("fanout: invalid configuration")
 	ErrClosed = errors.New("fanout: hub closed")
+	// ErrBusy refuses a subscribe or unsubscribe while Config.MaxPending
+	// requests already wait for the control goroutine (Redis is slow or
+	// the requests come faster than Redis answers): refused at once
+	// rather than queued without bound.
+	ErrBusy = errors.New("fanout: too many requests waiting for Redis")
 )
 
 // Config is the hub's part of the gateway configuration. Passed by value.
@@ -50,7 +56,16 @@ type Config struct {
 	// TCP socket is no proof that pub/sub works, e.g. after a Sentinel
 	// failover). 0 disables the canary.
 	CanaryInterval time.Duration
-	Logger         *slog.Logger
+	// MaxStreams bounds the upstream subscriptions (exact channels plus
+	// patterns, lingering ones included). A subscribe request that would
+	// create more is refused whole with server_busy. 0 = unlimited.
+	MaxStreams int
+	// MaxPending bounds the subscribe and unsubscribe requests waiting
+	// for the control goroutine; beyond it Subscribe and Unsubscribe
+	// return ErrBusy. Closing connections are never refused. 0 =
+	// unlimited.
+	MaxPending int
+	Logger     *slog.Logger
 }
 
 func (c *Config) validate() error {
@@ -64,6 +79,10 @@ func (c *Config) validate() error {
 		return fmt.Errorf("%w: send queue %d outside [1, 16777216]", ErrConfig, c.SendQueue)
 	case c.Linger < 0 || c.Linger > time.Second:
 		return fmt.Errorf("%w: linger %v outside [0, 1s]", ErrConfig, c.Linger)
+	case c.MaxStreams < 0:
+		return fmt.Errorf("%w: max streams %d < 0", ErrConfig, c.MaxStreams)
+	case c.MaxPending < 0:
+		return fmt.Errorf("%w: max pending requests %d < 0", ErrConfig, c.MaxPending)
 	}
 	if c.Handoff < 1 {
 		c.Handoff = 8192
@@ -135,6 +154,7 @@ type request struct {
 	reqID   []byte
 	st      *stream
 	streams []*stream // reqSubscribe: the streams joined, set by join
+	full    bool      // reqSubscribe: refused by join, MaxStreams reached
 }
 
 // Hub subscribes to Redis on behalf of all connections and fans each
@@ -179,6 +199,13 @@ type Hub struct {
 	canaryLast atomic.Int64                   // unix nanos of the last canary received
 	upSince    time.Time                      // control goroutine only
 	everUp     bool                           // control goroutine only
+
+	// canaryOff: Redis refused the canary's SUBSCRIBE on this link (an
+	// ACL without the canary channel), so its absence proves nothing.
+	canaryOff atomic.Bool
+	// The largest sizes of streams and idle since they were last
+	// rebuilt (control goroutine only): see shrinkMaps.
+	streamsPeak, idlePeak int
 
 	done    chan struct{}
 	stopped chan struct{}
@@ -277,37 +304,51 @@ func (h *Hub) NewSubscriber(shard int) *Subscriber {
 
 // Subscribe joins s to the streams in add (channels it does not follow
 // yet) and then queues a "subscribed" ack naming all, after any frame
-// already queued for s. Safe for concurrent use; never blocks.
-func (h *Hub) Subscribe(s *Subscriber, add, all []string, requestID []byte) {
-	h.enqueue(request{kind: reqSubscribe, sub: s, changed: add, all: all, reqID: requestID})
+// already queued for s. The request may still be refused as a whole, with
+// an error frame instead of the ack and a Refusal for the event loop (see
+// Shard.TakeRefusals): when it would take the hub past MaxStreams, or when
+// Redis refuses one of its new streams. It returns ErrBusy, and queues
+// nothing, while MaxPending requests are waiting. Safe for concurrent
+// use; never blocks.
+func (h *Hub) Subscribe(s *Subscriber, add, all []string, requestID []byte) error {
+	return h.enqueue(request{kind: reqSubscribe, sub: s, changed: add, all: all, reqID: requestID}, true)
 }
 
-// Unsubscribe is Subscribe's converse, acked with "unsubscribed".
-func (h *Hub) Unsubscribe(s *Subscriber, del, all []string, requestID []byte) {
-	h.enqueue(request{kind: reqUnsubscribe, sub: s, changed: del, all: all, reqID: requestID})
+// Unsubscribe is Subscribe's converse, acked with "unsubscribed". It is
+// refused only with ErrBusy, like Subscribe.
+func (h *Hub) Unsubscribe(s *Subscriber, del, all []string, requestID []byte) error {
+	return h.enqueue(request{kind: reqUnsubscribe, sub: s, changed: del, all: all, reqID: requestID}, true)
 }
 
 // Remove drops s from every stream and releases whatever is queued for
 // it. The caller (the connection's event loop, on close) must not call
-// s.Pop afterwards. Safe for concurrent use; never blocks.
+// s.Pop afterwards. Never refused: it only gives resources back. Safe for
+// concurrent use; never blocks.
 func (h *Hub) Remove(s *Subscriber) {
-	h.enqueue(request{kind: reqRemove, sub: s})
+	_ = h.enqueue(request{kind: reqRemove, sub: s}, false)
 }
 
-func (h *Hub) enqueue(r request) {
+// enqueue appends r to the requests of the control goroutine. A
+// refusable request is refused with ErrBusy once MaxPending are waiting.
+func (h *Hub) enqueue(r request, refusable bool) error {
 	h.mu.Lock()
+	if refusable && h.cfg.MaxPending > 0 && len(h.pending) >= h.cfg.MaxPending {
+		h.mu.Unlock()
+		return ErrBusy
+	}
 	h.pending = append(h.pending, r)
 	h.mu.Unlock()
 	select {
 	case h.kick <- struct{}{}:
 	default:
 	}
+	return nil
 }
 
 // release is called by a shard goroutine when a subscription of st ends.
 func (h *Hub) release(st *stream) {
 	if st.refs.Add(-1) == 0 {
-		h.enqueue(request{kind: reqIdle, st: st})
+		_ = h.enqueue(request{kind: reqIdle, st: st}, false)
 	}
 }
 
@@ -406,29 +447,48 @@ func (h *Hub) process(ctx context.Context) {
 	batch := h.pending
 	h.pending = nil
 	h.mu.Unlock()
-	// Every stream new in this batch is subscribed upstream with one
-	// command (chunked), not one round trip per request: thousands of
-	// clients each on their own channel connect at once (the spread
-	// scenario). The shard operations then go out in request order, each
-	// after the upstream subscription of its streams.
+	// Every stream new in this batch is subscribed upstream in one
+	// pipelined round trip (chunked commands), not one round trip per
+	// request: thousands of clients each on their own channel connect at
+	// once (the spread scenario). The shard operations then go out in
+	// request order, each after the upstream subscription of its streams.
 	var fresh []*stream
 	for i := range batch {
 		if batch[i].kind == reqSubscribe {
 			fresh = h.join(&batch[i], fresh)
 		}
 	}
+	var refused map[*stream]struct{}
 	if len(fresh) > 0 && h.dc != nil {
-		if err := h.upstream(ctx, fresh, true); err != nil {
+		bad, err := h.upstream(ctx, fresh, true)
+		if err != nil {
 			// The streams stay in the table; they are subscribed
 			// again when the link is back.
 			h.linkDown(err)
 		}
+		if len(bad) > 0 {
+			// Refused by Redis, not broken: those streams (never
+			// acked) are dropped and their requests fail; the link
+			// and every other stream carry on.
+			refused = make(map[*stream]struct{}, len(bad))
+			for _, b := range bad {
+				refused[b.st] = struct{}{}
+				h.drop(b.st)
+			}
+			h.log.Warn("redis refused subscriptions", "streams", len(bad), "first", bad[0].st.name, "err", bad[0].err)
+		}
 	}
+	now := time.Now()
 	for i := range batch {
 		r := &batch[i]
 		switch r.kind {
 		case reqSubscribe:
-			ack := wsproto.NewAck("subscribed", r.all, r.reqID, time.Now())
+			if f := h.refusal(r, refused, now); f != nil {
+				h.unjoin(r, refused, now)
+				h.toShard(r.sub.shard, shardOp{kind: opRefuse, sub: r.sub, names: r.changed, frame: f})
+				continue
+			}
+			ack := wsproto.NewAck("subscribed", r.all, r.reqID, now)
 			h.toShard(r.sub.shard, shardOp{kind: opAdd, sub: r.sub, streams: r.streams, frame: ack})
 		case reqUnsubscribe:
 			streams := make([]*stream, 0, len(r.changed))
@@ -437,17 +497,77 @@ func (h *Hub) process(ctx context.Context) {
 					streams = append(streams, st)
 				}
 			}
-			ack := wsproto.NewAck("unsubscribed", r.all, r.reqID, time.Now())
+			ack := wsproto.NewAck("unsubscribed", r.all, r.reqID, now)
 			h.toShard(r.sub.shard, shardOp{kind: opDel, sub: r.sub, streams: streams, frame: ack})
 		case reqRemove:
 			h.toShard(r.sub.shard, shardOp{kind: opRemove, sub: r.sub})
 		case reqIdle:
 			if r.st.refs.Load() == 0 && h.streams[r.st.name] == r.st {
-				r.st.idleSince = time.Now()
-				h.idle[r.st] = struct{}{}
+				h.setIdle(r.st, now)
 			}
 		}
 	}
+}
+
+// refusal returns the error frame that refuses subscribe request r, or nil
+// when r goes ahead: r was refused by join (MaxStreams), or names a stream
+// Redis refused. Control goroutine only.
+func (h *Hub) refusal(r *request, refused map[*stream]struct{}, now time.Time) *wsproto.Frame {
+	if r.full {
+		return wsproto.NewError(wsproto.CodeServerBusy,
+			"the gateway follows as many streams as it may ("+strconv.Itoa(h.cfg.MaxStreams)+"): try again later",
+			r.changed, r.reqID, now)
+	}
+	var names []string
+	for _, st := range r.streams {
+		if _, ok := refused[st]; ok {
+			names = append(names, st.name)
+		}
+	}
+	if names == nil {
+		return nil
+	}
+	return wsproto.NewError(wsproto.CodeUpstreamRefused,
+		"Redis refused to subscribe the gateway to these channels; nothing of the request was subscribed",
+		names, r.reqID, now)
+}
+
+// unjoin gives back the references join took for a request that is
+// refused after all; a stream left without one lingers as usual. Streams
+// in dropped are gone already. Control goroutine only.
+func (h *Hub) unjoin(r *request, dropped map[*stream]struct{}, now time.Time) {
+	for _, st := range r.streams {
+		if _, ok := dropped[st]; ok {
+			continue
+		}
+		if st.refs.Add(-1) == 0 && h.streams[st.name] == st {
+			h.setIdle(st, now)
+		}
+	}
+	r.streams = nil
+}
+
+// setIdle starts st's linger. Control goroutine only.
+func (h *Hub) setIdle(st *stream, now time.Time) {
+	st.idleSince = now
+	h.idle[st] = struct{}{}
+	h.idlePeak = max(h.idlePeak, len(h.idle))
+}
+
+// drop removes st from the stream table without an upstream unsubscribe:
+// Redis refused it, so it was never subscribed. Control goroutine only.
+func (h *Hub) drop(st *stream) {
+	if h.streams[st.name] != st {
+		return
+	}
+	delete(h.streams, st.name)
+	delete(h.idle, st)
+	if st.pattern {
+		h.patterns.Delete(st.name)
+	} else {
+		h.channels.Delete(st.name)
+	}
+	h.nstreams.Add(-1)
 }
 
 // toShard hands op to sh from the control goroutine. It waits while the
@@ -464,6 +584,18 @@ func (h *Hub) toShard(sh *Shard, op shardOp) {
 // join takes a reference on each stream r names, creating the missing
 // ones, and appends the created ones to fresh. Control goroutine only.
 func (h *Hub) join(r *request, fresh []*stream) []*stream {
+	if h.cfg.MaxStreams > 0 {
+		n := 0
+		for _, name := range r.changed {
+			if h.streams[name] == nil {
+				n++
+			}
+		}
+		if n > 0 && len(h.streams)+n > h.cfg.MaxStreams {
+			r.full = true
+			return fresh
+		}
+	}
 	streams := make([]*stream, 0, len(r.changed))
 	for _, name := range r.changed {
 		st := h.streams[name]
@@ -475,6 +607,7 @@ func (h *Hub) join(r *request, fresh []*stream) []*stream {
 				shardSubs: make([]atomic.Int32, len(h.shards)),
 			}
 			h.streams[name] = st
+			h.streamsPeak = max(h.streamsPeak, len(h.streams))
 			if st.pattern {
 				h.patterns.Store(name, st)
 			} else {
@@ -515,8 +648,39 @@ func (h *Hub) expire(ctx context.Context, now time.Time) {
 		gone = append(gone, st)
 	}
 	if len(gone) > 0 && h.dc != nil {
-		if err := h.upstream(ctx, gone, false); err != nil {
+		bad, err := h.upstream(ctx, gone, false)
+		if err != nil {
 			h.linkDown(err)
+		} else if len(bad) > 0 {
+			// The stream is gone from the table whatever Redis
+			// says: its messages, if any, find no subscriber.
+			h.log.Warn("redis refused unsubscribes", "streams", len(bad), "first", bad[0].st.name, "err", bad[0].err)
 		}
 	}
+	h.shrinkMaps()
+}
+
+// shrinkMaps rebuilds the stream table and the idle set once they hold
+// less than a quarter of their peak: Go maps never give buckets back, so
+// the memory of a burst of streams (thousands of clients on channels of
+// their own, or churn) would otherwise stay for the process's life.
+// Control goroutine only.
+func (h *Hub) shrinkMaps() {
+	const floor = 1024 // below this, a rebuild saves too little to bother
+	if h.streamsPeak > floor && len(h.streams) < h.streamsPeak/4 {
+		h.streams = rebuilt(h.streams)
+		h.streamsPeak = len(h.streams)
+	}
+	if h.idlePeak > floor && len(h.idle) < h.idlePeak/4 {
+		h.idle = rebuilt(h.idle)
+		h.idlePeak = len(h.idle)
+	}
+}
+
+// rebuilt copies m into a map sized for its current length (maps.Clone
+// may keep the source's capacity).
+func rebuilt[K comparable, V any](m map[K]V) map[K]V {
+	out := make(map[K]V, len(m))
+	maps.Copy(out, m)
+	return out
 }

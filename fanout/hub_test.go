@@ -132,6 +132,7 @@ type loop struct {
 	wake     chan struct{}
 	do       chan func()
 	overflow atomic.Bool
+	refusals chan Refusal // what TakeRefusals returned, for the test
 }
 
 func (l *loop) run(stop <-chan struct{}) {
@@ -149,6 +150,13 @@ func (l *loop) run(stop <-chan struct{}) {
 
 func (l *loop) flush() {
 	l.sh.BeginFlush()
+	for _, r := range l.sh.TakeRefusals() {
+		select {
+		case l.refusals <- r:
+		default:
+			l.overflow.Store(true)
+		}
+	}
 	n := 0
 	for s := l.sh.NextReady(); s != nil; s = l.sh.NextReady() {
 		v, _ := l.owners.Load(s)
@@ -245,7 +253,8 @@ func startHub(tb testing.TB, cfg Config) *harness {
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	for i := range cfg.Shards {
-		l := &loop{sh: h.Shard(i), wake: make(chan struct{}, 1), do: make(chan func()), owners: &hs.owners}
+		l := &loop{sh: h.Shard(i), wake: make(chan struct{}, 1), do: make(chan func()), owners: &hs.owners,
+			refusals: make(chan Refusal, 64)}
 		l.sh.SetWaker(func() {
 			select {
 			case l.wake <- struct{}{}:
@@ -670,12 +679,11 @@ func TestHubConfig(t *testing.T) {
 	}
 }
 
-// TestHubRecoversFromFailedSubscribe: an upstream SUBSCRIBE that fails
-// (here NOPERM from an ACL channel rule) takes the link down from the
-// control goroutine's request path rather than from the link's own
-// error channel. The hub must still reconnect and resubscribe once the
-// offending stream is gone.
-func TestHubRecoversFromFailedSubscribe(t *testing.T) {
+// TestHubRefusedStreamKeepsLink: an upstream SUBSCRIBE that Redis refuses
+// (NOPERM from an ACL channel rule of the gateway's Redis user) fails the
+// request that asked for it, whole, and drops the stream; the link, its
+// health and every other stream carry on, with no upstream_interrupted.
+func TestHubRefusedStreamKeepsLink(t *testing.T) {
 	srv := redistest.Start(t)
 	if r := srv.Do(t, "ACL", "SETUSER", "gw", "on", ">pw", "~*", "resetchannels", "&ok:*", "+@all"); r != "OK" {
 		t.Fatalf("ACL SETUSER = %q", r)
@@ -690,22 +698,39 @@ func TestHubRecoversFromFailedSubscribe(t *testing.T) {
 	publishWhenSubscribed(t, srv, "ok:1", "1")
 	c.expectData(t, "ok:1", "", "1")
 
-	// Forbidden upstream: the link goes down and c hears about it.
+	// A request naming an allowed and a refused stream fails whole.
+	hs.h.Subscribe(c.sub, []string{"ok:2", "forbidden", "ok:1*"}, []string{"ok:1", "ok:2", "forbidden", "ok:1*"}, []byte(`"r"`))
+	m := c.next(t)
+	if m.Type != "error" || m.Code != "upstream_refused" || string(m.RequestID) != `"r"` ||
+		!slices.Equal(m.Channels, []string{"forbidden", "ok:1*"}) {
+		t.Fatalf("got %+v, want upstream_refused for forbidden and ok:1* (Redis compares patterns as strings)", m)
+	}
+	select {
+	case r := <-hs.loops[0].refusals:
+		if r.Sub != c.sub || !slices.Equal(r.Channels, []string{"ok:2", "forbidden", "ok:1*"}) {
+			t.Fatalf("refusal %+v, want every channel the request added", r)
+		}
+	case <-time.After(waitTimeout):
+		t.Fatal("no Refusal for the loop")
+	}
+	if !hs.h.Healthy() {
+		t.Fatal("a refused stream took the link down")
+	}
+	redistest.WaitFor(t, waitTimeout, "ok:2 to be dropped after its linger", func() bool { return hs.h.Stats().Streams == 1 })
+	if n := numsub(t, srv, "ok:2"); n != 0 {
+		t.Fatalf("NUMSUB ok:2 = %d after the request was refused", n)
+	}
+	// Delivery never stopped: the seq is contiguous, no interruption.
+	srv.Publish(t, "ok:1", "2")
+	if m := c.expectData(t, "ok:1", "", "2"); m.Seq != 2 {
+		t.Fatalf("seq %d, want 2: the link must not have gone down", m.Seq)
+	}
+	if n := hs.h.Stats().Reconnects; n != 0 {
+		t.Fatalf("%d reconnects", n)
+	}
+	// The same stream may be asked for again, and is refused again.
 	hs.h.Subscribe(c.sub, []string{"forbidden"}, []string{"forbidden"}, nil)
-	if m := c.next(t); m.Type != "error" || m.Code != "upstream_interrupted" || !slices.Equal(m.Channels, []string{"ok:1"}) {
-		t.Fatalf("got %+v, want upstream_interrupted for ok:1", m)
-	}
-	c.expectAck(t, "subscribed", []string{"forbidden"}, "")
-	if hs.h.Healthy() {
-		t.Fatal("Healthy() after a failed upstream subscribe")
-	}
-
-	// Once the forbidden stream has expired, reconnecting succeeds.
-	hs.h.Unsubscribe(c.sub, []string{"forbidden"}, []string{"forbidden"}, nil)
-	c.expectAck(t, "unsubscribed", []string{"forbidden"}, "")
-	waitHealthy(t, hs.h, true)
-	publishWhenSubscribed(t, srv, "ok:1", "2")
-	if m := c.expectData(t, "ok:1", "", "2"); m.Seq < 3 {
-		t.Fatalf("seq %d after the outage, want >= 3", m.Seq)
+	if m := c.next(t); m.Code != "upstream_refused" {
+		t.Fatalf("got %+v, want upstream_refused", m)
 	}
 }

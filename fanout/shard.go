@@ -1,6 +1,8 @@
 package fanout
 
 import (
+	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -15,6 +17,8 @@ const (
 	opDel                           // sub leaves streams, then ack
 	opRemove                        // sub leaves everything; drain its queue
 	opInterrupted                   // tell every subscriber its streams lost messages
+	opRefuse                        // sub's subscribe request was refused: error frame and Refusal
+	opDrop                          // st is gone (Redis refused it): every subscriber leaves, told why
 )
 
 // shardOp is one unit of work for a shard. Data deliveries and
@@ -26,6 +30,17 @@ type shardOp struct {
 	frame   *wsproto.Frame // reference owned by the op
 	sub     *Subscriber
 	streams []*stream
+	names   []string // opRefuse: the channels the request would have added
+}
+
+// Refusal tells the event loop that its connection's subscriber does not
+// follow Channels after all: the hub refused the subscribe request that
+// added them (Redis refused a stream, or the gateway follows MaxStreams
+// streams), or dropped a stream it followed (Redis refused it on a
+// reconnect). The error frame that tells the client is queued for Sub.
+type Refusal struct {
+	Sub      *Subscriber
+	Channels []string
 }
 
 // Shard owns the subscriber lists of the connections of one event loop.
@@ -50,6 +65,13 @@ type Shard struct {
 
 	delivered atomic.Uint64 // frames written by the loop (counted by the loop)
 	dropped   atomic.Uint64 // frames dropped for full queues or a full hand-off
+
+	// Refusals for the event loop (TakeRefusals): appended by the shard
+	// goroutine, taken by the loop. Rare, so a mutex; hasRefusals keeps
+	// the loop's every flush off it.
+	refMu       sync.Mutex
+	refusals    []Refusal
+	hasRefusals atomic.Bool
 }
 
 // SetWaker installs the function the shard calls (from its own goroutine)
@@ -85,6 +107,22 @@ func (sh *Shard) Requeue(s *Subscriber) {
 	if sh.scheduled.CompareAndSwap(false, true) && sh.waker != nil {
 		sh.waker()
 	}
+}
+
+// TakeRefusals returns the refusals recorded since the last call, or nil.
+// The loop calls it at the start of each flush, before writing the error
+// frames that announce them, and removes the channels from its view of
+// each connection that is still open. Event-loop only.
+func (sh *Shard) TakeRefusals() []Refusal {
+	if !sh.hasRefusals.Load() {
+		return nil
+	}
+	sh.refMu.Lock()
+	r := sh.refusals
+	sh.refusals = nil
+	sh.hasRefusals.Store(false)
+	sh.refMu.Unlock()
+	return r
 }
 
 // AddDelivered counts frames written to sockets. Event-loop only (one
@@ -142,7 +180,47 @@ func (sh *Shard) handle(op shardOp) {
 		sh.remove(op.sub)
 	case opInterrupted:
 		sh.interrupted(op.streams)
+	case opRefuse:
+		sh.refuse(op.sub, op.names, op.frame)
+	case opDrop:
+		sh.drop(op.st, op.frame)
 	}
+}
+
+// refuse queues the error frame of a refused subscribe request and
+// records the Refusal for the loop. Nothing was joined.
+func (sh *Shard) refuse(s *Subscriber, names []string, f *wsproto.Frame) {
+	if s.q.removed {
+		f.Release()
+		return
+	}
+	sh.reply(s, f)
+	if len(names) > 0 {
+		sh.record(Refusal{Sub: s, Channels: names})
+	}
+}
+
+// drop takes every subscriber of this shard off st, which the hub has
+// dropped, and tells each with a share of f.
+func (sh *Shard) drop(st *stream, f *wsproto.Frame) {
+	subs := slices.Clone(st.subs[sh.idx])
+	for _, s := range subs {
+		sh.leave(s, st)
+		f.Retain(1)
+		sh.reply(s, f)
+		sh.record(Refusal{Sub: s, Channels: []string{st.name}})
+	}
+	f.Release()
+}
+
+// record hands r to the loop and makes sure it is woken even if the
+// subscriber's queue was full. Shard goroutine only.
+func (sh *Shard) record(r Refusal) {
+	sh.refMu.Lock()
+	sh.refusals = append(sh.refusals, r)
+	sh.hasRefusals.Store(true)
+	sh.refMu.Unlock()
+	sh.wakeNeeded = true
 }
 
 // deliver hands f to every subscriber of st in this shard. The op's

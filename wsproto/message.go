@@ -24,6 +24,16 @@ const (
 	CodeRateLimited         ErrorCode = "rate_limited"
 	CodeUpstreamInterrupted ErrorCode = "upstream_interrupted"
 	CodeUnsupportedData     ErrorCode = "unsupported_data"
+	// CodeStreamRateLimited: the connection subscribed to new channels
+	// faster than MAX_NEW_STREAMS_PER_SECOND allows.
+	CodeStreamRateLimited ErrorCode = "stream_rate_limited"
+	// CodeServerBusy: the gateway refused the request for its own sake
+	// (MAX_STREAMS reached, or too much Redis work waiting); retry later.
+	CodeServerBusy ErrorCode = "server_busy"
+	// CodeUpstreamRefused: Redis refused to subscribe the gateway to the
+	// channels named (an ACL of the gateway's Redis user); the request
+	// failed, or the stream was dropped, and the link is fine.
+	CodeUpstreamRefused ErrorCode = "upstream_refused"
 )
 
 // timeLayout is RFC 3339 in UTC with milliseconds; the literal Z is right
