@@ -223,7 +223,8 @@ func (a *ACL) Patterns(role string) []string {
 // An unknown role is allowed nothing. An exact channel is judged as the
 // literal name, backslashes included, so the caller must subscribe to it with
 // SUBSCRIBE, not PSUBSCRIBE. Allowed does no I/O and its work is
-// bounded, so it is safe to call on an event loop for every subscribe.
+// bounded (workBudget per pattern asked for; a pattern that would need more
+// is refused), so it is safe to call on an event loop for every subscribe.
 func (a *ACL) Allowed(role, channel string) bool {
 	ps, ok := a.roles[role]
 	if !ok || len(ps) == 0 {
@@ -245,10 +246,17 @@ func (a *ACL) Allowed(role, channel string) bool {
 			return true
 		}
 	}
+	// One budget for the whole decision, whatever the number of the
+	// role's patterns: the cost of a request is bounded by the number of
+	// channels it names.
+	w := work{left: workBudget - len(channel)}
 	in := compileGlob(channel, rangeUnion)
 	for i := range ps {
-		if containsGlob(&ps[i].g, &in) {
+		if containsGlob(&ps[i].g, &in, &w) {
 			return true
+		}
+		if w.left < 0 {
+			return false
 		}
 	}
 	return false
