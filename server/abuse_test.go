@@ -6,6 +6,10 @@ package server_test
 // real gateway and a real redis-server; docs/SECURITY.md lists them.
 
 import (
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -54,4 +58,221 @@ func TestFarFutureToken(t *testing.T) {
 			cl.expect("pong")
 		})
 	}
+}
+
+// channelsOf is the "channels" field of an error frame.
+func channelsOf(m msg) []string {
+	var out []string
+	if list, ok := m["channels"].([]any); ok {
+		for _, c := range list {
+			s, _ := c.(string)
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// subscribeReq is a subscribe command naming channels.
+func subscribeReq(id string, channels ...string) string {
+	b, _ := json.Marshal(map[string]any{"action": "subscribe", "channels": channels, "requestId": id})
+	return string(b)
+}
+
+// hostilePatterns are n distinct 255-byte patterns of classes, each costly
+// to check against an ACL rule that needs the general containment search.
+func hostilePatterns(n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = strings.Repeat("[!-~]", 50) + fmt.Sprintf("[%04d", i)
+	}
+	return out
+}
+
+// TestSubscribeRequestBounds: what a single subscribe request can make the
+// gateway do is bounded before any ACL work: a request naming more
+// channels or patterns than a connection may hold is refused as such (a
+// request of forbidden names proves that no ACL check ran first), and
+// the rate limit counts channels, not messages.
+func TestSubscribeRequestBounds(t *testing.T) {
+	rs := redistest.Start(t)
+	g := startGateway(t, rs, func(o *options) {
+		o.srv.MaxChannels = 50
+		o.srv.MaxWildcards = 5
+		o.srv.MaxMessagesPerSecond = 100
+	})
+	by := newBystander(t, g, rs)
+	forbidden := func(n int) []string {
+		out := make([]string, n)
+		for i := range out {
+			out[i] = fmt.Sprint("engine:signal:", i)
+		}
+		return out
+	}
+	tests := []struct {
+		name     string
+		channels []string
+		code     string
+		listed   bool // the error lists the request's channels
+	}{
+		{"51 forbidden channels: too many, not forbidden", forbidden(51), "too_many_channels", false},
+		{"252 hostile patterns", hostilePatterns(252), "too_many_channels", false},
+		{"6 hostile patterns: too many wildcards, before the ACL", hostilePatterns(6), "too_many_wildcards", true},
+		{"5 hostile patterns reach the ACL", hostilePatterns(5), "forbidden", true},
+		{"50 forbidden channels reach the ACL", forbidden(50), "forbidden", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cl := dial(t, g.wsURL(""))
+			cl.send(subscribeReq("r", tt.channels...))
+			m := cl.expect("error")
+			if m.str("code") != tt.code || m.str("requestId") != "r" {
+				t.Fatalf("got %v, want %s", m, tt.code)
+			}
+			if got := channelsOf(m); tt.listed != (len(got) > 0) {
+				t.Fatalf("error lists %d channels, want listed=%v", len(got), tt.listed)
+			}
+			by.alive(t)
+		})
+	}
+	t.Run("rate limit counts channels", func(t *testing.T) {
+		cl := dial(t, g.wsURL(""))
+		// 100 tokens: two requests of 40 channels take 80; the bucket
+		// refills one token per 10 ms, so the third, sent right after,
+		// finds its message's token but not its channels' (it would
+		// need 200 ms more).
+		unsub := `{"action":"unsubscribe","channels":` + string(must(json.Marshal(forbidden(40)))) + `,"requestId":"u"}`
+		for i := range 2 {
+			cl.send(unsub)
+			if m := cl.read(); m.str("type") != "unsubscribed" {
+				t.Fatalf("request %d: got %v", i+1, m)
+			}
+		}
+		cl.send(unsub)
+		if m := cl.expect("error"); m.str("code") != "rate_limited" || m.str("requestId") != "u" {
+			t.Fatalf("got %v, want rate_limited", m)
+		}
+		by.alive(t)
+	})
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
+}
+
+// TestNewStreamRate: MAX_NEW_STREAMS_PER_SECOND bounds the channels a
+// connection newly names per second (with a burst of
+// MAX_CHANNELS_PER_CLIENT), granted or not; beyond it stream_rate_limited,
+// and the connection and its subscriptions carry on.
+func TestNewStreamRate(t *testing.T) {
+	rs := redistest.Start(t)
+	g := startGateway(t, rs, func(o *options) {
+		o.srv.MaxChannels = 10
+		o.srv.MaxNewStreamsPerSecond = 2
+	})
+	cl := dial(t, g.wsURL(""))
+	burst := make([]string, 10)
+	for i := range burst {
+		burst[i] = fmt.Sprint("market:tick:R", i)
+	}
+	cl.subscribe(burst...) // the whole burst at once
+	cl.send(`{"action":"unsubscribe","channels":["market:tick:R0"]}`)
+	cl.expect("unsubscribed")
+	cl.send(subscribeReq("again", "market:tick:R0"))
+	m := cl.expect("error")
+	if m.str("code") != "stream_rate_limited" || !slices.Equal(channelsOf(m), []string{"market:tick:R0"}) {
+		t.Fatalf("got %v, want stream_rate_limited for market:tick:R0", m)
+	}
+	// Refused names cost tokens too: the ACL work is what is bounded.
+	rs.Publish(t, "market:tick:R1", "still")
+	if m := cl.expect("data"); m.str("channel") != "market:tick:R1" {
+		t.Fatalf("got %v", m)
+	}
+	// The bucket refills (one token per 500 ms here).
+	redistest.WaitFor(t, 10*time.Second, "a token for a new channel", func() bool {
+		cl.send(subscribeReq("retry", "market:tick:R0"))
+		m := cl.read()
+		switch {
+		case m.str("type") == "subscribed":
+			return true
+		case m.str("code") == "stream_rate_limited":
+			return false
+		}
+		t.Fatalf("got %v", m)
+		return false
+	})
+}
+
+// TestStreamCapRefusal: a subscribe the hub refuses for MAX_STREAMS is
+// answered server_busy, and the connection does not count the refused
+// channels (MAX_CHANNELS_PER_CLIENT is 2 here: after the refusal the client
+// can still hold two).
+func TestStreamCapRefusal(t *testing.T) {
+	rs := redistest.Start(t)
+	g := startGateway(t, rs, func(o *options) {
+		o.srv.MaxChannels = 2
+		o.hub.MaxStreams = 2
+	})
+	a := dial(t, g.wsURL(""))
+	a.subscribe("market:tick:X", "market:tick:Y")
+	b := dial(t, g.wsURL(""))
+	b.send(subscribeReq("z", "market:tick:Z"))
+	m := b.expect("error")
+	if m.str("code") != "server_busy" || m.str("requestId") != "z" || !slices.Equal(channelsOf(m), []string{"market:tick:Z"}) {
+		t.Fatalf("got %v, want server_busy for market:tick:Z", m)
+	}
+	b.subscribe("market:tick:X", "market:tick:Y") // existing streams; Z not counted
+	rs.Publish(t, "market:tick:Y", "1")
+	for _, cl := range []*client{a, b} {
+		if m := cl.expect("data"); m.str("channel") != "market:tick:Y" {
+			t.Fatalf("got %v", m)
+		}
+	}
+}
+
+// TestUpstreamRefusal: when the gateway's own Redis user has channel ACLs
+// and Redis refuses one client's stream (PSUBSCRIBE patterns are compared
+// as strings: &market:tick:* does not grant market:tick:A*), that client's
+// request fails with upstream_refused and the stream is dropped; the link
+// stays up (/health 200, no upstream_interrupted, no reconnect) and every
+// other client's delivery goes on with a contiguous seq.
+func TestUpstreamRefusal(t *testing.T) {
+	rs := redistest.Start(t)
+	if r := rs.Do(t, "ACL", "SETUSER", "gw", "on", ">pw", "resetchannels", "&market:tick:*", "&indicators:*",
+		"&__ws_gateway:canary:*", "~*", "+@all"); r != "OK" {
+		t.Fatalf("ACL SETUSER = %q", r)
+	}
+	g := startGateway(t, rs, func(o *options) {
+		o.hub.RedisUsername, o.hub.RedisPassword = "gw", "pw"
+		o.hub.CanaryInterval = 100 * time.Millisecond
+		o.srv.MaxChannels = 2
+	})
+	reader := dial(t, g.wsURL(""))
+	reader.subscribe("market:tick:*")
+	attacker := dial(t, g.wsURL(""))
+	var last uint64
+	for i := range 20 {
+		attacker.send(subscribeReq(fmt.Sprint("p", i), fmt.Sprintf("market:tick:A%d*", i%3)))
+		m := attacker.expect("error")
+		if m.str("code") != "upstream_refused" || m.str("requestId") != fmt.Sprint("p", i) {
+			t.Fatalf("request %d: got %v, want upstream_refused", i, m)
+		}
+		if code := g.health(t); code != 200 {
+			t.Fatalf("/health %d after a refused stream", code)
+		}
+		rs.Publish(t, "market:tick:T", fmt.Sprint(i))
+		d := reader.read()
+		if d.str("type") != "data" || d.seq() != last+1 {
+			t.Fatalf("reader got %v after seq %d: delivery interrupted", d, last)
+		}
+		last = d.seq()
+	}
+	// The refused channels are not held: two channels still fit.
+	attacker.subscribe("market:tick:B", "market:tick:C")
+	if st := g.hub.Stats(); st.Reconnects != 0 || !st.RedisUp {
+		t.Fatalf("Stats %+v: the link went down", st)
+	}
+	redistest.WaitFor(t, 5*time.Second, "the refused streams to be gone", func() bool { return g.hub.Stats().Streams == 3 })
 }

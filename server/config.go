@@ -61,6 +61,13 @@ type Config struct {
 	// 0 means DefaultEchoMaxMessageBytes.
 	EchoMaxMessageBytes int
 
+	// MaxNewStreamsPerSecond bounds the channels a connection newly
+	// subscribes to per second, with a burst of MaxChannels (beyond it:
+	// stream_rate_limited). Each may be a new upstream stream, so this
+	// is what keeps subscribe/unsubscribe churn from flooding Redis.
+	// 0 = unlimited.
+	MaxNewStreamsPerSecond int
+
 	Version string
 	Logger  *slog.Logger
 }
@@ -85,6 +92,9 @@ func (c *Config) Validate() error {
 	switch {
 	case c.MaxWildcards < 0:
 		return fmt.Errorf("%w: max wildcard subscriptions must not be negative", ErrConfig)
+	case c.MaxNewStreamsPerSecond < 0 || c.MaxNewStreamsPerSecond > 1_000_000:
+		// The bucket counts in whole nanoseconds per stream.
+		return fmt.Errorf("%w: max new streams per second must be between 0 and 1000000", ErrConfig)
 	case c.MaxConnections < 0 || c.MaxConnectionsPerIP < 0:
 		return fmt.Errorf("%w: connection limits must not be negative", ErrConfig)
 	case c.HandshakeTimeout <= 0:

@@ -223,7 +223,7 @@ func (s *Server) event(cn *conn, ev wsproto.Event) gnet.Action {
 		}
 		if ev.Op != ws.OpText {
 			now := time.Now()
-			if s.rateLimited(cn, now) {
+			if s.rateLimited(cn, now, 1, 0, nil) {
 				return gnet.None
 			}
 			s.ctr.command(0, resultBadRequest)

@@ -35,6 +35,10 @@ type loopState struct {
 	conns   []*conn // every connection of the loop, for sweeps
 	blocked []*conn // connections that stopped draining on a full outbound buffer
 
+	// recent holds the connections that subscribed lately (see
+	// recentSubs, commands.go); nil when none.
+	recent map[*conn]*recentSubs
+
 	// Scratch for one Writev, reused across connections.
 	iov    [][]byte
 	frames []*wsproto.Frame
@@ -75,6 +79,14 @@ func (l *loopState) owner(sub *fanout.Subscriber) *conn {
 // It runs as one task per burst, submitted by the shard's waker.
 func (l *loopState) flush(context.Context) error {
 	l.shard.BeginFlush()
+	// The hub refused subscriptions (their error frames are queued):
+	// the connections stop counting those channels before the client
+	// can read why.
+	for _, r := range l.shard.TakeRefusals() {
+		if cn := l.owner(r.Sub); cn != nil && cn.state == stateOpen {
+			cn.leave(l.recent[cn], r.Channels)
+		}
+	}
 	for sub := l.shard.NextReady(); sub != nil; sub = l.shard.NextReady() {
 		cn := l.owner(sub)
 		if cn != nil && cn.state == stateOpen && !cn.is(flagBlocked) {
@@ -173,6 +185,7 @@ func (l *loopState) tick(context.Context) error {
 	if now.Sub(l.lastSweep) >= sweepEvery {
 		l.lastSweep = now
 		l.sweep(now)
+		l.settleRecent(now.UnixNano())
 	}
 	return nil
 }

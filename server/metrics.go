@@ -56,6 +56,8 @@ const (
 	resultTooManyChannels
 	resultTooManyWildcards
 	resultRateLimited
+	resultStreamRateLimited
+	resultServerBusy
 	numCmdResults
 )
 
@@ -67,6 +69,9 @@ var cmdResultNames = [numCmdResults]string{
 	resultTooManyChannels:  string(wsproto.CodeTooManyChannels),
 	resultTooManyWildcards: string(wsproto.CodeTooManyWildcards),
 	resultRateLimited:      string(wsproto.CodeRateLimited),
+
+	resultStreamRateLimited: string(wsproto.CodeStreamRateLimited),
+	resultServerBusy:        string(wsproto.CodeServerBusy),
 }
 
 // resultOf maps the error code a command was refused with to its result.

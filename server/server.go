@@ -233,6 +233,7 @@ func (s *Server) OnClose(c gnet.Conn, err error) gnet.Action {
 		return gnet.None
 	}
 	cn.loop.remove(cn)
+	delete(cn.loop.recent, cn)
 	if cn.state >= stateOpen {
 		s.conns.Add(-1)
 		s.releaseIP(c.RemoteAddr())
