@@ -276,3 +276,123 @@ func TestUpstreamRefusal(t *testing.T) {
 	}
 	redistest.WaitFor(t, 5*time.Second, "the refused streams to be gone", func() bool { return g.hub.Stats().Streams == 3 })
 }
+
+// paddedPing is a ping command of exactly n bytes (an ignored field pads
+// it), to be sent in fragments.
+func paddedPing(n int) []byte {
+	const head, tail = `{"action":"ping","pad":"`, `"}`
+	return []byte(head + strings.Repeat("p", n-len(head)-len(tail)) + tail)
+}
+
+// pingUntilClosed sends a ping every 100 ms on rc (keeping the peer
+// lively, as the attack does) until stop is closed.
+func pingUntilClosed(rc *rawConn, stop <-chan struct{}) {
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	ping := clientFrame(0x89, nil, false)
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+			if _, err := rc.Write(ping); err != nil {
+				return
+			}
+		}
+	}
+}
+
+// TestPartialMessageTimeout: a message has PARTIAL_MESSAGE_TIMEOUT to
+// complete, however lively its sender otherwise is: sockets that send a
+// first fragment and then only pings are closed with 1008, not before
+// the timeout; a fragmented message that completes in time is answered.
+func TestPartialMessageTimeout(t *testing.T) {
+	const timeout = time.Second
+	rs := redistest.Start(t)
+	g := startGateway(t, rs, func(o *options) {
+		o.srv.PartialMessageTimeout = timeout
+		o.srv.MaxPartialBytes = 64 << 20
+	})
+	by := newBystander(t, g, rs)
+	msg := paddedPing(60000)
+	const n = 20
+	conns := make([]*rawConn, n)
+	stop := make(chan struct{})
+	defer close(stop)
+	start := time.Now()
+	for i := range conns {
+		conns[i] = rawUpgrade(t, g.addr)
+		conns[i].write(t, clientFrame(0x01, msg[:len(msg)-10], false))
+		go pingUntilClosed(conns[i], stop)
+	}
+	// Completed in time, in fragments spread over a third of the timeout.
+	ok := rawUpgrade(t, g.addr)
+	okStart := time.Now()
+	ok.write(t, clientFrame(0x01, msg[:30000], false))
+	for i := 1; i <= 3; i++ {
+		redistest.WaitFor(t, time.Second, "the next pacing step", func() bool { return time.Since(okStart) > time.Duration(i)*timeout/10 })
+		ok.write(t, clientFrame(0x89, nil, false))
+	}
+	ok.write(t, clientFrame(0x80, msg[30000:], false))
+	ok.expectText(t, `"type":"pong"`)
+
+	for i, rc := range conns {
+		texts := rc.expectClose(t, 1008)
+		if len(texts) != 0 {
+			t.Fatalf("conn %d: text frames before the close: %q", i, texts)
+		}
+	}
+	if d := time.Since(start); d < timeout {
+		t.Fatalf("closed after %v, before the %v timeout", d, timeout)
+	}
+	by.alive(t)
+	redistest.WaitFor(t, 10*time.Second, "the closed sockets to be gone", func() bool { return g.srv.Connections() == 2 })
+}
+
+// TestPartialMessageBytes: the bytes of unfinished messages across all
+// connections are bounded by MAX_PARTIAL_MESSAGE_BYTES; the connection
+// that would pass it is closed with 1009, the others keep theirs and
+// complete them, and the bytes are given back once they do.
+func TestPartialMessageBytes(t *testing.T) {
+	rs := redistest.Start(t)
+	g := startGateway(t, rs, func(o *options) {
+		o.srv.MaxPartialBytes = 200_000
+		o.srv.PartialMessageTimeout = time.Minute
+	})
+	by := newBystander(t, g, rs)
+	msg := paddedPing(60000)
+	first, last := clientFrame(0x01, msg[:59000], false), clientFrame(0x80, msg[59000:], false)
+	// hold sends a first fragment and waits for the pong of a ping sent
+	// after it: the gateway has then counted the fragment.
+	hold := func(rc *rawConn) {
+		rc.write(t, append(first, clientFrame(0x89, []byte("x"), false)...))
+		_ = rc.SetReadDeadline(time.Now().Add(10 * time.Second))
+		for {
+			f, err := rc.readFrame()
+			if err != nil {
+				t.Fatalf("waiting for the pong: %v", err)
+			}
+			if f.op == 0xA {
+				return
+			}
+		}
+	}
+	var holders []*rawConn
+	for range 3 {
+		rc := rawUpgrade(t, g.addr)
+		hold(rc) // 177,000 bytes held in all
+		holders = append(holders, rc)
+	}
+	over := rawUpgrade(t, g.addr)
+	over.write(t, first)
+	over.expectClose(t, 1009)
+	by.alive(t)
+	for _, rc := range holders {
+		rc.write(t, last)
+		rc.expectText(t, `"type":"pong"`)
+	}
+	// Completed messages hold nothing: three more fit again.
+	for range 3 {
+		hold(rawUpgrade(t, g.addr))
+	}
+}

@@ -68,6 +68,17 @@ type Config struct {
 	// 0 = unlimited.
 	MaxNewStreamsPerSecond int
 
+	// PartialMessageTimeout bounds the time from the first byte of an
+	// inbound message to its last: a fragmented message, or a frame
+	// still arriving. Past it the connection is closed with 1008. 0 =
+	// unbounded.
+	PartialMessageTimeout time.Duration
+	// MaxPartialBytes bounds the bytes of unfinished inbound messages
+	// held across all connections (reassembled fragments and frames
+	// still arriving); the connection whose bytes pass it is closed with
+	// 1009. 0 = unbounded. It must hold one largest message.
+	MaxPartialBytes int
+
 	Version string
 	Logger  *slog.Logger
 }
@@ -103,9 +114,22 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("%w: ping interval and timeout must be positive", ErrConfig)
 	case c.EchoMaxMessageBytes < 0:
 		return fmt.Errorf("%w: echo max message bytes must not be negative", ErrConfig)
+	case c.PartialMessageTimeout < 0:
+		return fmt.Errorf("%w: partial message timeout must not be negative", ErrConfig)
+	case c.MaxPartialBytes < 0:
+		return fmt.Errorf("%w: max partial message bytes must not be negative", ErrConfig)
 	}
 	if c.Echo && c.EchoMaxMessageBytes == 0 {
 		c.EchoMaxMessageBytes = DefaultEchoMaxMessageBytes
+	}
+	if c.MaxPartialBytes > 0 {
+		largest := c.MaxMessageBytes
+		if c.Echo {
+			largest = max(largest, c.EchoMaxMessageBytes)
+		}
+		if c.MaxPartialBytes < largest {
+			return fmt.Errorf("%w: max partial message bytes (%d) must hold the largest message (%d)", ErrConfig, c.MaxPartialBytes, largest)
+		}
 	}
 	if c.MaxHeaderBytes == 0 {
 		c.MaxHeaderBytes = 8 << 10

@@ -219,6 +219,13 @@ func (l *loopState) sweep(now time.Time) {
 			case cn.state != stateOpen:
 			case cn.expires != 0 && n >= cn.expires:
 				cn.startClose(wsproto.CloseTokenExpired)
+			case cfg.PartialMessageTimeout > 0 && cn.cold != nil && cn.cold.partialSince != 0 &&
+				n-cn.cold.partialSince > int64(cfg.PartialMessageTimeout):
+				// Fragments or a trickled frame, however lively the
+				// peer otherwise is (pings), hold memory: a message
+				// has this long to complete.
+				l.srv.releasePartial(cn)
+				cn.startClose(wsproto.ClosePartialTimeout)
 			case cn.is(flagPinged) && n-cn.lastRead > int64(cfg.PingTimeout):
 				// Only once a ping has gone unanswered: with a
 				// PingTimeout close to the sweep period, a peer

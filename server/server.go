@@ -58,6 +58,9 @@ type Server struct {
 
 	conns   atomic.Int64 // upgraded WebSocket connections
 	sockets atomic.Int64 // accepted TCP connections, upgraded or not
+	// partial is the bytes of unfinished inbound messages held by every
+	// connection (Config.MaxPartialBytes; see trackPartial).
+	partial atomic.Int64
 	loopsMu sync.Mutex
 	loops   []*loopState
 	// roles are the ACL's role names; a connection keeps an index.
@@ -249,7 +252,7 @@ func (s *Server) OnClose(c gnet.Conn, err error) gnet.Action {
 			"duration", time.Since(time.Unix(0, cn.since)).Round(time.Millisecond),
 			"frames_sent", cn.sent, "dropped", cn.sub.Dropped(), "reason", reason)
 	}
-	cn.reader.Reset()
+	s.releasePartial(cn)
 	cn.state = stateClosed
 	return gnet.None
 }
