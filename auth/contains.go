@@ -30,7 +30,7 @@ func (w *work) spend(n int) bool {
 
 // newOuterStateCost is the charge for one new state of the outer
 // automaton beyond its transitions: a hash lookup and an insertion.
-const newOuterStateCost = 16
+const newOuterStateCost = 64
 
 // posWords sizes posWide. Positions run 0..len(tokens), so the outer
 // pattern may have at most posWords*64-1 tokens, comfortably above
