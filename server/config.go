@@ -79,6 +79,11 @@ type Config struct {
 	// 1009. 0 = unbounded. It must hold one largest message.
 	MaxPartialBytes int
 
+	// StatsPrivate keeps /stats off the public port (404 there): its
+	// counters include admin-only channels' traffic. The caller serves
+	// Server.Stats elsewhere (cmd on its admin listener).
+	StatsPrivate bool
+
 	Version string
 	Logger  *slog.Logger
 }

@@ -90,6 +90,9 @@ func (s *Server) plainHTTP(method, path string, upgrade bool) []byte {
 			"redis":  up,
 		})
 	case "/stats":
+		if s.cfg.StatsPrivate {
+			break // served on the admin listener instead
+		}
 		return jsonResponse(http.StatusOK, s.Stats())
 	case "/ws":
 		return httpError(http.StatusBadRequest, "this endpoint speaks WebSocket: send an Upgrade request")
