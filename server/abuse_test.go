@@ -6,15 +6,18 @@ package server_test
 // real gateway and a real redis-server; docs/SECURITY.md lists them.
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/coder/websocket"
 
+	"github.com/wsgw/gateway/auth"
 	"github.com/wsgw/gateway/fanout/redistest"
 )
 
@@ -394,5 +397,156 @@ func TestPartialMessageBytes(t *testing.T) {
 	// Completed messages hold nothing: three more fit again.
 	for range 3 {
 		hold(rawUpgrade(t, g.addr))
+	}
+}
+
+// TestStatsPrivate: with StatsPrivate (STATS_ADMIN_ONLY) the public port
+// answers /stats with 404; /health stays.
+func TestStatsPrivate(t *testing.T) {
+	rs := redistest.Start(t)
+	g := startGateway(t, rs, func(o *options) { o.srv.StatsPrivate = true })
+	if code, body := g.get(t, "/stats"); code != 404 {
+		t.Fatalf("/stats: %d %s, want 404", code, body)
+	}
+	if code := g.health(t); code != 200 {
+		t.Fatalf("/health: %d", code)
+	}
+}
+
+// TestAbusiveSubscriberBounded: one connection sending costly subscribe
+// requests (patterns that need the general containment search against
+// the ACL) at its rate limit gets ACL work done for at most
+// MAX_NEW_STREAMS_PER_SECOND patterns a second after a burst of
+// MAX_CHANNELS_PER_CLIENT, each check bounded by auth's work budget
+// (TestContainsWork): the rest is refused before any ACL work. That bound
+// is what the test asserts, as it does not depend on the machine's speed.
+// The p99 round trip of another client on the same event loop is measured
+// too, abuse and quiet phases alternating within one run, and logged: on
+// this shared machine a timing assertion would be noise.
+func TestAbusiveSubscriberBounded(t *testing.T) {
+	const (
+		streamRate = 20
+		burst      = 50 // MaxChannels
+		patterns   = 5  // MaxWildcards: what a request can bring to the ACL
+	)
+	rs := redistest.Start(t)
+	acl, err := auth.NewACL(map[string][]string{"user": {"market:tick:*", "indicators:*:1m"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := startGateway(t, rs, func(o *options) {
+		o.srv.Loops = 1 // victim and abuser on the same loop
+		o.srv.MaxChannels = burst
+		o.srv.MaxWildcards = patterns
+		o.srv.MaxNewStreamsPerSecond = streamRate
+		o.acl = acl
+	})
+	victim := dial(t, g.wsURL(""))
+	abuser, err := dialErr(g.wsURL(""), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer abuser.CloseNow()
+	var abusing atomic.Bool
+	var checked, refusedEarly, other atomic.Int64
+	abuseErr := make(chan error, 1)
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		req := subscribeReq("a", hostilePatterns(patterns)...)
+		// At the rate limit, never past it: 5 channels a request, 200
+		// requests a second.
+		pace := time.NewTicker(5 * time.Millisecond)
+		defer pace.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-pace.C:
+			}
+			if !abusing.Load() {
+				continue
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			err := abuser.Write(ctx, websocket.MessageText, []byte(req))
+			var p []byte
+			if err == nil {
+				_, p, err = abuser.Read(ctx)
+			}
+			cancel()
+			if err != nil {
+				abuseErr <- err
+				return
+			}
+			var m struct{ Code string }
+			_ = json.Unmarshal(p, &m)
+			switch m.Code {
+			case "forbidden":
+				checked.Add(1) // the ACL checked its patterns
+			case "stream_rate_limited":
+				refusedEarly.Add(1)
+			default:
+				other.Add(1)
+			}
+		}
+	}()
+
+	var quiet, abused []time.Duration
+	var abuseTime time.Duration
+	var firstAbuse, lastAbuse time.Time
+	// The victim pings 400 times a second, below its own rate limit.
+	pace := time.NewTicker(2500 * time.Microsecond)
+	defer pace.Stop()
+	for round := range 12 {
+		abusing.Store(round%2 == 1)
+		start := time.Now()
+		for time.Since(start) < 400*time.Millisecond {
+			<-pace.C
+			sent := time.Now()
+			victim.send(`{"action":"ping"}`)
+			victim.expect("pong")
+			if round%2 == 1 {
+				abused = append(abused, time.Since(sent))
+			} else {
+				quiet = append(quiet, time.Since(sent))
+			}
+		}
+		if round%2 == 1 {
+			abuseTime += time.Since(start)
+			if firstAbuse.IsZero() {
+				firstAbuse = start
+			}
+			lastAbuse = time.Now()
+		}
+	}
+	abusing.Store(false)
+	close(stop)
+	<-done
+	select {
+	case err := <-abuseErr:
+		t.Fatalf("the abuser was cut off: %v", err)
+	default:
+	}
+	p99 := func(d []time.Duration) time.Duration {
+		slices.Sort(d)
+		return d[len(d)*99/100]
+	}
+	t.Logf("abuser: %d requests checked by the ACL, %d refused before it, %d other, in %v of abuse",
+		checked.Load(), refusedEarly.Load(), other.Load(), abuseTime.Round(time.Millisecond))
+	t.Logf("victim p99: %v quiet (%d samples), %v under abuse (%d samples)",
+		p99(quiet), len(quiet), p99(abused), len(abused))
+	if other.Load() != 0 {
+		t.Fatalf("%d unexpected answers", other.Load())
+	}
+	if refusedEarly.Load() == 0 {
+		t.Fatal("the stream rate never refused a request: the abuse was too slow to test the bound")
+	}
+	// Every pattern a checked request names cost one token: at most the
+	// burst plus the refill from the first abusive request to the last
+	// (quiet phases refill the bucket too), plus one in flight.
+	maxChecked := int64((burst+streamRate*lastAbuse.Sub(firstAbuse).Seconds())/patterns) + 1
+	if checked.Load() > maxChecked {
+		t.Fatalf("%d requests reached the ACL, want at most %d", checked.Load(), maxChecked)
 	}
 }
