@@ -45,6 +45,15 @@ type config struct {
 	MaxConnectionsPerSecond int
 	CanaryInterval          time.Duration
 
+	// Abuse bounds: new streams per connection, the hub's streams and
+	// pending requests, unfinished inbound messages, /stats exposure.
+	MaxNewStreamsPerSecond int
+	MaxStreams             int
+	MaxPendingRequests     int
+	PartialMessageTimeout  time.Duration
+	MaxPartialMessageBytes int
+	StatsAdminOnly         bool
+
 	EmbeddedRedis bool
 	Demo          bool
 	Echo          bool
@@ -96,6 +105,12 @@ var settings = []setting{
 	{"SLOW_CLIENT_MAX_DROPS", "slow-client-max-drops", "10000", "close with 1013 a connection that lost more frames than this (0: never)", func(c *config) any { return &c.SlowClientMaxDrops }},
 	{"MAX_CONNECTIONS_PER_SECOND", "max-connections-per-second", "0", "accepted upgrades per second, 503 with Retry-After beyond (0: unlimited)", func(c *config) any { return &c.MaxConnectionsPerSecond }},
 	{"CANARY_INTERVAL", "canary-interval", "2s", "period of the pub/sub canary; 3 missed means the link is broken (0: off)", func(c *config) any { return &c.CanaryInterval }},
+	{"MAX_NEW_STREAMS_PER_SECOND", "max-new-streams-per-second", "20", "channels a connection may newly subscribe to per second, granted or not, with a burst of MAX_CHANNELS_PER_CLIENT (stream_rate_limited beyond; 0: unlimited)", func(c *config) any { return &c.MaxNewStreamsPerSecond }},
+	{"MAX_STREAMS", "max-streams", "100000", "upstream subscriptions (channels plus patterns) in all; a subscribe that needs more is answered server_busy (0: unlimited)", func(c *config) any { return &c.MaxStreams }},
+	{"MAX_PENDING_REQUESTS", "max-pending-requests", "10000", "subscribe and unsubscribe requests waiting for Redis; beyond, requests are answered server_busy (0: unlimited)", func(c *config) any { return &c.MaxPendingRequests }},
+	{"PARTIAL_MESSAGE_TIMEOUT", "partial-message-timeout", "10s", "time an inbound message may take from its first byte to its last (fragments, or a frame still arriving); 1008 after it (0: unbounded)", func(c *config) any { return &c.PartialMessageTimeout }},
+	{"MAX_PARTIAL_MESSAGE_BYTES", "max-partial-message-bytes", "33554432", "bytes of unfinished inbound messages held across all connections; the connection that passes it is closed with 1009 (0: unbounded)", func(c *config) any { return &c.MaxPartialMessageBytes }},
+	{"STATS_ADMIN_ONLY", "stats-admin-only", "false", "serve /stats on ADMIN_ADDR only (404 on the public port): its counters include admin-only channels", func(c *config) any { return &c.StatsAdminOnly }},
 	{"EMBEDDED_REDIS", "embedded-redis", "false", "run an in-process Redis (miniredis) for trying the gateway out; never a fallback", func(c *config) any { return &c.EmbeddedRedis }},
 	{"DEMO", "demo", "false", "publish demo ticks on market:tick:*", func(c *config) any { return &c.Demo }},
 	{"ECHO", "echo", "false", "serve /echo for RFC 6455 conformance testing (never in production)", func(c *config) any { return &c.Echo }},
@@ -234,6 +249,7 @@ func (c *config) validate() error {
 		{c.LogLevel != "debug" && c.LogLevel != "info" && c.LogLevel != "warn" && c.LogLevel != "error", "LOG_LEVEL", "must be debug, info, warn or error"},
 		{c.LogFormat != "text" && c.LogFormat != "json", "LOG_FORMAT", "must be text or json"},
 		{c.AdminAddr != "" && !isHostPort(c.AdminAddr), "ADMIN_ADDR", "must be host:port with a port number (or empty)"},
+		{c.StatsAdminOnly && c.AdminAddr == "", "STATS_ADMIN_ONLY", "needs ADMIN_ADDR: /stats would be served nowhere"},
 	}
 	for _, k := range checks {
 		if k.bad {

@@ -133,6 +133,9 @@ func serve(cfg config, log *slog.Logger) error {
 		Linger:         500 * time.Millisecond,
 		CanaryInterval: cfg.CanaryInterval,
 		Logger:         log,
+
+		MaxStreams: cfg.MaxStreams,
+		MaxPending: cfg.MaxPendingRequests,
 	})
 	if err != nil {
 		return err
@@ -159,6 +162,11 @@ func serve(cfg config, log *slog.Logger) error {
 		MaxSockets:              socketBudget(log),
 		Version:                 version,
 		Logger:                  log,
+
+		MaxNewStreamsPerSecond: cfg.MaxNewStreamsPerSecond,
+		PartialMessageTimeout:  cfg.PartialMessageTimeout,
+		MaxPartialBytes:        cfg.MaxPartialMessageBytes,
+		StatsPrivate:           cfg.StatsAdminOnly,
 	}, hub, authn, acl)
 	if err != nil {
 		return err
