@@ -328,6 +328,9 @@ func TestPartialMessageTimeout(t *testing.T) {
 		conns[i].write(t, clientFrame(0x01, msg[:len(msg)-10], false))
 		go pingUntilClosed(conns[i], stop)
 	}
+	// One frame, never completed: no pings can follow it.
+	trickle := rawUpgrade(t, g.addr)
+	trickle.write(t, clientFrame(0x81, msg, false)[:1000])
 	// Completed in time, in fragments spread over a third of the timeout.
 	ok := rawUpgrade(t, g.addr)
 	okStart := time.Now()
@@ -339,7 +342,7 @@ func TestPartialMessageTimeout(t *testing.T) {
 	ok.write(t, clientFrame(0x80, msg[30000:], false))
 	ok.expectText(t, `"type":"pong"`)
 
-	for i, rc := range conns {
+	for i, rc := range append(conns, trickle) {
 		texts := rc.expectClose(t, 1008)
 		if len(texts) != 0 {
 			t.Fatalf("conn %d: text frames before the close: %q", i, texts)
