@@ -20,23 +20,24 @@ import (
 	"github.com/wsgw/gateway/fanout/redistest"
 )
 
-// vmRSS is the resident set size of process pid, from /proc.
-func vmRSS(tb testing.TB, pid int) int64 {
+// rss is a resident memory figure of process pid from /proc/pid/status,
+// such as "VmRSS".
+func rss(tb testing.TB, pid int, field string) int64 {
 	tb.Helper()
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
 	if err != nil {
 		tb.Skipf("no /proc: %v", err)
 	}
 	for _, line := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+		if rest, ok := strings.CutPrefix(line, field+":"); ok {
 			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
 			if err != nil {
-				tb.Fatalf("VmRSS %q: %v", rest, err)
+				tb.Fatalf("%s %q: %v", field, rest, err)
 			}
 			return kb << 10
 		}
 	}
-	tb.Fatal("no VmRSS in /proc/pid/status")
+	tb.Fatalf("no %s in /proc/%d/status", field, pid)
 	return 0
 }
 
@@ -45,17 +46,46 @@ type churnStats struct {
 	acked, streamLimited, rateLimited, busy, other, redials atomic.Int64
 }
 
-// churn is one abusive client until ctx ends: it subscribes to 50 fresh
-// channel names, unsubscribes them, and again, as fast as the gateway
-// answers; closed (1008 for the rate limit), it reconnects.
+// churn is one abusive client until ctx ends, as in the reported attack:
+// 900 messages a second, alternately subscribing to 50 fresh channel
+// names and unsubscribing them, sent without waiting for the answers
+// (which a second goroutine reads and counts). Closed (1008 for the rate
+// limit), it reconnects.
 func churn(ctx context.Context, url string, worker int, st *churnStats) {
 	n := 0
+	tick := time.NewTicker(time.Second / 900)
+	defer tick.Stop()
 	for ctx.Err() == nil {
 		c, _, err := websocket.Dial(ctx, url, nil)
 		if err != nil {
 			continue
 		}
 		st.redials.Add(1)
+		readDone := make(chan struct{})
+		go func() {
+			defer close(readDone)
+			for {
+				_, p, err := c.Read(ctx)
+				if err != nil {
+					return
+				}
+				var m struct{ Type, Code string }
+				_ = json.Unmarshal(p, &m)
+				switch {
+				case m.Type == "subscribed":
+					st.acked.Add(1)
+				case m.Type == "unsubscribed":
+				case m.Code == "stream_rate_limited":
+					st.streamLimited.Add(1)
+				case m.Code == "rate_limited":
+					st.rateLimited.Add(1)
+				case m.Code == "server_busy":
+					st.busy.Add(1)
+				default:
+					st.other.Add(1)
+				}
+			}
+		}()
 		for ctx.Err() == nil {
 			names := make([]string, 50)
 			for i := range names {
@@ -63,41 +93,30 @@ func churn(ctx context.Context, url string, worker int, st *churnStats) {
 				names[i] = fmt.Sprintf("market:tick:churn:%d:%d", worker, n)
 			}
 			list, _ := json.Marshal(names)
-			if c.Write(ctx, websocket.MessageText, []byte(`{"action":"subscribe","channels":`+string(list)+`}`)) != nil {
-				break
+			sent := true
+			for _, action := range []string{"subscribe", "unsubscribe"} {
+				select {
+				case <-ctx.Done():
+				case <-tick.C:
+				}
+				if c.Write(ctx, websocket.MessageText, []byte(`{"action":"`+action+`","channels":`+string(list)+`}`)) != nil {
+					sent = false
+					break
+				}
 			}
-			_, p, err := c.Read(ctx)
-			if err != nil {
-				break
-			}
-			var m struct{ Type, Code string }
-			_ = json.Unmarshal(p, &m)
-			switch {
-			case m.Type == "subscribed":
-				st.acked.Add(1)
-			case m.Code == "stream_rate_limited":
-				st.streamLimited.Add(1)
-			case m.Code == "rate_limited":
-				st.rateLimited.Add(1)
-			case m.Code == "server_busy":
-				st.busy.Add(1)
-			default:
-				st.other.Add(1)
-			}
-			if c.Write(ctx, websocket.MessageText, []byte(`{"action":"unsubscribe","channels":`+string(list)+`}`)) != nil {
-				break
-			}
-			if _, _, err := c.Read(ctx); err != nil {
+			if !sent {
 				break
 			}
 		}
 		_ = c.CloseNow()
+		<-readDone
 	}
 }
 
 // TestChurnBounded reproduces the subscribe/unsubscribe churn attack
 // against the gateway binary and a real redis-server: three connections
-// subscribing and unsubscribing fresh names as fast as they are answered.
+// each sending 900 messages a second that subscribe and unsubscribe 50
+// fresh names.
 // The stream count stays under MAX_STREAMS, a probe's unsubscribe still
 // reaches Redis within about a second, a reader of other channels gets
 // every message with a contiguous seq, and once the attackers are gone the
@@ -181,19 +200,17 @@ func TestChurnBounded(t *testing.T) {
 		}
 	}()
 
-	// Warm up, then the level before: a short churn lets one-time
-	// allocations (pools, buffers, the runtime's own) happen first.
-	warm, cancelWarm := context.WithTimeout(context.Background(), 2*time.Second)
+	// The level before: the reader fed, and one churning client for a
+	// second, so that the code of the refusal paths has been paged in
+	// (a MiB of the binary's text that the attack would otherwise add
+	// to the RSS for good, without holding any memory).
+	warm, cancelWarm := context.WithTimeout(context.Background(), time.Second)
 	var warmStats churnStats
-	var wg sync.WaitGroup
-	for w := range 3 {
-		wg.Add(1)
-		go func() { defer wg.Done(); churn(warm, url, 100+w, &warmStats) }()
-	}
-	wg.Wait()
+	churn(warm, url, 99, &warmStats)
 	cancelWarm()
 	redistest.WaitFor(t, 10*time.Second, "the warm-up streams to expire", func() bool { return streams() == 1 })
-	before := settledRSS(t, pid, 15*time.Second)
+	before := settledRSS(t, pid, 20*time.Second)
+	var wg sync.WaitGroup
 
 	ctx, cancel := context.WithTimeout(context.Background(), attack)
 	defer cancel()
@@ -214,7 +231,7 @@ func TestChurnBounded(t *testing.T) {
 	defer probe.CloseNow()
 	for ctx.Err() == nil {
 		peakStreams = max(peakStreams, streams())
-		peakRSS = max(peakRSS, vmRSS(t, pid))
+		peakRSS = max(peakRSS, rss(t, pid, "VmRSS"))
 		wctx, wcancel := context.WithTimeout(context.Background(), 10*time.Second)
 		if err := probe.Write(wctx, websocket.MessageText, []byte(`{"action":"subscribe","channels":["market:tick:probe"]}`)); err != nil {
 			t.Fatal(err)
@@ -265,7 +282,7 @@ func TestChurnBounded(t *testing.T) {
 	limit := before + before/10
 	var after int64
 	redistest.WaitFor(t, 90*time.Second, "RSS within 10 % of its level before the churn", func() bool {
-		after = vmRSS(t, pid)
+		after = rss(t, pid, "VmRSS")
 		return after <= limit
 	})
 	t.Logf("RSS after %d KiB (limit %d KiB)", after>>10, limit>>10)
@@ -287,11 +304,11 @@ func TestChurnBounded(t *testing.T) {
 // second apart within 1 %) and returns it.
 func settledRSS(tb testing.TB, pid int, timeout time.Duration) int64 {
 	tb.Helper()
-	prev := vmRSS(tb, pid)
+	prev := rss(tb, pid, "VmRSS")
 	var cur int64
 	redistest.WaitFor(tb, timeout, "RSS to settle", func() bool {
 		time.Sleep(time.Second) // sampling period, not synchronisation
-		cur = vmRSS(tb, pid)
+		cur = rss(tb, pid, "VmRSS")
 		d := cur - prev
 		prev = cur
 		return d < cur/100 && -d < cur/100
