@@ -28,6 +28,18 @@ func pauseRedis(tb testing.TB, srv *redistest.Server, d time.Duration) {
 	}
 }
 
+// startLimitedHub starts a redis-server and a hub on it whose Config
+// mutate adjusts, and waits for the link.
+func startLimitedHub(tb testing.TB, mutate func(*Config)) (*redistest.Server, *harness, Config) {
+	tb.Helper()
+	srv := redistest.Start(tb)
+	cfg := testConfig(srv.Addr())
+	mutate(&cfg)
+	hs := startHub(tb, cfg)
+	waitHealthy(tb, hs.h, true)
+	return srv, hs, cfg
+}
+
 // blockControl pauses Redis and hands the control goroutine a subscribe of
 // a new stream, then waits until it has taken that request: it is now
 // stuck in its upstream round trip until the pause ends, and every later
@@ -50,11 +62,7 @@ func blockControl(tb testing.TB, hs *harness, srv *redistest.Server, c *client) 
 // piling up; closing connections are still accepted; once Redis answers,
 // everything accepted is acknowledged.
 func TestHubMaxPending(t *testing.T) {
-	srv := redistest.Start(t)
-	cfg := testConfig(srv.Addr())
-	cfg.MaxPending = 5
-	hs := startHub(t, cfg)
-	waitHealthy(t, hs.h, true)
+	srv, hs, cfg := startLimitedHub(t, func(c *Config) { c.MaxPending = 5 })
 	c := hs.newClient(t, "c", 0)
 	gone := hs.newClient(t, "gone", 1)
 	blockControl(t, hs, srv, c)
@@ -94,11 +102,7 @@ func TestHubMaxPending(t *testing.T) {
 // loop); requests for existing streams go on; a stream that has expired
 // frees its place.
 func TestHubMaxStreams(t *testing.T) {
-	srv := redistest.Start(t)
-	cfg := testConfig(srv.Addr())
-	cfg.MaxStreams = 3
-	hs := startHub(t, cfg)
-	waitHealthy(t, hs.h, true)
+	srv, hs, _ := startLimitedHub(t, func(c *Config) { c.MaxStreams = 3 })
 	a := hs.newClient(t, "a", 0)
 	b := hs.newClient(t, "b", 1)
 
@@ -185,11 +189,8 @@ func (m *monitorRedis) count(name string) int {
 // in one round trip, not one command per request; their unsubscribes too.
 func TestHubPipelinesUpstream(t *testing.T) {
 	const n = 1200 // three SUBSCRIBE chunks
-	srv := redistest.Start(t)
-	cfg := testConfig(srv.Addr())
-	cfg.SendQueue = 2 * n // room for every ack
-	hs := startHub(t, cfg)
-	waitHealthy(t, hs.h, true)
+	// A queue with room for every ack.
+	srv, hs, _ := startLimitedHub(t, func(c *Config) { c.SendQueue = 2 * n })
 	c := hs.newClient(t, "c", 0)
 	mon := startMonitorRedis(t, srv)
 	blockControl(t, hs, srv, c)

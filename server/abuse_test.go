@@ -27,8 +27,7 @@ import (
 // that the expiry sweep has run over the far-future connections (one loop,
 // so one sweep sees them all).
 func TestFarFutureToken(t *testing.T) {
-	rs := redistest.Start(t)
-	g := startGateway(t, rs, func(o *options) {
+	rs, g := startAbused(t, func(o *options) {
 		o.srv.Loops = 1
 		o.auth.JWTSecret = secJWTSecret
 	})
@@ -61,6 +60,14 @@ func TestFarFutureToken(t *testing.T) {
 			cl.expect("pong")
 		})
 	}
+}
+
+// startAbused starts a redis-server and a gateway on it, with the options
+// mutate sets.
+func startAbused(tb testing.TB, mutate func(*options)) (*redistest.Server, *gateway) {
+	tb.Helper()
+	rs := redistest.Start(tb)
+	return rs, startGateway(tb, rs, mutate)
 }
 
 // channelsOf is the "channels" field of an error frame.
@@ -97,8 +104,7 @@ func hostilePatterns(n int) []string {
 // request of forbidden names proves that no ACL check ran first), and
 // the rate limit counts channels, not messages.
 func TestSubscribeRequestBounds(t *testing.T) {
-	rs := redistest.Start(t)
-	g := startGateway(t, rs, func(o *options) {
+	rs, g := startAbused(t, func(o *options) {
 		o.srv.MaxChannels = 50
 		o.srv.MaxWildcards = 5
 		o.srv.MaxMessagesPerSecond = 100
@@ -170,11 +176,7 @@ func must[T any](v T, err error) T {
 // MAX_CHANNELS_PER_CLIENT), granted or not; beyond it stream_rate_limited,
 // and the connection and its subscriptions carry on.
 func TestNewStreamRate(t *testing.T) {
-	rs := redistest.Start(t)
-	g := startGateway(t, rs, func(o *options) {
-		o.srv.MaxChannels = 10
-		o.srv.MaxNewStreamsPerSecond = 2
-	})
+	rs, g := startAbused(t, func(o *options) { o.srv.MaxChannels, o.srv.MaxNewStreamsPerSecond = 10, 2 })
 	cl := dial(t, g.wsURL(""))
 	burst := make([]string, 10)
 	for i := range burst {
@@ -213,11 +215,7 @@ func TestNewStreamRate(t *testing.T) {
 // channels (MAX_CHANNELS_PER_CLIENT is 2 here: after the refusal the client
 // can still hold two).
 func TestStreamCapRefusal(t *testing.T) {
-	rs := redistest.Start(t)
-	g := startGateway(t, rs, func(o *options) {
-		o.srv.MaxChannels = 2
-		o.hub.MaxStreams = 2
-	})
+	rs, g := startAbused(t, func(o *options) { o.srv.MaxChannels, o.hub.MaxStreams = 2, 2 })
 	a := dial(t, g.wsURL(""))
 	a.subscribe("market:tick:X", "market:tick:Y")
 	b := dial(t, g.wsURL(""))
@@ -311,8 +309,7 @@ func pingUntilClosed(rc *rawConn, stop <-chan struct{}) {
 // the timeout; a fragmented message that completes in time is answered.
 func TestPartialMessageTimeout(t *testing.T) {
 	const timeout = time.Second
-	rs := redistest.Start(t)
-	g := startGateway(t, rs, func(o *options) {
+	rs, g := startAbused(t, func(o *options) {
 		o.srv.PartialMessageTimeout = timeout
 		o.srv.MaxPartialBytes = 64 << 20
 	})
@@ -360,8 +357,7 @@ func TestPartialMessageTimeout(t *testing.T) {
 // that would pass it is closed with 1009, the others keep theirs and
 // complete them, and the bytes are given back once they do.
 func TestPartialMessageBytes(t *testing.T) {
-	rs := redistest.Start(t)
-	g := startGateway(t, rs, func(o *options) {
+	rs, g := startAbused(t, func(o *options) {
 		o.srv.MaxPartialBytes = 200_000
 		o.srv.PartialMessageTimeout = time.Minute
 	})
@@ -406,8 +402,7 @@ func TestPartialMessageBytes(t *testing.T) {
 // TestStatsPrivate: with StatsPrivate (STATS_ADMIN_ONLY) the public port
 // answers /stats with 404; /health stays.
 func TestStatsPrivate(t *testing.T) {
-	rs := redistest.Start(t)
-	g := startGateway(t, rs, func(o *options) { o.srv.StatsPrivate = true })
+	_, g := startAbused(t, func(o *options) { o.srv.StatsPrivate = true })
 	if code, body := g.get(t, "/stats"); code != 404 {
 		t.Fatalf("/stats: %d %s, want 404", code, body)
 	}

@@ -93,3 +93,30 @@ func TestAdminListener(t *testing.T) {
 		}
 	})
 }
+
+// TestStatsAdminOnly: STATS_ADMIN_ONLY needs an admin listener, which
+// serves /stats (the public port then answers 404: server tests).
+func TestStatsAdminOnly(t *testing.T) {
+	if _, err := load([]string{"-admin-addr", ""}, map[string]string{"STATS_ADMIN_ONLY": "true"}); err == nil ||
+		!strings.Contains(err.Error(), "STATS_ADMIN_ONLY") {
+		t.Fatalf("STATS_ADMIN_ONLY without ADMIN_ADDR: %v, want an error naming it", err)
+	}
+	cfg, err := load(nil, map[string]string{"STATS_ADMIN_ONLY": "true"})
+	if err != nil || !cfg.StatsAdminOnly {
+		t.Fatalf("STATS_ADMIN_ONLY=true: %+v, %v", cfg.StatsAdminOnly, err)
+	}
+	a, err := startAdmin("127.0.0.1:0", newIdleServer(t), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(a.close)
+	resp, err := http.Get("http://" + a.addr + "/stats")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || !strings.Contains(string(body), `"connections":0`) || !strings.Contains(string(body), `"version":"test-version"`) {
+		t.Fatalf("admin /stats: %d %s", resp.StatusCode, body)
+	}
+}
