@@ -110,9 +110,12 @@ func (sh *Shard) Requeue(s *Subscriber) {
 }
 
 // TakeRefusals returns the refusals recorded since the last call, or nil.
-// The loop calls it at the start of each flush, before writing the error
-// frames that announce them, and removes the channels from its view of
-// each connection that is still open. Event-loop only.
+// A Refusal is recorded before its error frame is queued, so once the loop
+// has popped that frame, TakeRefusals returns it (or returned it before).
+// The loop calls it at the start of each flush and before it acts on a
+// client's command, and removes the channels from its view of each
+// connection that is still open. One atomic load when there is none.
+// Event-loop only.
 func (sh *Shard) TakeRefusals() []Refusal {
 	if !sh.hasRefusals.Load() {
 		return nil
@@ -187,17 +190,19 @@ func (sh *Shard) handle(op shardOp) {
 	}
 }
 
-// refuse queues the error frame of a refused subscribe request and
-// records the Refusal for the loop. Nothing was joined.
+// refuse records the Refusal for the loop and queues the error frame of a
+// refused subscribe request. Nothing was joined. The Refusal comes first:
+// a loop that has written the frame (and so may read the client's next
+// command) is then sure to find it in TakeRefusals.
 func (sh *Shard) refuse(s *Subscriber, names []string, f *wsproto.Frame) {
 	if s.q.removed {
 		f.Release()
 		return
 	}
-	sh.reply(s, f)
 	if len(names) > 0 {
 		sh.record(Refusal{Sub: s, Channels: names})
 	}
+	sh.reply(s, f)
 }
 
 // drop takes every subscriber of this shard off st, which the hub has
@@ -206,9 +211,9 @@ func (sh *Shard) drop(st *stream, f *wsproto.Frame) {
 	subs := slices.Clone(st.subs[sh.idx])
 	for _, s := range subs {
 		sh.leave(s, st)
+		sh.record(Refusal{Sub: s, Channels: []string{st.name}}) // before the frame, as in refuse
 		f.Retain(1)
 		sh.reply(s, f)
-		sh.record(Refusal{Sub: s, Channels: []string{st.name}})
 	}
 	f.Release()
 }

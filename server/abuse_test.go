@@ -364,10 +364,12 @@ func TestPartialMessageBytes(t *testing.T) {
 	by := newBystander(t, g, rs)
 	msg := paddedPing(60000)
 	first, last := clientFrame(0x01, msg[:59000], false), clientFrame(0x80, msg[59000:], false)
-	// hold sends a first fragment and waits for the pong of a ping sent
-	// after it: the gateway has then counted the fragment.
-	hold := func(rc *rawConn) {
-		rc.write(t, append(first, clientFrame(0x89, []byte("x"), false)...))
+	// settled sends a ping and waits for its pong. The gateway counts
+	// the bytes an unfinished message holds at the end of each read, and
+	// may answer within it, so a ping sent after the answer to what
+	// changed them is read once they are counted.
+	settled := func(rc *rawConn) {
+		rc.write(t, clientFrame(0x89, []byte("x"), false))
 		_ = rc.SetReadDeadline(time.Now().Add(10 * time.Second))
 		for {
 			f, err := rc.readFrame()
@@ -378,6 +380,12 @@ func TestPartialMessageBytes(t *testing.T) {
 				return
 			}
 		}
+	}
+	// hold sends a first fragment and has it counted.
+	hold := func(rc *rawConn) {
+		rc.write(t, first)
+		settled(rc)
+		settled(rc)
 	}
 	var holders []*rawConn
 	for range 3 {
@@ -392,6 +400,7 @@ func TestPartialMessageBytes(t *testing.T) {
 	for _, rc := range holders {
 		rc.write(t, last)
 		rc.expectText(t, `"type":"pong"`)
+		settled(rc)
 	}
 	// Completed messages hold nothing: three more fit again.
 	for range 3 {

@@ -83,6 +83,7 @@ func (s *Server) command(cn *conn, p []byte) gnet.Action {
 	if n := len(cmd.Channels); n > 1 && s.rateLimited(cn, now, n-1, cmd.Action, cmd.RequestID) {
 		return gnet.None
 	}
+	cn.loop.applyRefusals()
 	switch cmd.Action {
 	case wsproto.ActionPing:
 		s.ctr.command(cmd.Action, resultOK)

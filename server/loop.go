@@ -75,18 +75,23 @@ func (l *loopState) owner(sub *fanout.Subscriber) *conn {
 	return l.conns[i]
 }
 
-// flush drains the queues of every subscriber the shard marked ready.
-// It runs as one task per burst, submitted by the shard's waker.
-func (l *loopState) flush(context.Context) error {
-	l.shard.BeginFlush()
-	// The hub refused subscriptions (their error frames are queued):
-	// the connections stop counting those channels before the client
-	// can read why.
+// applyRefusals takes the subscriptions the hub refused or dropped (their
+// error frames are queued) out of the loop's view of each connection.
+// Called at each flush and before each command, so a client that has read
+// the error never finds the channels still counted. Event-loop only.
+func (l *loopState) applyRefusals() {
 	for _, r := range l.shard.TakeRefusals() {
 		if cn := l.owner(r.Sub); cn != nil && cn.state == stateOpen {
 			cn.leave(l.recent[cn], r.Channels)
 		}
 	}
+}
+
+// flush drains the queues of every subscriber the shard marked ready.
+// It runs as one task per burst, submitted by the shard's waker.
+func (l *loopState) flush(context.Context) error {
+	l.shard.BeginFlush()
+	l.applyRefusals()
 	for sub := l.shard.NextReady(); sub != nil; sub = l.shard.NextReady() {
 		cn := l.owner(sub)
 		if cn != nil && cn.state == stateOpen && !cn.is(flagBlocked) {
