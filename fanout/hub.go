@@ -56,6 +56,8 @@ type Config struct {
 	// TCP socket is no proof that pub/sub works, e.g. after a Sentinel
 	// failover). 0 disables the canary.
 	CanaryInterval time.Duration
+	Logger         *slog.Logger
+
 	// MaxStreams bounds the upstream subscriptions (exact channels plus
 	// patterns, lingering ones included). A subscribe request that would
 	// create more is refused whole with server_busy. 0 = unlimited.
@@ -65,7 +67,6 @@ type Config struct {
 	// return ErrBusy. Closing connections are never refused. 0 =
 	// unlimited.
 	MaxPending int
-	Logger     *slog.Logger
 }
 
 func (c *Config) validate() error {
