@@ -9,6 +9,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/wsgw/gateway/wsproto"
 )
 
 func TestDefaultACLAllowed(t *testing.T) {
@@ -89,7 +91,7 @@ func TestNewACL(t *testing.T) {
 		{"nil", nil, "no roles"},
 		{"empty role name", map[string][]string{"": {"a"}}, "is empty"},
 		{"space in role", map[string][]string{"us er": {"a"}}, "whitespace"},
-		{"empty pattern", map[string][]string{"user": {"a", ""}}, `role "user": pattern 1 "" is empty`},
+		{"empty pattern", map[string][]string{"user": {"a", ""}}, `role "user": pattern 1 "": wsproto: bad channel name: empty`},
 		{"long pattern", map[string][]string{"user": {strings.Repeat("a", MaxPatternLen+1)}}, "longer than 256"},
 		{"max pattern", map[string][]string{"user": {strings.Repeat("a", MaxPatternLen)}}, ""},
 		{"space", map[string][]string{"user": {"a *"}}, "whitespace"},
@@ -97,6 +99,8 @@ func TestNewACL(t *testing.T) {
 		{"newline", map[string][]string{"user": {"a*\n"}}, "whitespace"},
 		{"control", map[string][]string{"user": {"a\x01"}}, "control"},
 		{"nbsp", map[string][]string{"user": {"a\u00a0b"}}, "whitespace"},
+		{"zero width space", map[string][]string{"user": {"a\u200b*"}}, "whitespace"},
+		{"BOM", map[string][]string{"user": {"\ufeffa:*"}}, "whitespace"},
 		{"invalid utf8", map[string][]string{"user": {"a\xff"}}, "UTF-8"},
 		{"high range", map[string][]string{"user": {"[a-é]"}}, "0x80"},
 	}
@@ -113,6 +117,33 @@ func TestNewACL(t *testing.T) {
 				t.Fatalf("NewACL error = %v, want ErrInvalidACL containing %q", err, tc.wantErr)
 			}
 		})
+	}
+}
+
+// TestACLPatternsAreChannelNames: an ACL accepts exactly the patterns a
+// client may send. The ACL used to check Unicode's White_Space and control
+// classes while the command parser also refused U+200B (zero-width space)
+// and U+FEFF (BOM), so an ACL could grant a pattern no client could name.
+func TestACLPatternsAreChannelNames(t *testing.T) {
+	check := func(t *testing.T, p string) {
+		t.Helper()
+		_, aclErr := NewACL(map[string][]string{"r": {p}})
+		chanErr := wsproto.ValidateChannel(p)
+		if (aclErr == nil) != (chanErr == nil) {
+			t.Errorf("pattern %q: NewACL error %v, but ValidateChannel error %v", p, aclErr, chanErr)
+		}
+	}
+	for r := rune(0); r < 0x10000; r++ {
+		check(t, "a:"+string(r)+"*")
+	}
+	for _, r := range []rune{0x10000, 0x1f600, 0xe0001, 0xe007f, 0x10ffff} {
+		check(t, "a:"+string(r)+"*")
+	}
+	for _, p := range []string{"", "*", "a\xff", "\xed\xa0\x80", strings.Repeat("x", MaxPatternLen), strings.Repeat("x", MaxPatternLen+1)} {
+		check(t, p)
+	}
+	if _, err := NewACL(map[string][]string{"r": {"a b"}}); !errors.Is(err, wsproto.ErrBadChannel) {
+		t.Errorf("NewACL error %v does not wrap wsproto.ErrBadChannel", err)
 	}
 }
 

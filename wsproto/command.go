@@ -61,8 +61,11 @@ func (e *CommandError) Error() string { return fmt.Sprintf("wsproto: %s: %s", e.
 // ErrBadChannel is wrapped by ValidateChannel's errors.
 var ErrBadChannel = errors.New("wsproto: bad channel name")
 
-// ValidateChannel checks a channel name or pattern: non-empty, at most
-// MaxChannelLen bytes, valid UTF-8, no whitespace or control characters.
+// ValidateChannel is the gateway's one rule for channel names and patterns,
+// applied to what clients send (ParseCommand) and to the patterns an ACL
+// grants (package auth), so that configuration cannot name what no client
+// could ask for: non-empty, at most MaxChannelLen bytes, valid UTF-8, no
+// whitespace or control characters. It allocates only when it refuses.
 func ValidateChannel(c string) error {
 	switch {
 	case c == "":
@@ -73,9 +76,9 @@ func ValidateChannel(c string) error {
 		return fmt.Errorf("%w: invalid UTF-8", ErrBadChannel)
 	}
 	for _, r := range c {
-		// Whitespace and control characters (C0, DEL, C1, and Unicode
-		// spaces) are refused: they make names that look alike in logs
-		// and UIs.
+		// Whitespace and control characters (C0, DEL, C1, Unicode spaces,
+		// the zero-width space and the BOM) are refused: they make names
+		// that look alike, or empty, in logs and UIs.
 		if r <= 0x20 || r == 0x7f || (r >= 0x80 && r <= 0xa0) || r == 0x1680 ||
 			(r >= 0x2000 && r <= 0x200b) || r == 0x2028 || r == 0x2029 ||
 			r == 0x202f || r == 0x205f || r == 0x3000 || r == 0xfeff {
