@@ -108,6 +108,20 @@ func TestParseCommand(t *testing.T) {
 			wantErr: CodeBadRequest, wantErrChans: []string{"a\x7fb"}},
 		{name: "several bad names", in: `{"action":"subscribe","channels":["ok"," x","fine","y\n"],"requestId":"s"}`,
 			wantErr: CodeBadRequest, wantErrChans: []string{" x", "y\n"}, wantErrReqID: `"s"`},
+		{name: "null name", in: `{"action":"subscribe","channels":["a",null]}`,
+			wantErr: CodeBadRequest, wantMsg: badName, wantErrChans: []string{""}},
+		{name: "zero width space", in: `{"action":"subscribe","channels":["a\u200bb"]}`,
+			wantErr: CodeBadRequest, wantErrChans: []string{"a\u200bb"}},
+
+		// Field names match without regard to case, as encoding/json
+		// matched them; the last of repeated fields wins.
+		{name: "upper-case fields", in: `{"ACTION":"subscribe","Channels":["a"],"RequestId":1}`,
+			want: Command{Action: ActionSubscribe, Channels: []string{"a"}, RequestID: []byte(`1`)}},
+		{name: "repeated action", in: `{"action":"subscribe","action":"ping"}`, want: Command{Action: ActionPing}},
+		{name: "lone surrogate", in: `{"action":"subscribe","channels":["a\ud800b"]}`,
+			want: Command{Action: ActionSubscribe, Channels: []string{"a\ufffdb"}}},
+		{name: "invalid UTF-8 name", in: "{\"action\":\"subscribe\",\"channels\":[\"a\xffb\"]}",
+			want: Command{Action: ActionSubscribe, Channels: []string{"a\ufffdb"}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -165,6 +179,35 @@ func TestParseCommandRequestIDIsCopied(t *testing.T) {
 	}
 	if string(cmd.RequestID) != "12345" {
 		t.Fatalf("RequestID aliases the input: %q", cmd.RequestID)
+	}
+}
+
+// TestParseCommandAllocs: a command allocates what it keeps and nothing
+// else (the parser runs on the event loop for every connecting socket).
+func TestParseCommandAllocs(t *testing.T) {
+	tests := []struct {
+		name string
+		in   string
+		want float64
+	}{
+		{"subscribe one channel", `{"action":"subscribe","channels":["market:tick:NIFTY"]}`, 2},            // slice, name
+		{"with requestId", `{"action":"subscribe","channels":["market:tick:NIFTY"],"requestId":"r-1"}`, 3}, // + requestId
+		{"numeric requestId", `{"action":"subscribe","channels":["orders"],"requestId":12}`, 3},
+		{"escaped name", `{"action":"subscribe","channels":["market:tick:\u004eIFTY"]}`, 2},
+		{"repeated name", `{"action":"subscribe","channels":["aa","aa","bb","aa"]}`, 3}, // slice, aa, bb
+		{"ping", `{"action":"ping","requestId":"\u0072-1"}`, 1},
+		{"skipped values", `{"action":"ping","x":{"y":[1,2,{"z":"\u00e9"}]}}`, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			in := []byte(tt.in)
+			if _, cerr := ParseCommand(in); cerr != nil {
+				t.Fatal(cerr)
+			}
+			if got := testing.AllocsPerRun(1000, func() { ParseCommand(in) }); got != tt.want {
+				t.Fatalf("ParseCommand allocates %v times, want %v", got, tt.want)
+			}
+		})
 	}
 }
 
