@@ -65,6 +65,7 @@ func BenchmarkBuildDataString(b *testing.B) {
 var parseCommandCases = []struct{ name, in string }{
 	{"subscribe1", `{"action":"subscribe","channels":["market:tick:NIFTY"],"requestId":"r1"}`},
 	{"subscribe", `{"action":"subscribe","channels":["orders.eu","orders.us","prices.*"],"requestId":"req-42"}`},
+	{"since", `{"action":"subscribe","channels":["engine:signal:*","market:tick:NIFTY"],"since":{"engine:signal:*":"1764660000000-0"},"requestId":"r"}`},
 	{"ping", `{"action":"ping","requestId":7}`},
 	{"bad channel", `{"action":"subscribe","channels":["ok","not ok"]}`},
 }

@@ -16,6 +16,12 @@ const (
 	// MaxRequestIDLen is the longest requestId: a string's unescaped
 	// bytes, or a number's digits.
 	MaxRequestIDLen = 128
+	// MaxSinceEntries is the most members a subscribe's "since" object may
+	// have, repeated keys included. Each key must name one of the command's
+	// channels, so this only bounds the parser's work on hostile input; a
+	// client resuming more streams than that splits them over several
+	// subscribes.
+	MaxSinceEntries = 1024
 )
 
 // Action is a client command's verb.
@@ -44,10 +50,24 @@ func (a Action) String() string {
 type Command struct {
 	Action   Action
 	Channels []string // deduplicated, in the order first given
+	// Since is a subscribe's "since" object: for some of Channels, the
+	// stream entry ID the client has seen last. One entry per channel, in
+	// the order first given, holding the last ID given for it (so a
+	// repeated key reads as in encoding/json or a browser's JSON.parse).
+	// Channel is the Channels string itself; ID is as sent, unchecked.
+	// nil when "since" is absent, null or {}, and for other actions, which
+	// ignore the field.
+	Since []SinceEntry
 	// RequestID is the raw JSON of the requestId (a string or a number),
 	// echoed verbatim in replies; nil when absent. It aliases nothing:
 	// ParseCommand copies it.
 	RequestID []byte
+}
+
+// SinceEntry is one member of a subscribe's "since" object.
+type SinceEntry struct {
+	Channel string // one of the command's Channels
+	ID      string // the stream entry ID, as sent
 }
 
 // CommandError is a refused command: the code and message of the error
@@ -103,9 +123,14 @@ const (
 	msgChansType     = `"channels" must be an array of strings`
 	msgChansEmpty    = `"channels" is empty`
 	msgBadChannel    = "invalid channel name: names are 1 to 256 bytes with no whitespace or control characters"
+	msgSinceType     = `"since" must be an object of strings`
+	msgSinceUnknown  = `"since" names channels that are not in "channels"`
 )
 
-var msgRequestIDLong = `"requestId" is longer than ` + strconv.Itoa(MaxRequestIDLen) + ` bytes`
+var (
+	msgRequestIDLong = `"requestId" is longer than ` + strconv.Itoa(MaxRequestIDLen) + ` bytes`
+	msgSinceTooMany  = `"since" has more than ` + strconv.Itoa(MaxSinceEntries) + ` entries`
+)
 
 // ParseCommand parses one client text message. It never panics on any
 // input (fuzzed by FuzzParseCommand) and answers every input exactly as
@@ -115,7 +140,8 @@ var msgRequestIDLong = `"requestId" is longer than ` + strconv.Itoa(MaxRequestID
 // keys wins, strings unescape alike.
 //
 // Event-loop use. A valid command allocates only what it keeps: the
-// channel names, the slice of them and the requestId. p is not modified and nothing returned aliases it.
+// channel names, the slice of them, the requestId and the since IDs and
+// their slice. p is not modified and nothing returned aliases it.
 func ParseCommand(p []byte) (Command, *CommandError) {
 	p = bytes.TrimSpace(p)
 	if len(p) == 0 || p[0] != '{' {
@@ -161,11 +187,19 @@ func ParseCommand(p []byte) (Command, *CommandError) {
 	if v == nil || v[0] == 'n' {
 		return cmd.fail(CodeBadRequest, msgChansMissing, nil)
 	}
-	chans, bad, msg := parseChannels(v)
+	chans, index, bad, msg := parseChannels(v)
 	if msg != "" {
 		return cmd.fail(CodeBadRequest, msg, bad)
 	}
 	cmd.Channels = chans
+
+	if v = f.value(p, fieldSince); cmd.Action == ActionSubscribe && v != nil && v[0] != 'n' {
+		since, bad, msg := parseSince(v, chans, index)
+		if msg != "" {
+			return cmd.fail(CodeBadRequest, msg, bad)
+		}
+		cmd.Since = since
+	}
 	return cmd, nil
 }
 
@@ -179,12 +213,13 @@ const (
 	fieldAction = iota
 	fieldChannels
 	fieldRequestID
+	fieldSince
 	numFields
 	fieldNone = -1
 )
 
 // fieldUpper holds the fields' names upper-cased, for matching keys.
-var fieldUpper = [numFields]string{"ACTION", "CHANNELS", "REQUESTID"}
+var fieldUpper = [numFields]string{"ACTION", "CHANNELS", "REQUESTID", "SINCE"}
 
 // maxFieldKeyLen bounds the unescaped key that can name a field: three
 // bytes per letter (the Kelvin sign folds to K).
@@ -316,11 +351,11 @@ const linearMax = 16
 // parseChannels reads the "channels" value v (checked JSON, not null). Its
 // elements must be strings or null (which encoding/json reads as "", an
 // invalid name). It returns the valid names deduplicated in first-given
-// order, allocating only those; or an error message and the offending
-// names (truncated).
-func parseChannels(v []byte) (chans []string, bad []string, msg string) {
+// order, allocating only those, and for long lists an index of them; or an
+// error message and the offending names (truncated).
+func parseChannels(v []byte) (chans []string, index map[string]int, bad []string, msg string) {
 	if v[0] != '[' {
-		return nil, nil, msgChansType
+		return nil, nil, nil, msgChansType
 	}
 	// First the shape and the count, so that the slice is allocated once.
 	n := 0
@@ -331,18 +366,17 @@ func parseChannels(v []byte) (chans []string, bad []string, msg string) {
 		case 'n':
 			i += len("null")
 		default:
-			return nil, nil, msgChansType
+			return nil, nil, nil, msgChansType
 		}
 		if i = skipSpace(v, i); v[i] == ',' {
 			i = skipSpace(v, i+1)
 		}
 	}
 	if n == 0 {
-		return nil, nil, msgChansEmpty
+		return nil, nil, nil, msgChansEmpty
 	}
 
 	chans = make([]string, 0, n)
-	var index map[string]int
 	if n > linearMax {
 		index = make(map[string]int, n)
 	}
@@ -377,9 +411,9 @@ func parseChannels(v []byte) (chans []string, bad []string, msg string) {
 		chans = append(chans, c)
 	}
 	if bad != nil {
-		return nil, bad, msgBadChannel
+		return nil, nil, bad, msgBadChannel
 	}
-	return chans, nil, ""
+	return chans, index, nil, ""
 }
 
 // unquoteName returns the unescaped name with content s: s itself when it
@@ -408,6 +442,88 @@ func lookup(chans []string, index map[string]int, name []byte) int {
 		}
 	}
 	return -1
+}
+
+// parseSince reads a subscribe's "since" value v (checked JSON, not null):
+// an object of at most MaxSinceEntries members whose values are strings and
+// whose keys name channels of chans. It returns the entries, or an error
+// message and the offending keys (truncated, in the order given).
+func parseSince(v []byte, chans []string, index map[string]int) (since []SinceEntry, bad []string, msg string) {
+	if v[0] != '{' {
+		return nil, nil, msgSinceType
+	}
+	n := 0
+	for i := skipSpace(v, 1); v[i] != '}'; n++ {
+		i, _ = scanMember(v, i)
+		if v[i] != '"' {
+			return nil, nil, msgSinceType
+		}
+		i, _, _ = scanString(v, i)
+		if i = skipSpace(v, i); v[i] == ',' {
+			i = skipSpace(v, i+1)
+		}
+	}
+	switch {
+	case n > MaxSinceEntries:
+		return nil, nil, msgSinceTooMany
+	case n == 0:
+		return nil, nil, ""
+	}
+
+	// slots[j] is 1 + the index in since of chans[j]'s entry, 0 if none.
+	var slotBuf [linearMax]int32
+	var slots []int32
+	if len(chans) <= len(slotBuf) {
+		slots = slotBuf[:len(chans)]
+	} else {
+		slots = make([]int32, len(chans))
+	}
+	since = make([]SinceEntry, 0, min(n, len(chans)))
+	var buf [MaxChannelLen + utf8.UTFMax]byte
+	for i := skipSpace(v, 1); v[i] != '}'; {
+		end, flags, _ := scanString(v, i)
+		key, long := unquoteName(buf[:0], v[i+1:end-1], flags)
+		vi, _ := scanMember(v, i)
+		vEnd, vFlags, _ := scanString(v, vi)
+		if i = skipSpace(v, vEnd); v[i] == ',' {
+			i = skipSpace(v, i+1)
+		}
+		j := -1
+		if !long {
+			j = lookup(chans, index, key)
+		}
+		switch {
+		case j < 0 && long:
+			bad = append(bad, truncateName(string(key[:MaxChannelLen+1])))
+			continue
+		case j < 0:
+			bad = append(bad, string(key))
+			continue
+		case bad != nil:
+			continue
+		}
+		id := unquoteString(v[vi+1:vEnd-1], vFlags)
+		if s := slots[j]; s > 0 {
+			since[s-1].ID = id
+			continue
+		}
+		since = append(since, SinceEntry{Channel: chans[j], ID: id})
+		slots[j] = int32(len(since))
+	}
+	if bad != nil {
+		return nil, bad, msgSinceUnknown
+	}
+	return since, nil, ""
+}
+
+// unquoteString returns the unescaped string with content s.
+func unquoteString(s []byte, flags uint8) string {
+	if plainString(s, flags) {
+		return string(s)
+	}
+	var buf [64]byte
+	u, _ := appendUnquoted(buf[:0], s, -1)
+	return string(u)
 }
 
 // truncateName keeps error frames bounded when a client sends a huge name.

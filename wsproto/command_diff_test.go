@@ -44,10 +44,11 @@ func differentialSeeds() []string {
 		// Unicode simple folding (U+017F long s folds to s, U+212A Kelvin
 		// to k); U+0130 and U+0131 do not fold to i.
 		`{"Action":"ping"}`, `{"ACTION":"ping","REQUESTID":1}`, `{"aCtIoN":"ping"}`,
-		`{"ACTION":"subscribe","CHANNELS":["a"]}`,
+		`{"ACTION":"subscribe","CHANNELS":["a"],"SINCE":{"a":"1-0"}}`,
 		`{"action":"subscribe","channel\u017f":["a"]}`,
 		`{"action":"ping","reque\u017ftId":"x"}`,
 		"{\"action\":\"ping\",\"reque\xc5\xbftId\":\"x\"}",
+		`{"action":"subscribe","channels":["a"],"\u017fince":{"a":"1"}}`,
 		`{"\u0061ction":"ping"}`, `{"act\u0130on":"ping"}`, `{"act\u0131on":"ping"}`,
 		`{"action":"ping","\u212a":1}`, `{"actio\u006e":"ping"}`,
 		`{"action\u0000":"ping"}`, `{"action ":"ping"}`, "{\"\xffaction\":\"ping\"}",
@@ -124,6 +125,34 @@ func differentialSeeds() []string {
 		`{"action":"subscribe","channels":[` + many(40, func(i int) string { return fmt.Sprintf(`"c%d"`, i%23) }) + `]}`,
 		`{"action":"subscribe","channels":[` + many(3000, func(i int) string { return fmt.Sprintf(`"c%d"`, i) }) + `]}`,
 
+		// since.
+		`{"action":"subscribe","channels":["a","b.*"],"since":{"a":"1-0","b.*":"2-5"}}`,
+		`{"action":"subscribe","channels":["a"],"since":null}`,
+		`{"action":"subscribe","channels":["a"],"since":{}}`,
+		`{"action":"subscribe","channels":["a"],"since":[]}`,
+		`{"action":"subscribe","channels":["a"],"since":"1-0"}`,
+		`{"action":"subscribe","channels":["a"],"since":{"a":1}}`,
+		`{"action":"subscribe","channels":["a"],"since":{"a":null}}`,
+		`{"action":"subscribe","channels":["a"],"since":{"a":{"b":"1"}}}`,
+		`{"action":"subscribe","channels":["a"],"since":{"a":["1"]}}`,
+		`{"action":"subscribe","channels":["a","b"],"since":{"a":"1","b":"2","a":"3"}}`,
+		`{"action":"subscribe","channels":["a"],"since":{"a":{},"a":"3"}}`,
+		`{"action":"subscribe","channels":["a"],"since":{"b":"1","a":"2","c":"3","b":"4"},"requestId":7}`,
+		`{"action":"subscribe","channels":["a"],"since":{"\u0061":"\u0031-\u0030"}}`,
+		`{"action":"subscribe","channels":["a"],"since":{"a":"\ud800\xff"}}`,
+		`{"action":"subscribe","channels":["a"],"since":{"a":""}}`,
+		`{"action":"subscribe","channels":["a"],"since":{"` + long + `":"1"}}`,
+		`{"since":{"a":"1"},"action":"subscribe","channels":["a"]}`,
+		`{"action":"subscribe","channels":["a"],"since":{"a":"1"},"since":null}`,
+		`{"action":"subscribe","channels":["a b"],"since":{"a b":1}}`,
+		`{"action":"unsubscribe","channels":["a"],"since":{"a":1}}`,
+		`{"action":"ping","since":7}`,
+		`{"action":"subscribe","channels":["a"],"since":{` + many(MaxSinceEntries, func(int) string { return `"a":"1"` }) + `}}`,
+		`{"action":"subscribe","channels":["a"],"since":{` + many(MaxSinceEntries+1, func(int) string { return `"a":"1"` }) + `}}`,
+		`{"action":"subscribe","channels":["a"],"since":{` + many(MaxSinceEntries+1, func(int) string { return `"a":"1"` }) + `,"a":2}}`,
+		`{"action":"subscribe","channels":[` + many(40, func(i int) string { return fmt.Sprintf(`"c%d"`, i) }) +
+			`],"since":{` + many(60, func(i int) string { return fmt.Sprintf(`"c%d":"%d-0"`, i%40, i) }) + `}}`,
+
 		// Nesting: encoding/json allows 10000 open containers at once.
 		`{"x":` + deep(9999) + `,"action":"ping"}`,
 		`{"x":` + deep(10000) + `,"action":"ping"}`,
@@ -160,20 +189,21 @@ func checkSameAsReference(tb testing.TB, in []byte) {
 				show(), cerr.Code, cerr.Message, cerr.Channels, cerr.RequestID,
 				wantErr.Code, wantErr.Message, wantErr.Channels, wantErr.RequestID)
 		}
-		if cmd.Action != 0 || cmd.Channels != nil || cmd.RequestID != nil {
+		if cmd.Action != 0 || cmd.Channels != nil || cmd.Since != nil || cmd.RequestID != nil {
 			tb.Fatalf("%s: failed parse returned %+v", show(), cmd)
 		}
 		return
 	}
 	if cmd.Action != want.Action || !sameStrings(cmd.Channels, want.Channels) ||
-		!sameBytes(cmd.RequestID, want.RequestID) {
-		tb.Fatalf("%s:\ngot  %v %q requestId %q\nwant %v %q requestId %q", show(),
-			cmd.Action, cmd.Channels, cmd.RequestID, want.Action, want.Channels, want.RequestID)
+		!sameBytes(cmd.RequestID, want.RequestID) || !sameSince(cmd.Since, want.Since) {
+		tb.Fatalf("%s:\ngot  %v %q since %q requestId %q\nwant %v %q since %q requestId %q", show(),
+			cmd.Action, cmd.Channels, cmd.Since, cmd.RequestID, want.Action, want.Channels, want.Since, want.RequestID)
 	}
 }
 
-func sameStrings(a, b []string) bool { return (a == nil) == (b == nil) && slices.Equal(a, b) }
-func sameBytes(a, b []byte) bool     { return (a == nil) == (b == nil) && bytes.Equal(a, b) }
+func sameStrings(a, b []string) bool   { return (a == nil) == (b == nil) && slices.Equal(a, b) }
+func sameBytes(a, b []byte) bool       { return (a == nil) == (b == nil) && bytes.Equal(a, b) }
+func sameSince(a, b []SinceEntry) bool { return (a == nil) == (b == nil) && slices.Equal(a, b) }
 
 func TestParseCommandMatchesReference(t *testing.T) {
 	for i, s := range differentialSeeds() {
@@ -220,6 +250,7 @@ func TestParseCommandKeyFolding(t *testing.T) {
 		{"action", `{"%s":"ping"}`},
 		{"channels", `{"action":"subscribe","%s":["a"]}`},
 		{"requestId", `{"action":"ping","%s":"r"}`},
+		{"since", `{"action":"subscribe","channels":["a"],"%s":{"a":"1"}}`},
 	} {
 		t.Run(tc.field, func(t *testing.T) {
 			for pos := range len(tc.field) {

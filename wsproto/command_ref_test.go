@@ -13,13 +13,15 @@ import (
 )
 
 // parseCommandReference is ParseCommand as it was written with
-// encoding/json. It is the specification ParseCommand is held to, input by input, by
+// encoding/json, plus the "since" field decoded with encoding/json too. It
+// is the specification ParseCommand is held to, input by input, by
 // FuzzParseCommandDifferential.
 func parseCommandReference(p []byte) (Command, *CommandError) {
 	var raw struct {
 		Action    json.RawMessage `json:"action"`
 		Channels  json.RawMessage `json:"channels"`
 		RequestID json.RawMessage `json:"requestId"`
+		Since     json.RawMessage `json:"since"`
 	}
 	p = bytes.TrimSpace(p)
 	if len(p) == 0 || p[0] != '{' {
@@ -77,7 +79,71 @@ func parseCommandReference(p []byte) (Command, *CommandError) {
 		return fail(CodeBadRequest, "invalid channel name: names are 1 to 256 bytes with no whitespace or control characters", bad)
 	}
 	cmd.Channels = refDedupe(chans)
+	if cmd.Action == ActionSubscribe && len(raw.Since) > 0 && !bytes.Equal(raw.Since, []byte("null")) {
+		since, bad, msg := refParseSince(raw.Since, cmd.Channels)
+		if msg != "" {
+			return fail(CodeBadRequest, msg, bad)
+		}
+		cmd.Since = since
+	}
 	return cmd, nil
+}
+
+// refParseSince decodes "since" member by member with encoding/json's
+// tokenizer (which unescapes exactly as Unmarshal does): every value must
+// be a string, there may be at most MaxSinceEntries members, every key must
+// be one of chans; a repeated key keeps its first place and its last value,
+// as a map[string]string keeps the last.
+func refParseSince(raw json.RawMessage, chans []string) ([]SinceEntry, []string, string) {
+	const typeMsg = `"since" must be an object of strings`
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return nil, nil, typeMsg
+	}
+	type member struct{ key, value string }
+	var members []member
+	for dec.More() {
+		k, err := dec.Token()
+		if err != nil {
+			panic(err) // raw is valid JSON
+		}
+		v, err := dec.Token()
+		if err != nil {
+			panic(err)
+		}
+		s, ok := v.(string)
+		if !ok {
+			return nil, nil, typeMsg
+		}
+		members = append(members, member{k.(string), s})
+	}
+	if len(members) > MaxSinceEntries {
+		return nil, nil, fmt.Sprintf(`"since" has more than %d entries`, MaxSinceEntries)
+	}
+	var bad []string
+	for _, m := range members {
+		found := false
+		for _, c := range chans {
+			found = found || c == m.key
+		}
+		if !found {
+			bad = append(bad, truncateName(m.key))
+		}
+	}
+	if bad != nil {
+		return nil, bad, `"since" names channels that are not in "channels"`
+	}
+	var since []SinceEntry
+	at := map[string]int{}
+	for _, m := range members {
+		if i, ok := at[m.key]; ok {
+			since[i].ID = m.value
+			continue
+		}
+		at[m.key] = len(since)
+		since = append(since, SinceEntry{Channel: m.key, ID: m.value})
+	}
+	return since, nil, ""
 }
 
 // refParseRequestID accepts a JSON string of at most MaxRequestIDLen bytes
