@@ -259,6 +259,30 @@ func TestSmokeFanout(t *testing.T) {
 		}
 	})
 
+	// Two gateways started by the harness, the sockets split between
+	// them: each gateway's share adds up to the total.
+	t.Run("two gateways", func(t *testing.T) {
+		rep, stdout := runBench(t, "-scenario", "fanout", "-n", "40", "-rate", "50", "-duration", "1s", "-gateways", "2",
+			"-gateway", bin, "-redis", rs.Addr(), "-settle", "0s")
+		if len(rep.PerGateway) != 2 || len(rep.Gateways) != 2 || rep.Delivery == nil {
+			t.Fatalf("per gateway %+v, gateways %+v, delivery %+v", rep.PerGateway, rep.Gateways, rep.Delivery)
+		}
+		var frames int64
+		for i, g := range rep.PerGateway {
+			if g.Sockets != 20 || g.Cost == nil || g.Latency == nil || g.Pid != rep.Gateways[i].Pid {
+				t.Errorf("gateway %d: %+v", i, g)
+				continue
+			}
+			frames += g.Cost.Frames
+		}
+		if frames != rep.Delivery.Delivered || rep.Delivery.Missing != 0 {
+			t.Errorf("the gateways' frames add up to %d, delivered %d (missing %d)", frames, rep.Delivery.Delivered, rep.Delivery.Missing)
+		}
+		if rep.Cost == nil || rep.Cost.GwMessages == 0 || !strings.Contains(stdout, "gateway 2 (") {
+			t.Errorf("cost %+v; summary:\n%s", rep.Cost, stdout)
+		}
+	})
+
 	// Stalled sockets overflow (1.6 MB/s of 4 KiB messages fill the
 	// gateway's socket buffer and a 512-frame queue in a few seconds)
 	// while the measured ones lose nothing; the stalled sockets' drops

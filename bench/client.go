@@ -138,6 +138,47 @@ type poolStats struct {
 
 	Lat  sparseHist `json:"lat"`
 	Conn sparseHist `json:"conn"`
+
+	// PerGw is the same per gateway address, when the clients connect
+	// to several directly (coordinator only).
+	PerGw []poolStats `json:"-"`
+}
+
+// add sums st's counters into a (histograms are merged by the caller).
+func (a *poolStats) add(st poolStats) {
+	if a.FailKinds == nil {
+		a.FailKinds, a.ErrCodes, a.CloseCodes = map[string]int64{}, map[string]int64{}, map[int]int64{}
+	}
+	a.Target += st.Target
+	a.Dialed += st.Dialed
+	a.Handshaked += st.Handshaked
+	a.Subscribed += st.Subscribed
+	a.Open += st.Open
+	a.Failed += st.Failed
+	a.Frames += st.Frames
+	a.Reads += st.Reads
+	a.Data += st.Data
+	a.Bytes += st.Bytes
+	a.Gaps += st.Gaps
+	a.Dups += st.Dups
+	a.Acks += st.Acks
+	a.Pings += st.Pings
+	a.BadFrames += st.BadFrames
+	a.Unexpected += st.Unexpected
+	a.DialStop = a.DialStop || st.DialStop
+	a.ChurnLeft += st.ChurnLeft
+	a.ChurnJoined += st.ChurnJoined
+	a.CPUNanos += st.CPUNanos
+	a.RSS += st.RSS
+	for k, v := range st.FailKinds {
+		a.FailKinds[k] += v
+	}
+	for k, v := range st.ErrCodes {
+		a.ErrCodes[k] += v
+	}
+	for k, v := range st.CloseCodes {
+		a.CloseCodes[k] += v
+	}
 }
 
 type pool struct {

@@ -52,13 +52,19 @@ type Config struct {
 	Settle           time.Duration
 	Prefix           string
 
-	Gateway     string
-	GatewayArgs string
-	EventLoops  int
-	Addr        string
-	Pid         int
-	Redis       string
-	RedisServer string
+	Gateway      string
+	GatewayArgs  string
+	EventLoops   int
+	Gateways     int    // -gateways: how many the harness starts
+	Addr         string // -addr: running gateways, or one balancer
+	Pid          string // -pid: their pids
+	BackendsFlag string // -backends: the gateways behind the balancer
+	Redis        string
+	RedisServer  string
+	Addrs        []string // parsed -addr
+	Pids         []int
+	Backends     []string
+	Admins       []string
 
 	Admin       string
 	Profile     string
@@ -139,9 +145,11 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 	fs.StringVar(&c.Gateway, "gateway", "", "gateway to start: an executable, or a package directory to build (default ./cmd/gateway)")
 	fs.StringVar(&c.GatewayArgs, "gateway-args", "", "extra flags for the started gateway, space-separated (e.g. \"-send-queue-size 256\")")
 	fs.IntVar(&c.EventLoops, "event-loops", 0, "-event-loops of the started gateway (0: its default, one per CPU)")
-	fs.StringVar(&c.Addr, "addr", "", "use a running gateway at host:port (127.0.0.0/8) instead of starting one")
-	fs.IntVar(&c.Pid, "pid", 0, "with -addr: the gateway's pid, to read its CPU and RSS from /proc")
-	fs.StringVar(&c.Admin, "admin", "", "with -addr: the gateway's admin listener (host:port), for -profile and -heap-profile")
+	fs.IntVar(&c.Gateways, "gateways", 1, "how many gateways to start (same binary, same Redis); the sockets are split between them in blocks and every figure is reported per gateway and in total")
+	fs.StringVar(&c.Addr, "addr", "", "use running gateways instead of starting one: host:port (127.0.0.0/8), or a comma-separated list of gateways (the sockets are split between them), or one load balancer (see -backends)")
+	fs.StringVar(&c.Pid, "pid", "", "with -addr: the gateways' pids, comma-separated in the order of -addr (or of -backends), to read their CPU, RSS, context switches and system calls from /proc")
+	fs.StringVar(&c.BackendsFlag, "backends", "", "with one -addr that is a load balancer: the gateways behind it (host:port each, comma-separated, in the order of -pid), for their /stats")
+	fs.StringVar(&c.Admin, "admin", "", "with -addr: the gateways' admin listeners (host:port, comma-separated), for -profile and -heap-profile (of the first)")
 	fs.StringVar(&c.Profile, "profile", "", "save a CPU profile (pprof) of the gateway over the measured window here (needs its admin listener)")
 	fs.StringVar(&c.HeapProfile, "heap-profile", "", "save a heap profile (pprof) of the gateway once the sockets are connected here")
 	fs.StringVar(&c.Redis, "redis", "", "use this Redis (host:port, 127.0.0.0/8) instead of starting redis-server")
@@ -195,8 +203,8 @@ func (c *Config) finish() error {
 			c.Stalled = 1
 		}
 	}
-	if c.Addr != "" {
-		c.Addr = strings.Replace(c.Addr, "localhost:", "127.0.0.1:", 1)
+	if err := c.checkTargets(); err != nil {
+		return err
 	}
 	if c.Redis != "" {
 		c.Redis = strings.Replace(c.Redis, "localhost:", "127.0.0.1:", 1)
@@ -220,10 +228,6 @@ func (c *Config) finish() error {
 		return errors.New("sweep needs -factor > 1, -step > 0 and -max-p99 > 0")
 	case c.PatternShare < 0 || c.PatternShare > 1:
 		return errors.New("-pattern-share must be between 0 and 1")
-	case c.Pid != 0 && c.Addr == "":
-		return errors.New("-pid needs -addr")
-	case c.Addr != "" && (c.Gateway != "" || c.Compare != ""):
-		return errors.New("-addr uses a running gateway: not with -gateway or -compare")
 	case c.Rounds < 1:
 		return errors.New("-rounds must be at least 1")
 	case c.Stalled < 0:
@@ -237,17 +241,12 @@ func (c *Config) finish() error {
 	case c.ConnConcurrency < 1:
 		return errors.New("-connect-concurrency must be at least 1")
 	}
-	if c.Addr != "" {
-		if err := loopbackOnly("-addr", c.Addr); err != nil {
-			return err
-		}
-	}
 	if c.Redis != "" {
 		if err := loopbackOnly("-redis", c.Redis); err != nil {
 			return err
 		}
 	}
-	if c.Gateway == "" && c.Addr == "" {
+	if c.Gateway == "" && len(c.Addrs) == 0 {
 		c.Gateway = "./cmd/gateway"
 	}
 	return nil
@@ -332,41 +331,16 @@ func runOnce(ctx context.Context, cfg *Config, e *env, bin string) (*Report, err
 	r := newRunner(ctx, cfg, rep)
 	r.redisAddr, r.redisPid = e.redisAddr, e.redisPid
 	rep.Gateway.Redis, rep.Gateway.RedisOwned = e.redisAddr, e.redisOwned
-	var gw *proc
 	if cfg.Scenario != "floor" {
-		if cfg.Addr != "" {
-			r.gwAddr, r.gwPid, r.adminAddr = cfg.Addr, cfg.Pid, cfg.Admin
-			rep.Gateway.Addr, rep.Gateway.Pid, rep.Gateway.Admin = cfg.Addr, cfg.Pid, cfg.Admin
-			if cfg.Pid == 0 {
-				rep.Notes = append(rep.Notes, "no -pid: the gateway's CPU and RSS are not measured")
-			}
-		} else {
-			p, addr, admin, err := startGateway(bin, e.dir, e.redisAddr, cfg.EventLoops, strings.Fields(cfg.GatewayArgs))
-			if err != nil {
-				return rep, err
-			}
-			gw = p
-			r.gwAddr, r.gwPid, r.adminAddr = addr, p.pid(), admin
-			rep.Gateway = GatewayInfo{Binary: bin, Started: true, Pid: p.pid(), Addr: addr, Admin: admin,
-				Args: p.cmd.Args[1:], Redis: e.redisAddr, RedisOwned: e.redisOwned}
-		}
-		if st, err := fetchStats(r.gwAddr); err == nil {
-			rep.Gateway.Version = st.Version
-		} else {
-			return rep, fmt.Errorf("gateway /stats at %s: %w", r.gwAddr, err)
+		if err := r.setupGateways(e, bin); err != nil {
+			r.stopGateways()
+			return rep, err
 		}
 	}
 	err := r.runScenario()
 	r.close()
 	r.waitProfile()
-	if gw != nil {
-		if !gw.alive() {
-			err = errors.Join(err, fmt.Errorf("the gateway exited during the run:\n%s", gw.logTail(20)))
-		} else if tail := gw.logTail(5); strings.Contains(tail, "level=ERROR") {
-			rep.Notes = append(rep.Notes, "gateway log: "+tail)
-		}
-		gw.stop(10 * time.Second)
-	}
+	err = errors.Join(err, r.stopGateways())
 	rep.Seconds = round3(time.Since(rep.Started).Seconds())
 	if err != nil {
 		rep.Error = err.Error()
@@ -404,7 +378,7 @@ func benchMain(args []string, stdout, stderr io.Writer) int {
 		return compare(ctx, cfg, e, stdout, stderr)
 	}
 	bin := ""
-	if cfg.Addr == "" && cfg.Scenario != "floor" {
+	if len(cfg.Addrs) == 0 && cfg.Scenario != "floor" {
 		if bin, err = buildGateway(cfg.Gateway, e.dir); err != nil {
 			fmt.Fprintln(stderr, "bench:", err)
 			return 1

@@ -13,30 +13,34 @@ import (
 // Report is what one run writes with -out (JSON) and -html. Durations and
 // latencies carry their unit in the field name.
 type Report struct {
-	Scenario  string          `json:"scenario"`
-	Command   []string        `json:"command"`
-	Started   time.Time       `json:"started"`
-	Seconds   float64         `json:"seconds"` // wall time of the whole run
-	Params    Params          `json:"params"`
-	Host      Host            `json:"host"`
-	Gateway   GatewayInfo     `json:"gateway"`
-	Connect   *ConnectResult  `json:"connect,omitempty"`
-	Memory    *Memory         `json:"memory,omitempty"`
-	Idle      *IdleResult     `json:"idle,omitempty"`
-	Delivery  *Delivery       `json:"delivery,omitempty"`
-	Latency   *Latency        `json:"latency,omitempty"`
-	Cost      *Cost           `json:"cost,omitempty"`
-	Churn     *ChurnResult    `json:"churn,omitempty"`
-	Sweep     *SweepResult    `json:"sweep,omitempty"`
-	Floor     *FloorResult    `json:"floor,omitempty"`
-	Stalled   *StalledResult  `json:"stalled,omitempty"` // -stalled: the sockets that never read
-	Fairness  *FairnessResult `json:"fairness,omitempty"`
-	Noise     *Noise          `json:"noise,omitempty"` // the machine during the measured window
-	Timeline  []Sample        `json:"timeline"`
-	Histogram []HistBar       `json:"latency_histogram,omitempty"`
-	Limits    []string        `json:"limits,omitempty"` // system limits that stopped the run, in words
-	Notes     []string        `json:"notes,omitempty"`
-	Error     string          `json:"error,omitempty"`
+	Scenario string          `json:"scenario"`
+	Command  []string        `json:"command"`
+	Started  time.Time       `json:"started"`
+	Seconds  float64         `json:"seconds"` // wall time of the whole run
+	Params   Params          `json:"params"`
+	Host     Host            `json:"host"`
+	Gateway  GatewayInfo     `json:"gateway"`            // the first gateway (Addr: every address the clients used)
+	Gateways []GatewayInfo   `json:"gateways,omitempty"` // each, when there are several
+	Connect  *ConnectResult  `json:"connect,omitempty"`
+	Memory   *Memory         `json:"memory,omitempty"`
+	Idle     *IdleResult     `json:"idle,omitempty"`
+	Delivery *Delivery       `json:"delivery,omitempty"`
+	Latency  *Latency        `json:"latency,omitempty"`
+	Cost     *Cost           `json:"cost,omitempty"`
+	Churn    *ChurnResult    `json:"churn,omitempty"`
+	Sweep    *SweepResult    `json:"sweep,omitempty"`
+	Floor    *FloorResult    `json:"floor,omitempty"`
+	Stalled  *StalledResult  `json:"stalled,omitempty"` // -stalled: the sockets that never read
+	Fairness *FairnessResult `json:"fairness,omitempty"`
+	Noise    *Noise          `json:"noise,omitempty"` // the machine during the measured window
+	// PerGateway is each gateway's share when the run drives several;
+	// every other figure is their total.
+	PerGateway []GatewayFigures `json:"per_gateway,omitempty"`
+	Timeline   []Sample         `json:"timeline"`
+	Histogram  []HistBar        `json:"latency_histogram,omitempty"`
+	Limits     []string         `json:"limits,omitempty"` // system limits that stopped the run, in words
+	Notes      []string         `json:"notes,omitempty"`
+	Error      string           `json:"error,omitempty"`
 }
 
 type Params struct {
@@ -147,13 +151,28 @@ type Delivery struct {
 }
 
 type Cost struct {
-	Seconds             float64 `json:"seconds"`
-	Frames              int64   `json:"frames"`
-	GwCPUSeconds        float64 `json:"gateway_cpu_s"`
-	GwCPUPercent        float64 `json:"gateway_cpu_percent"` // of one core
-	GwCPUPerFrameUS     float64 `json:"gateway_cpu_us_per_frame"`
-	GwWriteSyscalls     int64   `json:"gateway_write_syscalls"`
-	GwFramesPerWrite    float64 `json:"gateway_frames_per_write"` // its batching: frames / write syscalls (/proc/<pid>/io syscw)
+	Seconds         float64 `json:"seconds"`
+	Frames          int64   `json:"frames"`
+	GwCPUSeconds    float64 `json:"gateway_cpu_s"`
+	GwCPUPercent    float64 `json:"gateway_cpu_percent"` // of one core
+	GwCPUPerFrameUS float64 `json:"gateway_cpu_us_per_frame"`
+	GwWriteSyscalls int64   `json:"gateway_write_syscalls"`
+	// GwFramesPerWrite is frames / syscw of /proc/<pid>/io: the
+	// gateway's batching (a few of its writes are event-loop wake-ups
+	// and Redis commands).
+	GwFramesPerWrite float64 `json:"gateway_frames_per_write"`
+	// The gateway's context switches (summed over its threads,
+	// /proc/<pid>/task/*/status) and read- and write-family system calls
+	// (/proc/<pid>/io), in all and per Redis message it received
+	// (/stats messages_received): the hops each message takes.
+	GwMessages          int64   `json:"gateway_messages"`
+	GwVolCtx            int64   `json:"gateway_voluntary_ctx_switches"`
+	GwInvolCtx          int64   `json:"gateway_involuntary_ctx_switches"`
+	GwReadSyscalls      int64   `json:"gateway_read_syscalls"`
+	GwVolCtxPerMsg      float64 `json:"gateway_voluntary_ctx_switches_per_message"`
+	GwInvolCtxPerMsg    float64 `json:"gateway_involuntary_ctx_switches_per_message"`
+	GwSyscrPerMsg       float64 `json:"gateway_read_syscalls_per_message"`
+	GwSyscwPerMsg       float64 `json:"gateway_write_syscalls_per_message"`
 	ClientFramesPerRead float64 `json:"client_frames_per_read"`
 	ClientCPUSeconds    float64 `json:"client_cpu_s"`
 	ClientCPUPercent    float64 `json:"client_cpu_percent"`
@@ -248,6 +267,8 @@ type Sample struct {
 	ClCPUPercent float64 `json:"client_cpu_percent"`
 	GwRSS        int64   `json:"gateway_rss"`
 	OtherCPU     float64 `json:"other_cpu_percent"` // CPU of processes outside this run
+	GwCtxPS      float64 `json:"gateway_ctx_switches_per_s,omitempty"`
+	GwSyscallsPS float64 `json:"gateway_syscalls_per_s,omitempty"` // syscr + syscw
 }
 
 func writeJSON(path string, v any) error {
@@ -369,12 +390,16 @@ func (r *Report) summaryLines() []string {
 	if c := r.Cost; c != nil {
 		add("cost: gateway %.1f%% CPU = %.3f µs per frame, %.2f frames per write syscall; client %.1f%% = %.3f µs per frame, %.2f frames per read; harness %.2fs, redis %.2fs CPU",
 			c.GwCPUPercent, c.GwCPUPerFrameUS, c.GwFramesPerWrite, c.ClientCPUPercent, c.ClientCPUPerFrameUS, c.ClientFramesPerRead, c.HarnessCPUSeconds, c.RedisCPUSeconds)
-
+		if c.GwMessages > 0 {
+			add("gateway per Redis message (%d received): %.2f voluntary + %.2f involuntary context switches (all threads), %.2f read and %.2f write syscalls (%d, %d, %d and %d in all)",
+				c.GwMessages, c.GwVolCtxPerMsg, c.GwInvolCtxPerMsg, c.GwSyscrPerMsg, c.GwSyscwPerMsg, c.GwVolCtx, c.GwInvolCtx, c.GwReadSyscalls, c.GwWriteSyscalls)
+		}
 	}
 	if n := r.Noise; n != nil {
 		add("noise: the machine used %.0f%% CPU (of %d00%%) in the measured window, %.0f%% of it by processes outside this run, %.1f%% stolen; load average at start %s",
 			n.MachineCPUPercent, r.Host.CPUs, n.OtherCPUPercent, n.StealPercent, r.Host.LoadAvg)
 	}
+	out = append(out, perGatewayLines(r.PerGateway)...)
 	if c := r.Churn; c != nil {
 		add("churn: %d left, %d joined in %.1fs (%.0f/s of %.0f/s), failed %d, connect p50 %s p99 %s; gateway %.1f µs CPU per cycle; RSS %s → %s; connections at end: gateway %d, client %d",
 			c.Left, c.Joined, c.Seconds, c.PerSec, c.Rate, c.Failed, fmtUS(c.ConnectLatency.P50), fmtUS(c.ConnectLatency.P99),

@@ -33,7 +33,7 @@ func (r *runner) runScenario() error {
 // duration with no traffic.
 func (r *runner) idle() error {
 	cfg := r.cfg
-	if _, err := r.connectPhase(subPlan{Prefix: cfg.Prefix, Channels: cfg.Channels}, r.gwAddr, cfg.N); err != nil {
+	if _, err := r.connectPhase(subPlan{Prefix: cfg.Prefix, Channels: cfg.Channels}, cfg.N); err != nil {
 		return err
 	}
 	m0 := r.mark()
@@ -45,13 +45,14 @@ func (r *runner) idle() error {
 	cl := clientCPU(m0, m1).Seconds()
 	open := m1.cl.Open
 	r.rep.Noise = r.noise(m0, m1)
+	r.gatewayWindow(m0, m1)
 	r.rep.Idle = &IdleResult{
 		HoldSeconds:      round3(s),
 		ClientCPUPercent: perUnit(100*cl, s),
 		StillOpen:        open,
 		Unexpected:       m1.cl.Unexpected - m0.cl.Unexpected,
 	}
-	if r.gwPid > 0 {
+	if r.measured() {
 		r.rep.Idle.GwCPUPercent = perUnit(100*gw, s)
 		r.rep.Idle.GwCPUPerSocketUSPerS = perUnit(gw*1e6/s, float64(open))
 		r.rep.Memory.GatewayRSSEnd = m1.gwRSS
@@ -67,7 +68,7 @@ func (r *runner) idle() error {
 // the open sockets should have received between two marks.
 func (r *runner) oneChannel() (pick func(int64) (string, int), expected func(m0, m mark) int64, err error) {
 	cfg := r.cfg
-	if _, err := r.connectPhase(subPlan{Prefix: cfg.Prefix, Channels: 1}, r.gwAddr, cfg.N); err != nil {
+	if _, err := r.connectPhase(subPlan{Prefix: cfg.Prefix, Channels: 1}, cfg.N); err != nil {
 		return nil, nil, err
 	}
 	if err := r.ensurePublisher(); err != nil {
@@ -146,6 +147,7 @@ func (r *runner) finishDelivery(m0, m1 mark, secs float64, expected int64) {
 	r.rep.Histogram = logBars(r.latWin, 20)
 	r.rep.Cost = r.cost(m0, m1, d.Delivered)
 	r.rep.Noise = r.noise(m0, m1)
+	r.gatewayWindow(m0, m1)
 	if r.rep.Memory != nil {
 		r.rep.Memory.GatewayRSSEnd = m1.gwRSS
 	}
@@ -165,7 +167,7 @@ func (r *runner) finishDelivery(m0, m1 mark, secs float64, expected int64) {
 func (r *runner) spread() error {
 	cfg := r.cfg
 	pattern := cfg.Prefix + ":all:*"
-	if _, err := r.connectPhase(subPlan{Prefix: cfg.Prefix, Channels: 0, Pattern: pattern}, r.gwAddr, cfg.N); err != nil {
+	if _, err := r.connectPhase(subPlan{Prefix: cfg.Prefix, Channels: 0, Pattern: pattern}, cfg.N); err != nil {
 		return err
 	}
 	if err := r.ensurePublisher(); err != nil {
@@ -194,7 +196,7 @@ func (r *runner) spread() error {
 // and come back (connect, upgrade, subscribe) for the duration.
 func (r *runner) churn() error {
 	cfg := r.cfg
-	if _, err := r.connectPhase(subPlan{Prefix: cfg.Prefix, Channels: cfg.Channels}, r.gwAddr, cfg.N); err != nil {
+	if _, err := r.connectPhase(subPlan{Prefix: cfg.Prefix, Channels: cfg.Channels}, cfg.N); err != nil {
 		return err
 	}
 	if cfg.Rate > 0 {
@@ -239,7 +241,7 @@ func (r *runner) churn() error {
 		ClientOpenEnd:  m1.cl.Open,
 		Gaps:           m1.cl.Gaps - m0.cl.Gaps,
 	}
-	if r.gwPid > 0 {
+	if r.measured() {
 		gw := (m1.gwCPU - m0.gwCPU).Seconds()
 		c.GwCPUPercent = perUnit(100*gw, m1.t.Sub(m0.t).Seconds())
 		c.GwCPUPerCycleUS = perUnit(gw*1e6, float64(joined))
@@ -262,7 +264,7 @@ func (r *runner) churn() error {
 // the last good and the first bad rate while the time budget lasts.
 func (r *runner) sweep() error {
 	cfg := r.cfg
-	if _, err := r.connectPhase(subPlan{Prefix: cfg.Prefix, Channels: 1}, r.gwAddr, cfg.N); err != nil {
+	if _, err := r.connectPhase(subPlan{Prefix: cfg.Prefix, Channels: 1}, cfg.N); err != nil {
 		return err
 	}
 	if err := r.ensurePublisher(); err != nil {
@@ -359,6 +361,7 @@ steps:
 		r.rep.Delivery = r.delivery(bestM[0], bestM[1], best.Rate, cfg.Step.Seconds(), expected(bestM[0], bestM[1]))
 		r.rep.Cost = r.cost(bestM[0], bestM[1], r.rep.Delivery.Delivered)
 		r.rep.Noise = r.noise(bestM[0], bestM[1])
+		r.gatewayWindow(bestM[0], bestM[1])
 		if cfg.Stalled > 0 {
 			r.rep.Stalled = &StalledResult{Sockets: cfg.Stalled, RcvBuf: stalledRcvBuf, GwDropped: r.rep.Delivery.GwDropped,
 				MeasuredLost: r.rep.Delivery.Gaps + r.rep.Delivery.Missing, ClosedByGateway: stalledClosedByGateway(bestM[1].cl.Open, cfg.Stalled, bestM[1].gs)}
@@ -400,7 +403,7 @@ func (r *runner) floorPhase(n int, rate float64, d time.Duration, gwPerFrame, gw
 	}
 	defer fp.stop()
 	r.logf("floor: %d sockets, %.0f frames/s each, %d-byte frame", n, rate, len(frame))
-	if err := r.startClients(subPlan{Raw: true}, addr, n); err != nil {
+	if err := r.startClients(poolSpec{Plan: subPlan{Raw: true}}, []string{addr}, n); err != nil {
 		return err
 	}
 	defer r.stopClients()
