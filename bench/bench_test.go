@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -283,6 +284,25 @@ func TestSmokeFanout(t *testing.T) {
 		}
 	})
 
+	// The floor side by side: the same clients measure the floor
+	// writer's latency like the gateway's.
+	t.Run("floor", func(t *testing.T) {
+		rep, stdout := runBench(t, "-scenario", "fanout", "-n", "20", "-rate", "50", "-duration", "1s", "-floor", "-floor-k", "2",
+			"-gateway", bin, "-redis", rs.Addr(), "-settle", "0s")
+		f := rep.Floor
+		if f == nil || len(f.Runs) != 3 || f.Runs[0].Mode != "adaptive" || f.GwLatency == nil {
+			t.Fatalf("floor: %+v", f)
+		}
+		for _, run := range f.Runs {
+			if run.Frames == 0 || run.Received != run.Frames || run.Latency.Count != run.Received {
+				t.Errorf("floor %s: %d frames written, %d received, %d latencies", run.name(), run.Frames, run.Received, run.Latency.Count)
+			}
+		}
+		if f.P99Ratio <= 0 || f.CPURatio <= 0 || !strings.Contains(stdout, "gateway vs floor adaptive (fanout)") {
+			t.Errorf("ratios p99 %v cpu %v; summary:\n%s", f.P99Ratio, f.CPURatio, stdout)
+		}
+	})
+
 	// Stalled sockets overflow (1.6 MB/s of 4 KiB messages fill the
 	// gateway's socket buffer and a 512-frame queue in a few seconds)
 	// while the measured ones lose nothing; the stalled sockets' drops
@@ -331,4 +351,21 @@ func runBench(tb testing.TB, args ...string) (Report, string) {
 		tb.Fatalf("report does not parse: %v", err)
 	}
 	return rep, stdout.String()
+}
+
+// parseExpect parses args as the harness's flags. With wantErr it checks
+// that parsing failed with an error naming it, and returns nil.
+func parseExpect(tb testing.TB, args []string, wantErr string) *Config {
+	tb.Helper()
+	c, err := parseFlags(args, io.Discard)
+	if wantErr != "" {
+		if err == nil || !strings.Contains(err.Error(), wantErr) {
+			tb.Fatalf("err %v, want one with %q", err, wantErr)
+		}
+		return nil
+	}
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return c
 }

@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"reflect"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -43,7 +44,7 @@ type subPlan struct {
 	Prefix   string `json:"prefix"`   // channel prefix, e.g. market:tick:bench
 	Channels int    `json:"channels"` // socket i subscribes Prefix:<i % Channels>; 0: Prefix:<i>
 	Pattern  string `json:"pattern"`  // an extra pattern subscription, "" for none
-	Raw      bool   `json:"raw"`      // floor: no handshake, no subscribe, only count frames
+	Raw      bool   `json:"raw"`      // floor: no handshake, no subscribe
 }
 
 func (p subPlan) channelOf(idx int) string {
@@ -97,11 +98,38 @@ type loopStats struct {
 	lat  *hdr.Histogram // publish-to-client, µs
 	conn *hdr.Histogram // dial to subscribe ack, µs
 
-	frames, data, bytes, gaps, dups, acks, pings int64
-	reads                                        int64 // OnTraffic calls: one read(2) each
-	errCodes                                     map[string]int64
-	closeCodes                                   map[int]int64
-	badFrames                                    int64
+	frameCounts
+	errCodes   map[string]int64
+	closeCodes map[int]int64
+}
+
+// frameCounts are what the loops count of the frames they read.
+type frameCounts struct {
+	Frames    int64 `json:"frames"`
+	Reads     int64 `json:"reads"` // OnTraffic calls: one read(2) each
+	Data      int64 `json:"data"`
+	Bytes     int64 `json:"bytes"`
+	Gaps      int64 `json:"gaps"`
+	Dups      int64 `json:"dups"`
+	Acks      int64 `json:"acks"`
+	Pings     int64 `json:"pings"`
+	BadFrames int64 `json:"bad_frames"`
+}
+
+func (c *frameCounts) add(d frameCounts) { addCounters(reflect.ValueOf(c).Elem(), reflect.ValueOf(d)) }
+
+// addCounters adds every int64 field of src to the same field of dst (a
+// settable struct of the same type), embedded structs included.
+func addCounters(dst, src reflect.Value) {
+	for i := range dst.NumField() {
+		f := dst.Field(i)
+		switch {
+		case f.Kind() == reflect.Int64:
+			f.SetInt(f.Int() + src.Field(i).Int())
+		case f.Kind() == reflect.Struct && dst.Type().Field(i).Anonymous:
+			addCounters(f, src.Field(i))
+		}
+	}
 }
 
 // poolStats is what a pool reports: counters are cumulative, histograms
@@ -117,15 +145,7 @@ type poolStats struct {
 	Limits     []string         `json:"limits,omitempty"`
 	DialStop   bool             `json:"dial_stopped,omitempty"` // a system limit stopped dialing
 
-	Frames     int64            `json:"frames"`
-	Reads      int64            `json:"reads"`
-	Data       int64            `json:"data"`
-	Bytes      int64            `json:"bytes"`
-	Gaps       int64            `json:"gaps"`
-	Dups       int64            `json:"dups"`
-	Acks       int64            `json:"acks"`
-	Pings      int64            `json:"pings"`
-	BadFrames  int64            `json:"bad_frames"`
+	frameCounts
 	ErrCodes   map[string]int64 `json:"err_codes,omitempty"`
 	CloseCodes map[int]int64    `json:"close_codes,omitempty"`
 	Unexpected int64            `json:"unexpected_closes"`
@@ -149,27 +169,8 @@ func (a *poolStats) add(st poolStats) {
 	if a.FailKinds == nil {
 		a.FailKinds, a.ErrCodes, a.CloseCodes = map[string]int64{}, map[string]int64{}, map[int]int64{}
 	}
-	a.Target += st.Target
-	a.Dialed += st.Dialed
-	a.Handshaked += st.Handshaked
-	a.Subscribed += st.Subscribed
-	a.Open += st.Open
-	a.Failed += st.Failed
-	a.Frames += st.Frames
-	a.Reads += st.Reads
-	a.Data += st.Data
-	a.Bytes += st.Bytes
-	a.Gaps += st.Gaps
-	a.Dups += st.Dups
-	a.Acks += st.Acks
-	a.Pings += st.Pings
-	a.BadFrames += st.BadFrames
-	a.Unexpected += st.Unexpected
+	addCounters(reflect.ValueOf(a).Elem(), reflect.ValueOf(st))
 	a.DialStop = a.DialStop || st.DialStop
-	a.ChurnLeft += st.ChurnLeft
-	a.ChurnJoined += st.ChurnJoined
-	a.CPUNanos += st.CPUNanos
-	a.RSS += st.RSS
 	for k, v := range st.FailKinds {
 		a.FailKinds[k] += v
 	}
@@ -527,7 +528,7 @@ func (p *pool) OnTraffic(c gnet.Conn) gnet.Action {
 	action := gnet.None
 
 	ls.mu.Lock()
-	ls.reads++
+	ls.Reads++
 	if s.state.Load() == stHandshake {
 		end := bytes.Index(buf, crlfcrlf)
 		if end < 0 {
@@ -548,11 +549,10 @@ func (p *pool) OnTraffic(c gnet.Conn) gnet.Action {
 		p.handshaked.Add(1)
 		_, _ = c.Write(p.subscribeFrame(s))
 	}
-	raw := p.spec.Plan.Raw
 	for off < len(buf) && action == gnet.None {
 		op, _, payload, n, err := nextFrame(buf[off:])
 		if err != nil {
-			ls.badFrames++
+			ls.BadFrames++
 			action = gnet.Close
 			break
 		}
@@ -560,18 +560,15 @@ func (p *pool) OnTraffic(c gnet.Conn) gnet.Action {
 			break
 		}
 		off += n
-		ls.frames++
-		ls.bytes += int64(n)
+		ls.Frames++
+		ls.Bytes += int64(n)
 		switch op {
 		case ws.OpText:
 			if isData(payload) {
-				ls.data++
-				if raw {
-					continue
-				}
+				ls.Data++
 				seq, pat, t, ok := scanData(payload)
 				if !ok {
-					ls.badFrames++
+					ls.BadFrames++
 					continue
 				}
 				k := 0
@@ -580,9 +577,9 @@ func (p *pool) OnTraffic(c gnet.Conn) gnet.Action {
 				}
 				if last := s.last[k]; last != 0 {
 					if seq > last+1 {
-						ls.gaps += int64(seq - last - 1)
+						ls.Gaps += int64(seq - last - 1)
 					} else if seq <= last {
-						ls.dups++
+						ls.Dups++
 						continue
 					}
 				}
@@ -593,7 +590,7 @@ func (p *pool) OnTraffic(c gnet.Conn) gnet.Action {
 				continue
 			}
 			if bytes.HasPrefix(payload, subscribedPfx) {
-				ls.acks++
+				ls.Acks++
 				if s.state.CompareAndSwap(stSubscribing, stOpen) {
 					p.opened(s, now, true)
 				}
@@ -609,7 +606,7 @@ func (p *pool) OnTraffic(c gnet.Conn) gnet.Action {
 				}
 			}
 		case ws.OpPing:
-			ls.pings++
+			ls.Pings++
 			_, _ = c.Write(clientFrame(ws.OpPong, payload))
 		case ws.OpClose:
 			code := 1005
@@ -622,7 +619,7 @@ func (p *pool) OnTraffic(c gnet.Conn) gnet.Action {
 			}
 			action = gnet.Close
 		case ws.OpBinary, ws.OpContinuation:
-			ls.badFrames++
+			ls.BadFrames++
 		}
 	}
 	ls.mu.Unlock()
@@ -753,15 +750,7 @@ func (p *pool) stats() poolStats {
 	p.loopsMu.Unlock()
 	for _, l := range loops {
 		l.mu.Lock()
-		st.Frames += l.frames
-		st.Reads += l.reads
-		st.Data += l.data
-		st.Bytes += l.bytes
-		st.Gaps += l.gaps
-		st.Dups += l.dups
-		st.Acks += l.acks
-		st.Pings += l.pings
-		st.BadFrames += l.badFrames
+		st.frameCounts.add(l.frameCounts)
 		for k, v := range l.errCodes {
 			st.ErrCodes[k] += v
 		}

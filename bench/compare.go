@@ -98,6 +98,24 @@ var compareMetrics = []metric{
 		}
 		return r.Noise.OtherCPUPercent
 	}},
+	{"floor: gateway ÷ floor CPU/frame", "lower", func(r *Report) float64 {
+		if r.Floor == nil {
+			return 0
+		}
+		return r.Floor.CPURatio
+	}},
+	{"floor: gateway ÷ floor p99", "lower", func(r *Report) float64 {
+		if r.Floor == nil {
+			return 0
+		}
+		return r.Floor.P99Ratio
+	}},
+	{"gateway switches/message", "lower", func(r *Report) float64 {
+		if r.Cost == nil {
+			return 0
+		}
+		return r.Cost.GwVolCtxPerMsg + r.Cost.GwInvolCtxPerMsg
+	}},
 	{"fairness p99 with/without", "lower", func(r *Report) float64 {
 		if r.Fairness == nil {
 			return 0

@@ -1,9 +1,7 @@
 package main
 
 import (
-	"io"
 	"reflect"
-	"strings"
 	"testing"
 )
 
@@ -78,15 +76,9 @@ func TestGatewayFlags(t *testing.T) {
 		{name: "no gateways", args: []string{"-gateways", "0"}, err: "at least 1"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c, err := parseFlags(tc.args, io.Discard)
-			if tc.err != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.err) {
-					t.Fatalf("err = %v, want one with %q", err, tc.err)
-				}
+			c := parseExpect(t, tc.args, tc.err)
+			if c == nil {
 				return
-			}
-			if err != nil {
-				t.Fatal(err)
 			}
 			if got := c.gatewayCount(); got != tc.count {
 				t.Errorf("gatewayCount = %d, want %d", got, tc.count)

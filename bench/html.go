@@ -52,6 +52,9 @@ func reportHTML(r *Report) string {
 		b.WriteString("<h2>Publish-to-client latency</h2>\n")
 		b.WriteString(histSVG(r.Histogram, r.Latency))
 	}
+	if f := r.Floor; f != nil && len(f.Runs) > 0 {
+		b.WriteString(floorHTML(f))
+	}
 	if c := r.Cost; c != nil && c.GwMessages > 0 {
 		b.WriteString(costHTML(c))
 	}

@@ -228,27 +228,44 @@ type SweepResult struct {
 	StoppedBy      string      `json:"stopped_by"`
 }
 
+// FloorRun is one run of the floor writer.
 type FloorRun struct {
-	K                   int     `json:"k"`
-	Mode                string  `json:"mode"` // write or writev
+	K                   int     `json:"k"`     // frames per writev; 0 for the adaptive run
+	Mode                string  `json:"mode"`  // adaptive, write or writev
+	Shape               string  `json:"shape"` // fanout (every message to every socket) or spread
+	Messages            int64   `json:"messages"`
 	Frames              int64   `json:"frames"`
 	Syscalls            int64   `json:"syscalls"`
+	FramesPerSyscall    float64 `json:"frames_per_syscall"`
 	Errors              int64   `json:"errors"`
 	Received            int64   `json:"received"`
 	CPUSeconds          float64 `json:"cpu_s"`
 	CPUPerFrameUS       float64 `json:"cpu_us_per_frame"`
 	ClientCPUPerFrameUS float64 `json:"client_cpu_us_per_frame"`
 	GwRatio             float64 `json:"gateway_ratio,omitempty"` // gateway µs/frame ÷ this
+	// Latency is publish (the message's due time) to client, measured
+	// by the same client as the gateway's.
+	Latency Latency `json:"latency"`
 }
 
 type FloorResult struct {
 	Sockets          int        `json:"sockets"`
-	Rate             float64    `json:"rate_per_s"`
+	Rate             float64    `json:"rate_per_s"`                  // per socket, fanout shape
+	SpreadRate       float64    `json:"spread_rate_per_s,omitempty"` // in all, the adaptive run of spread
 	FrameBytes       int        `json:"frame_bytes"`
 	Seconds          float64    `json:"seconds"`
-	Runs             []FloorRun `json:"runs"`
+	Runs             []FloorRun `json:"runs"` // adaptive first
 	GwCPUPerFrameUS  float64    `json:"gateway_cpu_us_per_frame,omitempty"`
 	GwFramesPerWrite float64    `json:"gateway_frames_per_write,omitempty"`
+	// The gateway against the adaptive run (Reference), side by side:
+	// its latency in the measured window and the ratios gateway ÷ floor.
+	Reference string    `json:"reference,omitempty"`
+	GwLatency *Latency  `json:"gateway_latency,omitempty"`
+	P50Ratio  float64   `json:"p50_ratio,omitempty"`
+	P99Ratio  float64   `json:"p99_ratio,omitempty"`
+	P999Ratio float64   `json:"p999_ratio,omitempty"`
+	CPURatio  float64   `json:"cpu_ratio,omitempty"`
+	Histogram []HistBar `json:"latency_histogram,omitempty"` // of the adaptive run
 }
 
 // Sample is one second of the timeline.
@@ -421,17 +438,7 @@ func (r *Report) summaryLines() []string {
 		out = append(out, f.lines()...)
 	}
 	if f := r.Floor; f != nil {
-		if f.GwCPUPerFrameUS > 0 {
-			add("floor: the gateway spent %.3f µs CPU per frame writing %.2f frames per write syscall", f.GwCPUPerFrameUS, f.GwFramesPerWrite)
-		}
-		for _, run := range f.Runs {
-			ratio := ""
-			if run.GwRatio > 0 {
-				ratio = fmt.Sprintf(" → gateway/floor = %.2f", run.GwRatio)
-			}
-			add("floor %s k=%d: %d frames to %d sockets, %.3f µs CPU per frame (client %.3f)%s",
-				run.Mode, run.K, run.Frames, f.Sockets, run.CPUPerFrameUS, run.ClientCPUPerFrameUS, ratio)
-		}
+		out = append(out, f.lines()...)
 	}
 	for _, l := range r.Limits {
 		add("LIMIT: %s", l)

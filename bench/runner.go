@@ -584,17 +584,22 @@ func (r *runner) publishUntil(phase string, rate float64, d time.Duration, pick 
 	// Drain: until every expected frame arrived, or nothing arrived for
 	// a second (drops), at most 10 s.
 	mp := r.mark()
-	want := m0.cl.Data + expected(m0, mp)
+	err = r.drain(phase, m0.cl.Data+expected(m0, mp))
+	m1 = r.mark()
+	return m0, m1, pubSecs, err
+}
+
+// drain waits until the clients have received want data frames in all,
+// or nothing arrived for a second (drops), at most 10 s.
+func (r *runner) drain(phase string, want int64) error {
 	var last int64 = -1
 	lastChange := time.Now()
-	err = r.wait(phase+"/drain", 10*time.Second, func(a poolStats) bool {
+	return r.wait(phase+"/drain", 10*time.Second, func(a poolStats) bool {
 		if a.Data != last {
 			last, lastChange = a.Data, time.Now()
 		}
 		return a.Data >= want || time.Since(lastChange) > time.Second
 	})
-	m1 = r.mark()
-	return m0, m1, pubSecs, err
 }
 
 // delivery computes the delivery figures of a publish window.

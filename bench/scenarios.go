@@ -1,10 +1,8 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"math"
-	"sort"
 	"strconv"
 	"time"
 )
@@ -88,14 +86,14 @@ func (r *runner) fanout() error {
 		return err
 	}
 	return r.deliveryWindow(subPlan{Prefix: cfg.Prefix, Channels: 1}, pick, expected,
-		func(mark) float64 { return cfg.Rate })
+		func(mark) floorSpec { return floorSpec{rate: cfg.Rate} })
 }
 
 // deliveryWindow is the measured part of fanout and spread: it fills the
 // -stalled sockets (subscribed as plan says), publishes for one window,
-// reports the deliveries and, with -floor, measures the floor with each
-// socket receiving floorRate(m0) frames per second.
-func (r *runner) deliveryWindow(plan subPlan, pick target, expected func(m0, m mark) int64, floorRate func(m0 mark) float64) error {
+// reports the deliveries and, with -floor, measures the floor that
+// floor(m0) describes.
+func (r *runner) deliveryWindow(plan subPlan, pick target, expected func(m0, m mark) int64, floor func(m0 mark) floorSpec) error {
 	cfg := r.cfg
 	if err := r.stallBefore(plan, cfg.Rate, pick, expected); err != nil {
 		return err
@@ -107,7 +105,10 @@ func (r *runner) deliveryWindow(plan subPlan, pick target, expected func(m0, m m
 	r.finishDelivery(m0, m1, secs, expected(m0, m1))
 	if cfg.Floor {
 		r.stopStalled()
-		return r.floorPhase(int(m0.cl.Open), floorRate(m0), cfg.Duration, r.rep.Cost.GwCPUPerFrameUS, r.rep.Cost.GwFramesPerWrite)
+		fs := floor(m0)
+		fs.n, fs.d = int(m0.cl.Open), cfg.Duration
+		fs.gwPerFrame, fs.gwBatch = r.rep.Cost.GwCPUPerFrameUS, r.rep.Cost.GwFramesPerWrite
+		return r.floorPhase(fs)
 	}
 	return nil
 }
@@ -189,7 +190,12 @@ func (r *runner) spread() error {
 		return (m.recv[0] - m0.recv[0]) + (m.recv[1]-m0.recv[1])*m0.cl.Open
 	}
 	return r.deliveryWindow(subPlan{Prefix: cfg.Prefix, Channels: 0, Pattern: pattern}, pick, expected,
-		func(m0 mark) float64 { return r.rep.Delivery.DeliveredPerSec / float64(max(m0.cl.Open, 1)) })
+		func(m0 mark) floorSpec {
+			// The adaptive run has spread's shape; the write and writev
+			// runs write every message to every socket at the rate each
+			// socket received.
+			return floorSpec{rate: r.rep.Delivery.DeliveredPerSec / float64(max(m0.cl.Open, 1)), spread: cfg.Rate, every: every}
+		})
 }
 
 // churn: N sockets; ChurnRate per second of them leave (close handshake)
@@ -368,7 +374,8 @@ steps:
 		}
 		if cfg.Floor {
 			r.stopStalled()
-			return r.floorPhase(int(bestM[0].cl.Open), best.Rate, cfg.Step, best.GwCPUPerFrameUS, r.rep.Cost.GwFramesPerWrite)
+			return r.floorPhase(floorSpec{n: int(bestM[0].cl.Open), rate: best.Rate, d: cfg.Step,
+				gwPerFrame: best.GwCPUPerFrameUS, gwBatch: r.rep.Cost.GwFramesPerWrite})
 		}
 	} else {
 		r.rep.Notes = append(r.rep.Notes, "no step passed: lower -rate")
@@ -378,111 +385,5 @@ steps:
 
 // floorOnly runs the CPU floor alone (no gateway, no Redis).
 func (r *runner) floorOnly() error {
-	return r.floorPhase(r.cfg.N, r.cfg.Rate, r.cfg.Duration, 0, 0)
-}
-
-// floorPhase measures the CPU floor for n sockets at rate messages per
-// second: the frame is shaped like the gateway's data frames for a
-// payload of Size bytes.
-func (r *runner) floorPhase(n int, rate float64, d time.Duration, gwPerFrame, gwBatch float64) error {
-	cfg := r.cfg
-	r.stopClients()
-	if n <= 0 || rate <= 0 {
-		return errors.New("floor: needs sockets and a rate")
-	}
-	payload := []byte(`{"type":"data","seq":1000000,"channel":"` + cfg.Prefix + `:0","data":`)
-	payload = benchPayload(payload, time.Now().UnixNano(), cfg.Size)
-	payload = append(payload, `,"timestamp":"2026-01-01T00:00:00.000Z"}`...)
-	frame := serverFrame(payload)
-	res := &FloorResult{Sockets: n, Rate: rate, FrameBytes: len(frame), Seconds: d.Seconds(),
-		GwCPUPerFrameUS: gwPerFrame, GwFramesPerWrite: gwBatch}
-	r.rep.Floor = res
-	fp, addr, err := startFloor(n)
-	if err != nil {
-		return err
-	}
-	defer fp.stop()
-	r.logf("floor: %d sockets, %.0f frames/s each, %d-byte frame", n, rate, len(frame))
-	if err := r.startClients(poolSpec{Plan: subPlan{Raw: true}}, []string{addr}, n); err != nil {
-		return err
-	}
-	defer r.stopClients()
-	if err := r.wait("floor/connect", 30*time.Second+time.Duration(n)*time.Millisecond, func(a poolStats) bool {
-		return a.Subscribed+a.Failed >= int64(n)
-	}); err != nil {
-		return err
-	}
-	if _, err := fp.next(30 * time.Second); err != nil { // all accepted
-		return err
-	}
-	// write(2) per frame, writev(2) at the gateway's own batching (frames
-	// per write syscall, rounded) and at -floor-k.
-	ks := []int{1}
-	if k := int(math.Round(gwBatch)); k > 1 && k != cfg.FloorK {
-		ks = append(ks, k)
-	}
-	if cfg.FloorK > 1 {
-		ks = append(ks, cfg.FloorK)
-	}
-	sort.Ints(ks)
-	for _, k := range ks {
-		m0 := r.mark()
-		if err := fp.enc.Encode(floorCmd{Op: "run", Frame: frame, Rate: rate, Dur: d, K: k}); err != nil {
-			return err
-		}
-		got := make(chan floorMsg, 1)
-		errc := make(chan error, 1)
-		go func() {
-			m, err := fp.next(d + 60*time.Second)
-			if err != nil {
-				errc <- err
-				return
-			}
-			got <- m
-		}()
-		var fm floorMsg
-		phase := fmt.Sprintf("floor k=%d", k)
-		if err := r.wait(phase, d+60*time.Second, func(poolStats) bool {
-			select {
-			case fm = <-got:
-				return true
-			case err := <-errc:
-				fm.Error = err.Error()
-				return true
-			default:
-				return false
-			}
-		}); err != nil {
-			return err
-		}
-		if fm.Error != "" {
-			return errors.New(fm.Error)
-		}
-		want := m0.cl.Data + fm.Frames
-		var last int64 = -1
-		lastChange := time.Now()
-		_ = r.wait(phase+"/drain", 10*time.Second, func(a poolStats) bool {
-			if a.Data != last {
-				last, lastChange = a.Data, time.Now()
-			}
-			return a.Data >= want || time.Since(lastChange) > time.Second
-		})
-		m1 := r.mark()
-		run := FloorRun{
-			K: k, Mode: "write", Frames: fm.Frames, Syscalls: fm.Syscalls, Errors: fm.Errors,
-			Received:            m1.cl.Data - m0.cl.Data,
-			CPUSeconds:          round3(float64(fm.CPUNanos) / 1e9),
-			CPUPerFrameUS:       perUnit(float64(fm.CPUNanos)/1e3, float64(fm.Frames)),
-			ClientCPUPerFrameUS: perUnit(clientCPU(m0, m1).Seconds()*1e6, float64(m1.cl.Data-m0.cl.Data)),
-		}
-		if k > 1 {
-			run.Mode = "writev"
-		}
-		if gwPerFrame > 0 && run.CPUPerFrameUS > 0 {
-			run.GwRatio = round3(gwPerFrame / run.CPUPerFrameUS)
-		}
-		res.Runs = append(res.Runs, run)
-		r.logf("floor %s k=%d: %.3f µs CPU per frame", run.Mode, k, run.CPUPerFrameUS)
-	}
-	return nil
+	return r.floorPhase(floorSpec{n: r.cfg.N, rate: r.cfg.Rate, d: r.cfg.Duration})
 }
