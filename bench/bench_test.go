@@ -303,6 +303,16 @@ func TestSmokeFanout(t *testing.T) {
 		}
 	})
 
+	// The connect floor after the idle hold: the same sockets connect
+	// and subscribe to it.
+	t.Run("idle connect floor", func(t *testing.T) {
+		rep, _ := runBench(t, "-scenario", "idle", "-n", "20", "-duration", "1s", "-floor",
+			"-gateway", bin, "-redis", rs.Addr(), "-settle", "0s")
+		if c := rep.ConnectFloor; c == nil || c.Connected != 20 || c.Failed != 0 || c.Latency.Count != 20 {
+			t.Errorf("connect floor: %+v", rep.ConnectFloor)
+		}
+	})
+
 	// Stalled sockets overflow (1.6 MB/s of 4 KiB messages fill the
 	// gateway's socket buffer and a 512-frame queue in a few seconds)
 	// while the measured ones lose nothing; the stalled sockets' drops

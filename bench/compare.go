@@ -110,6 +110,12 @@ var compareMetrics = []metric{
 		}
 		return r.Floor.P99Ratio
 	}},
+	{"connect: gateway ÷ floor CPU", "lower", func(r *Report) float64 {
+		if r.ConnectFloor == nil {
+			return 0
+		}
+		return r.ConnectFloor.Ratio
+	}},
 	{"gateway switches/message", "lower", func(r *Report) float64 {
 		if r.Cost == nil {
 			return 0

@@ -38,7 +38,7 @@ import (
 // socket i mod N, every Every-th to all of them through the pattern).
 
 type floorCmd struct {
-	Op     string        `json:"op"` // listen, run, stop
+	Op     string        `json:"op"` // listen, run, connect (the connect floor), stop
 	N      int           `json:"n,omitempty"`
 	Prefix string        `json:"prefix,omitempty"` // channel prefix of the frames
 	Size   int           `json:"size,omitempty"`   // payload bytes
@@ -83,7 +83,16 @@ func floorMain(in io.Reader, out io.Writer) int {
 		// count, only frames received against frames written).
 		seq uint64
 	)
+	var (
+		cf     *connFloor // the connect floor, when asked for
+		cfDone = make(chan struct{})
+	)
 	defer func() {
+		if cf != nil {
+			cf.stop.Store(true)
+			<-cfDone
+			cf.close()
+		}
 		fdsMu.Lock()
 		for _, fd := range fds {
 			_ = syscall.Close(fd)
@@ -93,6 +102,16 @@ func floorMain(in io.Reader, out io.Writer) int {
 			_ = syscall.Close(lfd)
 		}
 	}()
+	// listening answers a listen or connect command: the address, or
+	// why there is none.
+	listening := func(port int, err error) bool {
+		if err != nil {
+			send(floorMsg{Error: err.Error()})
+			return false
+		}
+		send(floorMsg{Addr: fmt.Sprintf("127.0.0.1:%d", port)})
+		return true
+	}
 	dec := json.NewDecoder(bufio.NewReader(in))
 	for {
 		var c floorCmd
@@ -102,12 +121,10 @@ func floorMain(in io.Reader, out io.Writer) int {
 		switch c.Op {
 		case "listen":
 			fd, port, err := rawListen()
-			if err != nil {
-				send(floorMsg{Error: err.Error()})
+			if !listening(port, err) {
 				continue
 			}
 			lfd = fd
-			send(floorMsg{Addr: fmt.Sprintf("127.0.0.1:%d", port)})
 			go func(n int) {
 				for int(accepted.Load()) < n {
 					nfd, _, err := syscall.Accept(lfd)
@@ -125,6 +142,22 @@ func floorMain(in io.Reader, out io.Writer) int {
 					accepted.Add(1)
 				}
 				send(floorMsg{Accepted: n})
+			}(c.N)
+		case "connect":
+			if cf != nil {
+				send(floorMsg{Error: "connect floor already listening"})
+				continue
+			}
+			l, port, err := listenConnFloor()
+			if !listening(port, err) {
+				continue
+			}
+			cf = l
+			go func(n int) {
+				defer close(cfDone)
+				if err := cf.serve(n, func() { send(floorMsg{Accepted: n}) }); err != nil {
+					send(floorMsg{Error: err.Error()})
+				}
 			}(c.N)
 		case "run":
 			fdsMu.Lock()
@@ -281,6 +314,12 @@ type floorProc struct {
 }
 
 func startFloor(n int) (*floorProc, string, error) {
+	return startFloorWith(floorCmd{Op: "listen", N: n})
+}
+
+// startFloorWith starts a floor subprocess and sends it first, a command
+// (listen or connect) that answers with the address to connect to.
+func startFloorWith(first floorCmd) (*floorProc, string, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, "", err
@@ -312,7 +351,7 @@ func startFloor(n int) (*floorProc, string, error) {
 			f.msgs <- m
 		}
 	}()
-	_ = f.enc.Encode(floorCmd{Op: "listen", N: n})
+	_ = f.enc.Encode(first)
 	m, err := f.next(10 * time.Second)
 	if err != nil {
 		f.stop()

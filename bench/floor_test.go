@@ -1,7 +1,12 @@
 package main
 
 import (
+	"bufio"
+	"bytes"
+	"io"
+	"net"
 	"reflect"
+	"strconv"
 	"syscall"
 	"testing"
 	"time"
@@ -138,5 +143,101 @@ func TestFloorCompare(t *testing.T) {
 				t.Error("no summary lines")
 			}
 		})
+	}
+}
+
+func TestWholeFrame(t *testing.T) {
+	frame := clientFrame(ws.OpText, []byte(`{"action":"subscribe","channels":["a"]}`))
+	big := clientFrame(ws.OpText, make([]byte, 300)) // 16-bit length
+	for _, tc := range []struct {
+		name string
+		b    []byte
+		want bool
+	}{
+		{"empty", nil, false},
+		{"one byte", frame[:1], false},
+		{"header only", frame[:6], false},
+		{"all but one", frame[:len(frame)-1], false},
+		{"whole", frame, true},
+		{"whole and more", append(append([]byte(nil), frame...), 0x81), true},
+		{"16-bit length, partial header", big[:3], false},
+		{"16-bit length, whole", big, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := wholeFrame(tc.b)
+			if err != nil || got != tc.want {
+				t.Errorf("wholeFrame = %v, %v; want %v", got, err, tc.want)
+			}
+		})
+	}
+}
+
+// TestConnFloor lets plain sockets through the connect floor's handshake:
+// the upgrade request (in two pieces for one of them), the 101 with the
+// right Sec-WebSocket-Accept, the subscribe frame and the one small frame
+// back.
+func TestConnFloor(t *testing.T) {
+	cf, port, err := listenConnFloor()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 3
+	allDone := make(chan struct{})
+	served := make(chan error, 1)
+	go func() { served <- cf.serve(n, func() { close(allDone) }) }()
+	t.Cleanup(func() {
+		cf.stop.Store(true)
+		if err := <-served; err != nil {
+			t.Error(err)
+		}
+		cf.close()
+	})
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+	for i := range n {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		req, accept := upgradeRequest(addr)
+		if i == 0 {
+			// Split inside the request: the floor waits for the rest.
+			if _, err := c.Write(req[:20]); err != nil {
+				t.Fatal(err)
+			}
+			req = req[20:]
+		}
+		if _, err := c.Write(req); err != nil {
+			t.Fatal(err)
+		}
+		br := bufio.NewReader(c)
+		var head []byte
+		for !bytes.HasSuffix(head, crlfcrlf) {
+			line, err := br.ReadBytes('\n')
+			if err != nil {
+				t.Fatalf("socket %d: reading the upgrade answer: %v", i, err)
+			}
+			head = append(head, line...)
+		}
+		if status, ok := checkUpgrade(head, accept[:]); !ok {
+			t.Fatalf("socket %d: upgrade answer %d:\n%s", i, status, head)
+		}
+		if _, err := c.Write(subscribeFrame(subPlan{Prefix: "market:tick:bench", Channels: 1}, i, strconv.Itoa(i))); err != nil {
+			t.Fatal(err)
+		}
+		h, err := ws.ReadHeader(br)
+		if err != nil || h.OpCode != ws.OpText || h.Length > 1024 {
+			t.Fatalf("socket %d: ack header %+v, %v", i, h, err)
+		}
+		payload := make([]byte, h.Length)
+		if _, err := io.ReadFull(br, payload); err != nil || !bytes.HasPrefix(payload, subscribedPfx) {
+			t.Fatalf("socket %d: ack %q, %v", i, payload, err)
+		}
+	}
+	select {
+	case <-allDone:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("the floor counted %d of %d sockets done", cf.done.Load(), n)
 	}
 }

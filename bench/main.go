@@ -127,7 +127,7 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 	fs.Float64Var(&c.Factor, "factor", 2, "sweep: rate multiplier between steps")
 	fs.DurationVar(&c.MaxP99, "max-p99", 50*time.Millisecond, "sweep: p99 threshold")
 	fs.Float64Var(&c.MaxRate, "max-rate", 1e6, "sweep: never publish faster than this")
-	fs.BoolVar(&c.Floor, "floor", false, "fanout/spread/sweep: also measure the CPU floor at the same sockets and rate, and print the ratio")
+	fs.BoolVar(&c.Floor, "floor", false, "fanout/spread/sweep: also measure the floor (a plain writer of the same frames) at the same sockets and rate with the same client, and print gateway ÷ floor for CPU per frame and latency p50/p99/p99.9; idle: the connect floor (accept, upgrade answer, one small write) and gateway ÷ floor CPU per connect")
 	fs.IntVar(&c.FloorK, "floor-k", 8, "floor: frames per writev(2) in the batched run (the other run uses write(2) per frame)")
 	fs.IntVar(&c.Stalled, "stalled", 0, "fanout/spread/sweep/fairness: extra sockets that subscribe like the measured ones and never read again, outside every statistic of the measured sockets (fairness: 0 means 1)")
 	fs.Float64Var(&c.MaxP99Ratio, "max-p99-ratio", 1.5, "fairness: the largest p99 with ÷ without stalled sockets that passes")

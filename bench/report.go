@@ -13,26 +13,29 @@ import (
 // Report is what one run writes with -out (JSON) and -html. Durations and
 // latencies carry their unit in the field name.
 type Report struct {
-	Scenario string          `json:"scenario"`
-	Command  []string        `json:"command"`
-	Started  time.Time       `json:"started"`
-	Seconds  float64         `json:"seconds"` // wall time of the whole run
-	Params   Params          `json:"params"`
-	Host     Host            `json:"host"`
-	Gateway  GatewayInfo     `json:"gateway"`            // the first gateway (Addr: every address the clients used)
-	Gateways []GatewayInfo   `json:"gateways,omitempty"` // each, when there are several
-	Connect  *ConnectResult  `json:"connect,omitempty"`
-	Memory   *Memory         `json:"memory,omitempty"`
-	Idle     *IdleResult     `json:"idle,omitempty"`
-	Delivery *Delivery       `json:"delivery,omitempty"`
-	Latency  *Latency        `json:"latency,omitempty"`
-	Cost     *Cost           `json:"cost,omitempty"`
-	Churn    *ChurnResult    `json:"churn,omitempty"`
-	Sweep    *SweepResult    `json:"sweep,omitempty"`
-	Floor    *FloorResult    `json:"floor,omitempty"`
-	Stalled  *StalledResult  `json:"stalled,omitempty"` // -stalled: the sockets that never read
-	Fairness *FairnessResult `json:"fairness,omitempty"`
-	Noise    *Noise          `json:"noise,omitempty"` // the machine during the measured window
+	Scenario string         `json:"scenario"`
+	Command  []string       `json:"command"`
+	Started  time.Time      `json:"started"`
+	Seconds  float64        `json:"seconds"` // wall time of the whole run
+	Params   Params         `json:"params"`
+	Host     Host           `json:"host"`
+	Gateway  GatewayInfo    `json:"gateway"`            // the first gateway (Addr: every address the clients used)
+	Gateways []GatewayInfo  `json:"gateways,omitempty"` // each, when there are several
+	Connect  *ConnectResult `json:"connect,omitempty"`
+	Memory   *Memory        `json:"memory,omitempty"`
+	Idle     *IdleResult    `json:"idle,omitempty"`
+	Delivery *Delivery      `json:"delivery,omitempty"`
+	Latency  *Latency       `json:"latency,omitempty"`
+	Cost     *Cost          `json:"cost,omitempty"`
+	Churn    *ChurnResult   `json:"churn,omitempty"`
+	Sweep    *SweepResult   `json:"sweep,omitempty"`
+	Floor    *FloorResult   `json:"floor,omitempty"`
+	// ConnectFloor is idle's -floor: CPU per connect and subscribe
+	// against the least a server spends on a connect.
+	ConnectFloor *ConnectFloor   `json:"connect_floor,omitempty"`
+	Stalled      *StalledResult  `json:"stalled,omitempty"` // -stalled: the sockets that never read
+	Fairness     *FairnessResult `json:"fairness,omitempty"`
+	Noise        *Noise          `json:"noise,omitempty"` // the machine during the measured window
 	// PerGateway is each gateway's share when the run drives several;
 	// every other figure is their total.
 	PerGateway []GatewayFigures `json:"per_gateway,omitempty"`
@@ -379,6 +382,9 @@ func (r *Report) summaryLines() []string {
 			add("memory after the idle hold: gateway RSS %s: %s per idle socket",
 				fmtBytes(float64(m.GatewayRSSEnd)), fmtBytes(m.PerSocketHeldBytes))
 		}
+	}
+	if c := r.ConnectFloor; c != nil {
+		add("%s", c.line())
 	}
 	if i := r.Idle; i != nil {
 		add("idle hold %.0fs: gateway %.2f%% CPU = %.3f µs per socket per second; client %.2f%%; still open %d, unexpected closes %d",

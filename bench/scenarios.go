@@ -31,7 +31,8 @@ func (r *runner) runScenario() error {
 // duration with no traffic.
 func (r *runner) idle() error {
 	cfg := r.cfg
-	if _, err := r.connectPhase(subPlan{Prefix: cfg.Prefix, Channels: cfg.Channels}, cfg.N); err != nil {
+	plan := subPlan{Prefix: cfg.Prefix, Channels: cfg.Channels}
+	if _, err := r.connectPhase(plan, cfg.N); err != nil {
 		return err
 	}
 	m0 := r.mark()
@@ -57,6 +58,9 @@ func (r *runner) idle() error {
 		if m := r.rep.Memory; m.GatewayRSSBefore > 0 {
 			m.PerSocketHeldBytes = perUnit(float64(m.GatewayRSSEnd-m.GatewayRSSBefore), float64(open))
 		}
+	}
+	if err == nil && cfg.Floor && r.rep.Connect != nil {
+		err = r.connectFloorPhase(plan, int(r.rep.Connect.Connected), r.rep.Connect.GwCPUPerConnectUS)
 	}
 	return err
 }
