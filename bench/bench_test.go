@@ -313,6 +313,25 @@ func TestSmokeFanout(t *testing.T) {
 		}
 	})
 
+	// Storms: every socket drops and comes back to the same gateway;
+	// the gateway restarts (SIGTERM, a short paced shutdown) and they
+	// come back to the new one, with the client in this process so that
+	// -race sees the reconnect code.
+	t.Run("storm drop", func(t *testing.T) {
+		rep, stdout := runBench(t, "-scenario", "storm", "-storm-mode", "drop", "-n", "20", "-channels", "4", "-rate", "40",
+			"-storm-hold", "500ms", "-duration", "30s", "-gateway", bin, "-redis", rs.Addr(), "-settle", "0s")
+		checkStorm(t, rep, stdout, 20)
+	})
+	t.Run("storm restart", func(t *testing.T) {
+		rep, stdout := runBench(t, "-scenario", "storm", "-n", "20", "-channels", "4", "-rate", "40", "-workers", "0",
+			"-storm-hold", "500ms", "-duration", "30s", "-gateway", bin, "-gateway-args", "-shutdown-timeout 1s",
+			"-redis", rs.Addr(), "-settle", "0s")
+		checkStorm(t, rep, stdout, 20)
+		if s := rep.Storm; s != nil && (s.GatewayExitSeconds <= 0 || s.CloseCodes[1001] == 0) {
+			t.Errorf("restart: exit %vs, close codes %v", s.GatewayExitSeconds, s.CloseCodes)
+		}
+	})
+
 	// Stalled sockets overflow (1.6 MB/s of 4 KiB messages fill the
 	// gateway's socket buffer and a 512-frame queue in a few seconds)
 	// while the measured ones lose nothing; the stalled sockets' drops
@@ -338,6 +357,23 @@ func TestSmokeFanout(t *testing.T) {
 			t.Errorf("the summary does not show the verdict %q", f.Verdict)
 		}
 	})
+}
+
+// checkStorm checks a storm's report: every socket lost its connection
+// and came back, and the messages add up.
+func checkStorm(tb testing.TB, rep Report, stdout string, n int64) {
+	tb.Helper()
+	s := rep.Storm
+	switch {
+	case s == nil:
+		tb.Fatal("no storm section")
+	case !s.AllBack || s.Sockets != n || s.Lost != n || s.Reconnected < n || s.Back.Count < n:
+		tb.Errorf("storm: all back %v, sockets %d, lost %d, reconnected %d, back %d", s.AllBack, s.Sockets, s.Lost, s.Reconnected, s.Back.Count)
+	case s.Expected == 0 || s.Delivered+s.LostWhileDown != s.Expected:
+		tb.Errorf("storm messages: expected %d, delivered %d, lost %d", s.Expected, s.Delivered, s.LostWhileDown)
+	case !strings.Contains(stdout, "storm: all back"):
+		tb.Errorf("summary:\n%s", stdout)
+	}
 }
 
 // runBench runs the harness in-process with args plus a JSON report in a

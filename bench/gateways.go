@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	hdr "github.com/HdrHistogram/hdrhistogram-go"
@@ -62,6 +63,49 @@ func (g *gwTarget) read(stats bool) gwReading {
 		}
 	}
 	return rd
+}
+
+// exited books what g's process used into pastCPU and pastCtr once it has
+// exited: CPU and switches exactly (wait4's rusage covers every thread),
+// the system calls as last read (/proc/<pid>/io is gone with it).
+func (g *gwTarget) exited() {
+	if g.proc == nil || g.proc.alive() {
+		return
+	}
+	ps := g.proc.cmd.ProcessState
+	if ps == nil {
+		return
+	}
+	g.pastCPU += ps.UserTime() + ps.SystemTime()
+	c := g.lastCtr
+	if ru, ok := ps.SysUsage().(*syscall.Rusage); ok {
+		c.VolCtx, c.InvolCtx = max(ru.Nvcsw, c.VolCtx), max(ru.Nivcsw, c.InvolCtx)
+	}
+	g.pastCtr = g.pastCtr.add(c)
+	g.lastCtr = procCounters{}
+}
+
+// start starts g's binary again with the same arguments (same port) and
+// waits until it is healthy. The port may still be held for a moment by
+// the process that just exited: a few tries.
+func (g *gwTarget) start() error {
+	var last error
+	for try := range 5 {
+		if try > 0 {
+			time.Sleep(200 * time.Millisecond)
+		}
+		p, err := startProc("gateway-"+strconv.FormatInt(time.Now().UnixNano(), 36), g.dir, g.bin, g.args...)
+		if err != nil {
+			return err
+		}
+		if last = waitHealthy(g.addr, p, 15*time.Second); last == nil {
+			g.proc, g.pid = p, p.pid()
+			return nil
+		}
+		last = fmt.Errorf("%w\n%s", last, p.logTail(10))
+		p.stop(2 * time.Second)
+	}
+	return fmt.Errorf("gateway did not start again on %s: %w", g.addr, last)
 }
 
 // sumReadings adds up the gateways' readings; gs is nil unless every

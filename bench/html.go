@@ -61,6 +61,9 @@ func reportHTML(r *Report) string {
 	if len(r.PerGateway) > 0 {
 		b.WriteString(perGatewayHTML(r.PerGateway))
 	}
+	if s := r.Storm; s != nil {
+		b.WriteString(stormHTML(s))
+	}
 	if f := r.Fairness; f != nil && len(f.Windows) > 0 {
 		b.WriteString(fairnessHTML(f))
 	}

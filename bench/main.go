@@ -40,7 +40,11 @@ type Config struct {
 	FloorK       int
 	Stalled      int
 	MaxP99Ratio  float64
+	StormMode    string
+	StormHold    time.Duration
 	sizeSet      bool // -size was given
+	durationSet  bool
+	concSet      bool // -connect-concurrency was given
 
 	Workers          int
 	ClientLoops      int
@@ -90,6 +94,7 @@ var scenarios = map[string]struct {
 	"churn":    {1000, 0, 100, "N sockets, -churn-rate per second leave and come back (connect, upgrade, subscribe)"},
 	"sweep":    {1000, 100, 1, "fanout with R raised by -factor per -step until p99 > -max-p99 or drops: highest sustained rate"},
 	"floor":    {10000, 10, 1, "CPU floor only: write(2)/writev(2) of one pre-encoded frame to N sockets at R/s"},
+	"storm":    {15000, 100, 100, "N sockets on C channels, R messages/s; then the gateway restarts (-storm-mode restart: SIGTERM, paced 1001 closes; kill: SIGKILL) or every socket drops (drop); the clients come back with the browser client's backoff: time until all are back, 503 refusals, gateway CPU and peak RSS, messages lost while down (-duration: the budget for coming back, 60s unless given)"},
 	"fairness": {1000, 200, 1, "fanout without and then with -stalled K sockets that never read (A B per -rounds; -size 2048 unless given): the measured sockets' p50/p99/p99.9 and their ratio, losses, the stalled sockets' drops"},
 }
 
@@ -115,9 +120,9 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 		fmt.Fprintf(stderr, "\nFlags:\n")
 		fs.PrintDefaults()
 	}
-	fs.StringVar(&c.Scenario, "scenario", "fanout", "idle, fanout, spread, churn, sweep, fairness or floor")
+	fs.StringVar(&c.Scenario, "scenario", "fanout", "idle, fanout, spread, churn, sweep, fairness, storm or floor")
 	fs.IntVar(&c.N, "n", 0, "sockets (0: the scenario's default)")
-	fs.IntVar(&c.Channels, "channels", -1, "idle/churn: channels the sockets are spread over (-1: 100)")
+	fs.IntVar(&c.Channels, "channels", -1, "idle/churn/storm: channels the sockets are spread over (-1: 100)")
 	fs.Float64Var(&c.Rate, "rate", -1, "messages published per second (sweep: the first step; -1: the scenario's default)")
 	fs.IntVar(&c.Size, "size", 100, "payload bytes per message ({\"t\":<unix nanos>,\"pad\":\"xxx\"})")
 	fs.DurationVar(&c.Duration, "duration", 10*time.Second, "measured time (idle: hold; sweep: total budget of the steps)")
@@ -131,6 +136,8 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 	fs.IntVar(&c.FloorK, "floor-k", 8, "floor: frames per writev(2) in the batched run (the other run uses write(2) per frame)")
 	fs.IntVar(&c.Stalled, "stalled", 0, "fanout/spread/sweep/fairness: extra sockets that subscribe like the measured ones and never read again, outside every statistic of the measured sockets (fairness: 0 means 1)")
 	fs.Float64Var(&c.MaxP99Ratio, "max-p99-ratio", 1.5, "fairness: the largest p99 with ÷ without stalled sockets that passes")
+	fs.StringVar(&c.StormMode, "storm-mode", "restart", "storm: restart (SIGTERM to the gateway, which paces its 1001 closes, then started again on the same port), kill (SIGKILL, then started again) or drop (every client socket reset at once)")
+	fs.DurationVar(&c.StormHold, "storm-hold", 2*time.Second, "storm: publishing with every socket connected before the event")
 
 	fs.IntVar(&c.Workers, "workers", -1, "client worker processes (-1: as many as RLIMIT_NOFILE requires, at least 1; 0: client inside the harness process)")
 	fs.IntVar(&c.ClientLoops, "client-loops", 2, "gnet event loops of the client, over all workers")
@@ -167,7 +174,13 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
-	fs.Visit(func(f *flag.Flag) { c.sizeSet = c.sizeSet || f.Name == "size" })
+	// The flags whose scenario default differs from the flag's.
+	given := map[string]*bool{"size": &c.sizeSet, "duration": &c.durationSet, "connect-concurrency": &c.concSet}
+	fs.Visit(func(f *flag.Flag) {
+		if p, ok := given[f.Name]; ok {
+			*p = true
+		}
+	})
 	return c, c.finish()
 }
 
@@ -175,7 +188,7 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 func (c *Config) finish() error {
 	d, ok := scenarios[c.Scenario]
 	if !ok {
-		return fmt.Errorf("-scenario %q: want idle, fanout, spread, churn, sweep, fairness or floor", c.Scenario)
+		return fmt.Errorf("-scenario %q: want idle, fanout, spread, churn, sweep, fairness, storm or floor", c.Scenario)
 	}
 	if c.N == 0 {
 		c.N = d.n
@@ -203,6 +216,17 @@ func (c *Config) finish() error {
 			c.Stalled = 1
 		}
 	}
+	if c.Scenario == "storm" {
+		// Coming back may take several backoff steps (up to 15 s each).
+		if !c.durationSet {
+			c.Duration = time.Minute
+		}
+		// Reconnecting browsers do not wait for each other: far more
+		// handshakes in flight than a connect burst needs.
+		if !c.concSet {
+			c.ConnConcurrency = 4096
+		}
+	}
 	if err := c.checkTargets(); err != nil {
 		return err
 	}
@@ -220,7 +244,7 @@ func (c *Config) finish() error {
 		return errors.New("-duration must be positive")
 	case c.Size < 32 || c.Size > 1<<20:
 		return errors.New("-size must be between 32 and 1048576")
-	case (c.Scenario == "fanout" || c.Scenario == "spread" || c.Scenario == "sweep" || c.Scenario == "floor" || c.Scenario == "fairness") && c.Rate <= 0:
+	case (c.Scenario == "fanout" || c.Scenario == "spread" || c.Scenario == "sweep" || c.Scenario == "floor" || c.Scenario == "fairness" || c.Scenario == "storm") && c.Rate <= 0:
 		return fmt.Errorf("-scenario %s needs -rate > 0", c.Scenario)
 	case c.Scenario == "churn" && c.ChurnRate <= 0:
 		return errors.New("-churn-rate must be positive")
@@ -236,6 +260,14 @@ func (c *Config) finish() error {
 		return fmt.Errorf("-stalled is for fanout, spread, sweep and fairness, not %s", c.Scenario)
 	case c.Scenario == "fairness" && c.MaxP99Ratio <= 0:
 		return errors.New("-max-p99-ratio must be positive")
+	case c.Scenario == "storm" && c.StormMode != "restart" && c.StormMode != "kill" && c.StormMode != "drop":
+		return fmt.Errorf("-storm-mode %q: want restart, kill or drop", c.StormMode)
+	case c.Scenario == "storm" && c.StormHold <= 0:
+		return errors.New("-storm-hold must be positive")
+	case c.Scenario == "storm" && c.gatewayCount() > 1:
+		return errors.New("storm drives one gateway (-gateways 1, one -addr)")
+	case c.Scenario == "storm" && len(c.Addrs) > 0 && c.StormMode != "drop":
+		return fmt.Errorf("-storm-mode %s restarts the gateway, so the harness must start it: use -storm-mode drop with -addr", c.StormMode)
 	case c.ClientLoops < 1:
 		return errors.New("-client-loops must be at least 1")
 	case c.ConnConcurrency < 1:
@@ -267,6 +299,8 @@ func (c *Config) params() Params {
 		p.StepS, p.Factor, p.MaxP99US = c.Step.Seconds(), c.Factor, c.MaxP99.Microseconds()
 	case "fairness":
 		p.Rounds = c.Rounds
+	case "storm":
+		p.StormMode, p.StormHoldS = c.StormMode, c.StormHold.Seconds()
 	}
 	if c.Floor || c.Scenario == "floor" {
 		p.FloorK = c.FloorK

@@ -23,6 +23,9 @@ func procPath(pid int, file string) string {
 	return "/proc/" + strconv.Itoa(pid) + "/" + file
 }
 
+// readProc reads /proc/<pid>/<file> (pid 0: this process).
+func readProc(pid int, file string) ([]byte, error) { return os.ReadFile(procPath(pid, file)) }
+
 // cpuOf returns the user+system CPU time pid has used (all its threads).
 func cpuOf(pid int) (time.Duration, error) {
 	b, err := os.ReadFile(procPath(pid, "stat"))
@@ -224,4 +227,14 @@ func loadAvg() string {
 		return ""
 	}
 	return strings.Join(f[:3], " ")
+}
+
+// somaxconn is net.core.somaxconn: the listen backlog gnet asks for.
+func somaxconn() int {
+	b, err := os.ReadFile("/proc/sys/net/core/somaxconn")
+	if err != nil {
+		return 0
+	}
+	n, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	return n
 }

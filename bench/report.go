@@ -35,6 +35,7 @@ type Report struct {
 	ConnectFloor *ConnectFloor   `json:"connect_floor,omitempty"`
 	Stalled      *StalledResult  `json:"stalled,omitempty"` // -stalled: the sockets that never read
 	Fairness     *FairnessResult `json:"fairness,omitempty"`
+	Storm        *StormResult    `json:"storm,omitempty"`
 	Noise        *Noise          `json:"noise,omitempty"` // the machine during the measured window
 	// PerGateway is each gateway's share when the run drives several;
 	// every other figure is their total.
@@ -67,6 +68,8 @@ type Params struct {
 	FloorK           int     `json:"floor_k,omitempty"`
 	Stalled          int     `json:"stalled_sockets,omitempty"` // not counted in sockets
 	Rounds           int     `json:"rounds,omitempty"`
+	StormMode        string  `json:"storm_mode,omitempty"`
+	StormHoldS       float64 `json:"storm_hold_s,omitempty"`
 }
 
 type Host struct {
@@ -77,6 +80,7 @@ type Host struct {
 	NofileHard     uint64 `json:"nofile_hard"`
 	EphemeralPorts int    `json:"ephemeral_ports"`
 	LoadAvg        string `json:"loadavg_at_start"`
+	Somaxconn      int    `json:"somaxconn"` // the listen backlog gnet asks for
 }
 
 type GatewayInfo struct {
@@ -103,6 +107,12 @@ type ConnectResult struct {
 	GwCPUPerConnectUS     float64          `json:"gateway_cpu_us_per_connect"`
 	ClientCPUPerConnectUS float64          `json:"client_cpu_us_per_connect"`
 	Workers               int              `json:"workers"`
+	// Refused upgrades (503; with Retry-After), and the attempts that
+	// reconnecting clients (storm) made again after a backoff.
+	Refused503 int64            `json:"refused_503,omitempty"`
+	RetryAfter int64            `json:"refused_with_retry_after,omitempty"`
+	Retried    int64            `json:"retried,omitempty"`
+	RetryKinds map[string]int64 `json:"retry_kinds,omitempty"`
 }
 
 type Memory struct {
@@ -374,6 +384,9 @@ func (r *Report) summaryLines() []string {
 	if c := r.Connect; c != nil {
 		add("connect: %d/%d in %.2fs = %.0f/s, latency p50 %s p99 %s, gateway %.1f µs CPU per connect, failed %d %s",
 			c.Connected, c.Target, c.Seconds, c.PerSec, fmtUS(c.Latency.P50), fmtUS(c.Latency.P99), c.GwCPUPerConnectUS, c.Failed, fmtKinds(c.FailKinds))
+		if c.Refused503 > 0 || c.Retried > 0 {
+			add("connect: refused 503 %d (%d with Retry-After); tried again after a backoff %d (%s)", c.Refused503, c.RetryAfter, c.Retried, fmtKinds(c.RetryKinds))
+		}
 	}
 	if m := r.Memory; m != nil {
 		add("memory: gateway RSS %s before, %s connected: %s per socket; client %s per socket",
@@ -442,6 +455,9 @@ func (r *Report) summaryLines() []string {
 	}
 	if f := r.Fairness; f != nil {
 		out = append(out, f.lines()...)
+	}
+	if s := r.Storm; s != nil {
+		out = append(out, s.lines()...)
 	}
 	if f := r.Floor; f != nil {
 		out = append(out, f.lines()...)

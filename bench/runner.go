@@ -45,6 +45,8 @@ type runner struct {
 	gwLatWin []*hdr.Histogram
 	latSec   *hdr.Histogram // current second
 	connWin  *hdr.Histogram // connect latency, current window
+	outage   *hdr.Histogram // storm: each socket's time down
+	back     *hdr.Histogram // storm: the event to each socket back
 
 	start   time.Time
 	prevS   sampleState
@@ -68,7 +70,7 @@ type sampleState struct {
 func newRunner(ctx context.Context, cfg *Config, rep *Report) *runner {
 	r := &runner{
 		ctx: ctx, cfg: cfg, rep: rep,
-		latCum: newHist(), latWin: newHist(), latSec: newHist(), connWin: newHist(),
+		latCum: newHist(), latWin: newHist(), latSec: newHist(), connWin: newHist(), outage: newHist(), back: newHist(),
 		start: time.Now(), limitsC: map[string]bool{},
 	}
 	if !cfg.Quiet {
@@ -184,6 +186,8 @@ func (r *runner) poll() poolStats {
 		a.add(st)
 		mergeSparse(st.Lat, r.latCum, r.latWin, r.latSec)
 		mergeSparse(st.Conn, r.connWin)
+		mergeSparse(st.Outage, r.outage)
+		mergeSparse(st.Back, r.back)
 		if a.PerGw != nil {
 			g := r.clGw[i]
 			a.PerGw[g].add(st)
@@ -433,7 +437,7 @@ func (r *runner) sample(phase string, a poolStats) {
 		P99US:        sec.P99,
 		MaxUS:        sec.Max,
 		Gaps:         a.Gaps,
-		GwCPUPercent: round3(100 * (s.gwCPU - p.gwCPU).Seconds() / dt),
+		GwCPUPercent: round3(100 * max(s.gwCPU-p.gwCPU, 0).Seconds() / dt), // 0, not less, while a gateway restarts
 		ClCPUPercent: round3(100 * float64(s.clCPU-p.clCPU) / 1e9 / dt),
 		OtherCPU:     round3(100 * max((s.machine-p.machine)-(s.ours-p.ours), 0).Seconds() / dt),
 		GwRSS:        gm.gwRSS,
@@ -517,6 +521,10 @@ func (r *runner) connectPhase(plan subPlan, n int) (*ConnectResult, error) {
 	if len(res.FailKinds) == 0 {
 		res.FailKinds = nil
 	}
+	// Reconnecting clients (storm) try again instead of failing.
+	res.Retried = a.Retried - m0.cl.Retried
+	res.RetryKinds = diffCounts(m0.cl.RetryKinds, a.RetryKinds)
+	res.Refused503, res.RetryAfter = a.Refused503-m0.cl.Refused503, a.RetryAfter-m0.cl.RetryAfter
 	if r.measured() {
 		res.GwCPUPerConnectUS = perUnit((m1.gwCPU-m0.gwCPU).Seconds()*1e6, float64(a.Subscribed))
 	}
@@ -680,7 +688,7 @@ func hostInfo() Host {
 	soft, hard := raiseNofile()
 	return Host{
 		CPUs: runtime.NumCPU(), Kernel: kernelRelease(), GoVersion: runtime.Version(),
-		NofileSoft: soft, NofileHard: hard, EphemeralPorts: ephemeralPorts(), LoadAvg: loadAvg(),
+		NofileSoft: soft, NofileHard: hard, EphemeralPorts: ephemeralPorts(), LoadAvg: loadAvg(), Somaxconn: somaxconn(),
 	}
 }
 

@@ -23,6 +23,8 @@ func (r *runner) runScenario() error {
 		return r.fairness()
 	case "floor":
 		return r.floorOnly()
+	case "storm":
+		return r.storm()
 	}
 	return fmt.Errorf("unknown scenario %q", r.cfg.Scenario)
 }
