@@ -1,11 +1,11 @@
 // Command bench is the gateway's load harness: go run ./bench -help.
 //
-// Scenarios: idle, fanout, spread, churn, sweep, fairness, floor (see
-// docs/BENCHMARKS.md). The harness starts a redis-server and the gateway
-// itself on free loopback ports (or uses -redis, -addr and -pid), opens
-// the client sockets from worker subprocesses of itself, publishes through
-// rueidis, prints a progress line every second and writes a JSON report
-// (-out) and a self-contained HTML page (-html).
+// Scenarios: idle, fanout, spread, churn, sweep, fairness, storm, floor
+// (see docs/BENCHMARKS.md). The harness starts a redis-server and one or
+// more gateways itself on free loopback ports (or uses -redis, -addr and
+// -pid), opens the client sockets from worker subprocesses of itself,
+// publishes through rueidis, prints a progress line every second and
+// writes a JSON report (-out) and a self-contained HTML page (-html).
 package main
 
 import (
@@ -88,12 +88,12 @@ var scenarios = map[string]struct {
 	channels int
 	help     string
 }{
-	"idle":     {10000, 0, 100, "N sockets, each subscribed to one of C channels, held idle: connects/s, gateway RSS and CPU per socket"},
+	"idle":     {10000, 0, 100, "N sockets, each subscribed to one of C channels, held idle: connects/s, gateway RSS and CPU per socket (-floor: and against the connect floor)"},
 	"fanout":   {10000, 10, 1, "N subscribers of one channel, R messages/s of S bytes: delivered/s, latency, gaps, drops, CPU per frame"},
 	"spread":   {10000, 1000, 0, "N sockets, each on its own channel plus one shared pattern; messages spread over the channels"},
 	"churn":    {1000, 0, 100, "N sockets, -churn-rate per second leave and come back (connect, upgrade, subscribe)"},
 	"sweep":    {1000, 100, 1, "fanout with R raised by -factor per -step until p99 > -max-p99 or drops: highest sustained rate"},
-	"floor":    {10000, 10, 1, "CPU floor only: write(2)/writev(2) of one pre-encoded frame to N sockets at R/s"},
+	"floor":    {10000, 10, 1, "the floor only: the gateway's frames written to N sockets at R/s by a plain writer (adaptive, write(2), writev(2)): CPU per frame and latency"},
 	"storm":    {15000, 100, 100, "N sockets on C channels, R messages/s; then the gateway restarts (-storm-mode restart: SIGTERM, paced 1001 closes; kill: SIGKILL) or every socket drops (drop); the clients come back with the browser client's backoff: time until all are back, 503 refusals, gateway CPU and peak RSS, messages lost while down (-duration: the budget for coming back, 60s unless given)"},
 	"fairness": {1000, 200, 1, "fanout without and then with -stalled K sockets that never read (A B per -rounds; -size 2048 unless given): the measured sockets' p50/p99/p99.9 and their ratio, losses, the stalled sockets' drops"},
 }
