@@ -104,11 +104,15 @@ type Stats struct {
 	Streams          int    `json:"streams"`
 	MessagesReceived uint64 `json:"messages_received"`
 	Delivered        uint64 `json:"messages_delivered"`
-	Dropped          uint64 `json:"messages_dropped"`
-	RedisUp          bool   `json:"redis_up"`
-	Reconnects       uint64 `json:"redis_reconnects"`
-	// HandoffDropped is the part of Dropped lost because a shard's
-	// channel was full (the Redis reader outpaced a shard).
+	// Dropped counts frames a connection's full queue refused (a slow
+	// reader): one per connection and frame.
+	Dropped    uint64 `json:"frames_dropped"`
+	RedisUp    bool   `json:"redis_up"`
+	Reconnects uint64 `json:"redis_reconnects"`
+	// HandoffDropped counts messages a shard never received because its
+	// hand-off channel was full (the Redis reader outpaced the shard):
+	// one per shard and message, however many of the shard's
+	// connections follow the stream. It is not part of Dropped.
 	HandoffDropped uint64 `json:"handoff_dropped"`
 	// CanaryRTT is the last round trip of the canary through Redis
 	// pub/sub; 0 before the first.
@@ -247,7 +251,6 @@ func (h *Hub) Stats() Stats {
 		MessagesReceived: h.received.Load(),
 		RedisUp:          h.up.Load(),
 		Reconnects:       h.reconnects.Load(),
-		Dropped:          h.handoff.Load(),
 		HandoffDropped:   h.handoff.Load(),
 		CanaryRTT:        time.Duration(h.canaryRTT.Load()),
 	}

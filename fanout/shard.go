@@ -49,7 +49,7 @@ type Shard struct {
 	queues atomic.Int64
 
 	delivered atomic.Uint64 // frames written by the loop (counted by the loop)
-	dropped   atomic.Uint64 // frames dropped for full queues or a full hand-off
+	dropped   atomic.Uint64 // frames the shard's connections' full queues refused
 }
 
 // SetWaker installs the function the shard calls (from its own goroutine)
