@@ -61,6 +61,12 @@ type setting struct {
 	bind                 func(c *config) any // pointer to the field
 }
 
+// emptyMeans reports whether an empty value is a choice for s rather than
+// no value: its help says what empty means, "(empty: disabled)". Such a
+// variable set to "" overrides the default (ADMIN_ADDR= turns the admin
+// listener off); any other variable set to "" is ignored, as if unset.
+func (s setting) emptyMeans() bool { return strings.Contains(s.help, "(empty: ") }
+
 var settings = []setting{
 	{"REDIS_HOST", "redis-host", "localhost", "Redis host", func(c *config) any { return &c.RedisHost }},
 	{"REDIS_PORT", "redis-port", "6379", "Redis port", func(c *config) any { return &c.RedisPort }},
@@ -171,7 +177,9 @@ func (v fieldValue) IsBoolFlag() bool { _, ok := v.ptr.(*bool); return ok }
 // -help shows the defaults rather than the environment's values; and args
 // are parsed before a bad environment value is reported, so -help and
 // -version work whatever the environment holds. flag.ErrHelp is wrapped.
-func loadConfig(args []string, getenv func(string) string, fs *flag.FlagSet) (config, error) {
+// lookupEnv is os.LookupEnv: a variable set to "" is told from an unset
+// one (see setting.emptyMeans).
+func loadConfig(args []string, lookupEnv func(string) (string, bool), fs *flag.FlagSet) (config, error) {
 	var c config
 	for _, s := range settings {
 		v := fieldValue{s.bind(&c)}
@@ -182,7 +190,7 @@ func loadConfig(args []string, getenv func(string) string, fs *flag.FlagSet) (co
 	}
 	var envErr error
 	for _, s := range settings {
-		if e := getenv(s.env); e != "" {
+		if e, ok := lookupEnv(s.env); ok && (e != "" || s.emptyMeans()) {
 			if err := (fieldValue{s.bind(&c)}).Set(e); err != nil && envErr == nil {
 				envErr = fmt.Errorf("%w: %s: %v", errConfig, s.env, err)
 			}

@@ -107,6 +107,9 @@ func TestSettingsTable(t *testing.T) {
 			if err := (fieldValue{s.bind(new(config))}).Set(s.def); err != nil {
 				t.Fatalf("default %q: %v", s.def, err)
 			}
+			if typ := settingType(s); s.emptyMeans() && typ != "string" && typ != "list" {
+				t.Fatalf("the help says what empty means, but a %s cannot be empty", typ)
+			}
 		})
 	}
 }
@@ -115,7 +118,7 @@ func TestSettingsTable(t *testing.T) {
 func load(args []string, env map[string]string) (config, error) {
 	fs := flag.NewFlagSet("gateway", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	return loadConfig(args, func(k string) string { return env[k] }, fs)
+	return loadConfig(args, func(k string) (string, bool) { v, ok := env[k]; return v, ok }, fs)
 }
 
 func TestLoadConfig(t *testing.T) {
@@ -167,9 +170,19 @@ func TestLoadConfig(t *testing.T) {
 			if want := []string{"https://a.example", "https://b.example"}; !reflect.DeepEqual(c.AllowedOrigins, want) {
 				t.Errorf("AllowedOrigins = %q, want %q", c.AllowedOrigins, want)
 			}
-			// An empty variable is unset: the default stays.
-			if c.AdminAddr != "127.0.0.1:8890" {
-				t.Errorf("AdminAddr = %q, want the default", c.AdminAddr)
+			// Empty means something for ADMIN_ADDR (disabled).
+			if c.AdminAddr != "" {
+				t.Errorf("AdminAddr = %q, want empty (disabled)", c.AdminAddr)
+			}
+		}},
+		{"empty variables", nil, map[string]string{
+			"REDIS_PORT":     "", // no meaning when empty: the default
+			"LOG_LEVEL":      "",
+			"JWT_ROLE_CLAIM": "",
+		}, func(t *testing.T, c config) {
+			if c.RedisPort != 6379 || c.LogLevel != "info" || c.JWTRoleClaim != "role" || c.AdminAddr != "127.0.0.1:8890" {
+				t.Errorf("empty variables did not leave the defaults: port %d level %q claim %q admin %q",
+					c.RedisPort, c.LogLevel, c.JWTRoleClaim, c.AdminAddr)
 			}
 		}},
 		{"flag overrides environment",

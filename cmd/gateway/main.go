@@ -41,7 +41,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(fs.Output(), "Usage: gateway [flags]\n\nEvery flag can also be set by the environment variable named in its help.\n\n")
 		fs.PrintDefaults()
 	}
-	cfg, err := loadConfig(args, os.Getenv, fs)
+	cfg, err := loadConfig(args, os.LookupEnv, fs)
 	// -version answers even when some other setting is invalid.
 	if *showVersion {
 		fmt.Fprintln(stdout, "gateway", version)
