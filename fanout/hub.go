@@ -159,7 +159,6 @@ type Hub struct {
 	idle    map[*stream]struct{}
 	client  rueidis.Client
 	dc      rueidis.DedicatedClient
-	dcClose func()
 	dcWait  <-chan error
 	// retry fires the next connection attempt. linkDown re-arms it, as
 	// it runs on more paths than the dcWait case (a failed upstream
@@ -184,6 +183,11 @@ type Hub struct {
 	upSince    time.Time                      // control goroutine only
 	everUp     bool                           // control goroutine only
 
+	// ctx bounds the control goroutine's Redis commands; Close cancels
+	// it when its own deadline passes, so that a command a wedged Redis
+	// never answers does not outlive the hub.
+	ctx     context.Context
+	cancel  context.CancelFunc
 	done    chan struct{}
 	stopped chan struct{}
 	once    sync.Once
@@ -206,6 +210,7 @@ func New(cfg Config) (*Hub, error) {
 	var id [8]byte
 	_, _ = rand.Read(id[:])
 	h.canaryChan = "__ws_gateway:canary:" + hex.EncodeToString(id[:])
+	h.ctx, h.cancel = context.WithCancel(context.Background())
 	h.shards = make([]*Shard, cfg.Shards)
 	for i := range h.shards {
 		sh := &Shard{idx: i, hub: h, in: make(chan shardOp, cfg.Handoff)}
@@ -228,14 +233,19 @@ func (h *Hub) Start() {
 	go h.control()
 }
 
-// Close unsubscribes upstream, stops every goroutine of the hub and waits
-// for the control goroutine (bounded by ctx).
+// Close stops the hub: the control goroutine finishes the Redis command
+// in flight, unsubscribes every stream upstream and closes its Redis
+// connections, and every goroutine of the hub returns. Close waits for
+// that until ctx ends; then it cancels the command in flight (a wedged
+// Redis never answers one) and returns ctx's error at once, leaving the
+// control goroutine to close the connections.
 func (h *Hub) Close(ctx context.Context) error {
 	h.once.Do(func() { close(h.done) })
 	select {
 	case <-h.stopped:
 		return nil
 	case <-ctx.Done():
+		h.cancel()
 		return fmt.Errorf("fanout: close: %w", ctx.Err())
 	}
 }
@@ -367,8 +377,8 @@ func (h *Hub) onMessage(m rueidis.PubSubMessage) {
 // Redis commands.
 func (h *Hub) control() {
 	defer close(h.stopped)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	defer h.cancel()
+	ctx := h.ctx
 	backoff := h.cfg.RetryMin
 	retry := time.NewTimer(0)
 	defer retry.Stop()

@@ -312,8 +312,10 @@ func (s *Server) releaseIP(a net.Addr) {
 func (s *Server) Connections() int64 { return s.conns.Load() }
 
 // Shutdown closes every connection with 1001 (going away), waits for the
-// close handshakes up to ctx's deadline, then stops the engine. New
-// upgrades are refused with 503 meanwhile. Safe for concurrent use.
+// close handshakes, then stops the engine, all within ctx: past its
+// deadline Shutdown returns ctx's error while the engine is still
+// stopping. New upgrades are refused with 503 meanwhile. Safe for
+// concurrent use.
 func (s *Server) Shutdown(ctx context.Context) error {
 	if !s.draining.CompareAndSwap(false, true) {
 		return ErrShutdown
@@ -337,9 +339,7 @@ wait:
 		case <-t.C:
 		}
 	}
-	stopCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := s.eng.Stop(stopCtx); err != nil {
+	if err := s.eng.Stop(ctx); err != nil {
 		return fmt.Errorf("server: stop engine: %w", err)
 	}
 	<-s.done

@@ -175,7 +175,7 @@ func serve(cfg config, log *slog.Logger) error {
 	}
 	hub.Start()
 	if err := srv.Start(); err != nil {
-		_ = hub.Close(context.Background())
+		closeHub(hub, cfg.ShutdownTimeout, log)
 		return err
 	}
 	log.Info("gateway listening", "addr", srv.Addr(), "ws", "ws://"+srv.Addr()+"/ws", "redis", redisAddr,
@@ -192,22 +192,32 @@ func serve(cfg config, log *slog.Logger) error {
 	case <-srv.Done():
 		// The engine stopped by itself: exit non-zero so the supervisor
 		// restarts the gateway rather than leave a dead listener.
-		_ = hub.Close(context.Background())
+		closeHub(hub, cfg.ShutdownTimeout, log)
 		return fmt.Errorf("event loops stopped unexpectedly: %w", srv.Err())
 	}
+	// SHUTDOWN_TIMEOUT bounds the whole shutdown: the close handshakes,
+	// the engine's stop and the upstream unsubscribe share one deadline,
+	// so a wedged Redis cannot hold the process past it.
 	log.Info("shutting down", "timeout", cfg.ShutdownTimeout)
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil {
 		log.Warn("shutdown", "err", err)
 	}
-	hctx, hcancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer hcancel()
-	if err := hub.Close(hctx); err != nil {
+	if err := hub.Close(sctx); err != nil {
 		log.Warn("redis unsubscribe at shutdown", "err", err)
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// closeHub closes hub within timeout when the server could not run.
+func closeHub(hub *fanout.Hub, timeout time.Duration, log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	if err := hub.Close(ctx); err != nil {
+		log.Warn("redis unsubscribe at exit", "err", err)
+	}
 }
 
 // fdReserve is kept free of client sockets for Redis connections, the
