@@ -50,7 +50,7 @@ func addOffline(tb testing.TB, h *Hub, st *stream, n int) []*Subscriber {
 	for i := range subs {
 		subs[i] = h.NewSubscriber(0)
 		st.refs.Add(1)
-		sh.add(subs[i], []*stream{st}, wsproto.NewAck("subscribed", []string{st.name}, nil, time.Now()))
+		sh.add(subs[i], []*stream{st}, wsproto.NewSubscribed([]string{st.name}, nil, time.Now()))
 	}
 	if got := drainShard(sh); got != n {
 		tb.Fatalf("drained %d acks, want %d", got, n)

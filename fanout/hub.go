@@ -441,7 +441,7 @@ func (h *Hub) process(ctx context.Context) {
 		r := &batch[i]
 		switch r.kind {
 		case reqSubscribe:
-			ack := wsproto.NewAck("subscribed", r.all, r.reqID, time.Now())
+			ack := wsproto.NewSubscribed(r.all, r.reqID, time.Now())
 			h.toShard(r.sub.shard, shardOp{kind: opAdd, sub: r.sub, streams: r.streams, frame: ack})
 		case reqUnsubscribe:
 			streams := make([]*stream, 0, len(r.changed))
@@ -450,7 +450,7 @@ func (h *Hub) process(ctx context.Context) {
 					streams = append(streams, st)
 				}
 			}
-			ack := wsproto.NewAck("unsubscribed", r.all, r.reqID, time.Now())
+			ack := wsproto.NewUnsubscribed(r.all, r.reqID, time.Now())
 			h.toShard(r.sub.shard, shardOp{kind: opDel, sub: r.sub, streams: streams, frame: ack})
 		case reqRemove:
 			h.toShard(r.sub.shard, shardOp{kind: opRemove, sub: r.sub})

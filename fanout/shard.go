@@ -263,8 +263,7 @@ func (sh *Shard) interrupted(streams []*stream) {
 			for i, m := range s.members {
 				names[i] = m.st.name
 			}
-			f := wsproto.NewError(wsproto.CodeUpstreamInterrupted,
-				"the link to Redis was interrupted: messages may have been lost; seq will jump", names, nil, now)
+			f := wsproto.NewUpstreamInterrupted(names, now)
 			if !s.enqueue(f) {
 				f.Release()
 			}

@@ -21,7 +21,7 @@ func TestFrameReceived(t *testing.T) {
 	}{
 		{"data", func() *Frame { return BuildData(1, "ch", "", `{"a":1}`, received) }, received.UnixNano()},
 		{"data with pattern", func() *Frame { return BuildData(2, "ch", "c*", "text", received) }, received.UnixNano()},
-		{"ack", func() *Frame { return NewAck("subscribed", []string{"ch"}, nil, now) }, 0},
+		{"ack", func() *Frame { return NewSubscribed([]string{"ch"}, nil, now) }, 0},
 		{"pong", func() *Frame { return NewPong(nil, now) }, 0},
 		{"error", func() *Frame { return NewError(CodeForbidden, "no", nil, nil, now) }, 0},
 		{"control", func() *Frame { return NewControlFrame(ws.OpPing, nil) }, 0},
