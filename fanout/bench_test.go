@@ -18,13 +18,16 @@ import (
 // control goroutine. The caller plays those parts itself.
 func newOfflineHub(tb testing.TB, shards, sendQueue int) *Hub {
 	tb.Helper()
+	wakers := make([]Waker, shards)
+	for i := range wakers {
+		wakers[i] = nopWaker{}
+	}
 	h, err := New(Config{
 		RedisAddr: "127.0.0.1:1",
-		Shards:    shards,
 		SendQueue: sendQueue,
 		Handoff:   64,
 		Logger:    slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
+	}, wakers)
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -32,8 +33,6 @@ type Config struct {
 	// RESP2 forces RESP2 (miniredis, the embedded mode, speaks no RESP3
 	// pub/sub).
 	RESP2 bool
-	// Shards is the number of shards, one per event loop.
-	Shards int
 	// SendQueue bounds each connection's queue, in frames.
 	SendQueue int
 	// Handoff bounds each shard's inbound channel, in operations.
@@ -57,8 +56,6 @@ func (c *Config) validate() error {
 	switch {
 	case c.RedisAddr == "":
 		return fmt.Errorf("%w: empty Redis address", ErrConfig)
-	case c.Shards < 1:
-		return fmt.Errorf("%w: shards %d < 1", ErrConfig, c.Shards)
 	case c.SendQueue < 1 || c.SendQueue > 1<<24:
 		// Ring indices are int32 to keep an idle subscriber small.
 		return fmt.Errorf("%w: send queue %d outside [1, 16777216]", ErrConfig, c.SendQueue)
@@ -193,10 +190,25 @@ type Hub struct {
 	once    sync.Once
 }
 
-// New validates cfg and builds a hub. Nothing connects until Start.
-func New(cfg Config) (*Hub, error) {
+// Waker wakes one event loop so that it drains its shard: the loop calls
+// Shard.BeginFlush, then Shard.NextReady and Subscriber.Pop until
+// NextReady returns nil. A shard calls Wake from its own goroutine (and
+// from its loop, in Shard.Requeue) once per burst of subscribers made
+// ready, never while a flush it asked for has not begun. Wake must not
+// block.
+type Waker interface {
+	Wake()
+}
+
+// New validates cfg and builds a hub with one shard per waker: shard i
+// serves the connections of one event loop and wakes it through
+// wakers[i]. Nothing connects until Start.
+func New(cfg Config, wakers []Waker) (*Hub, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
+	}
+	if len(wakers) == 0 || slices.Contains(wakers, nil) {
+		return nil, fmt.Errorf("%w: one waker per shard, none nil (got %d)", ErrConfig, len(wakers))
 	}
 	h := &Hub{
 		cfg:     cfg,
@@ -211,9 +223,9 @@ func New(cfg Config) (*Hub, error) {
 	_, _ = rand.Read(id[:])
 	h.canaryChan = "__ws_gateway:canary:" + hex.EncodeToString(id[:])
 	h.ctx, h.cancel = context.WithCancel(context.Background())
-	h.shards = make([]*Shard, cfg.Shards)
+	h.shards = make([]*Shard, len(wakers))
 	for i := range h.shards {
-		sh := &Shard{idx: i, hub: h, in: make(chan shardOp, cfg.Handoff)}
+		sh := &Shard{idx: i, hub: h, in: make(chan shardOp, cfg.Handoff), waker: wakers[i]}
 		sh.ready.init()
 		h.shards[i] = sh
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -169,6 +170,14 @@ func (l *loop) flush() {
 	l.sh.AddDelivered(n)
 }
 
+// Wake is the shard's waker.
+func (l *loop) Wake() {
+	select {
+	case l.wake <- struct{}{}:
+	default:
+	}
+}
+
 // onLoop runs fn on l's goroutine and waits for it.
 func (l *loop) onLoop(tb testing.TB, fn func()) {
 	tb.Helper()
@@ -220,10 +229,12 @@ type harness struct {
 	logs   *logRecorder
 }
 
+// testShards is the number of shards (and stand-in loops) of startHub.
+const testShards = 2
+
 func testConfig(addr string) Config {
 	return Config{
 		RedisAddr: addr,
-		Shards:    2,
 		SendQueue: 64,
 		Linger:    50 * time.Millisecond,
 		RetryMin:  20 * time.Millisecond,
@@ -237,22 +248,22 @@ func startHub(tb testing.TB, cfg Config) *harness {
 	tb.Helper()
 	logs := &logRecorder{}
 	cfg.Logger = slog.New(logs)
-	h, err := New(cfg)
+	hs := &harness{logs: logs}
+	wakers := make([]Waker, testShards)
+	for i := range wakers {
+		l := &loop{wake: make(chan struct{}, 1), do: make(chan func()), owners: &hs.owners}
+		hs.loops = append(hs.loops, l)
+		wakers[i] = l
+	}
+	h, err := New(cfg, wakers)
 	if err != nil {
 		tb.Fatalf("New: %v", err)
 	}
-	hs := &harness{h: h, logs: logs}
+	hs.h = h
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
-	for i := range cfg.Shards {
-		l := &loop{sh: h.Shard(i), wake: make(chan struct{}, 1), do: make(chan func()), owners: &hs.owners}
-		l.sh.SetWaker(func() {
-			select {
-			case l.wake <- struct{}{}:
-			default:
-			}
-		})
-		hs.loops = append(hs.loops, l)
+	for i, l := range hs.loops {
+		l.sh = h.Shard(i)
 		wg.Add(1)
 		go func() { defer wg.Done(); l.run(stop) }()
 	}
@@ -644,7 +655,6 @@ func TestHubConfig(t *testing.T) {
 	}{
 		{"valid", func(*Config) {}, true},
 		{"no address", func(c *Config) { c.RedisAddr = "" }, false},
-		{"no shard", func(c *Config) { c.Shards = 0 }, false},
 		{"no queue", func(c *Config) { c.SendQueue = 0 }, false},
 		{"negative linger", func(c *Config) { c.Linger = -1 }, false},
 		{"linger over a second", func(c *Config) { c.Linger = 2 * time.Second }, false},
@@ -653,7 +663,7 @@ func TestHubConfig(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := ok
 			tc.mutate(&cfg)
-			h, err := New(cfg)
+			h, err := New(cfg, []Waker{nopWaker{}})
 			if tc.valid != (err == nil) {
 				t.Fatalf("New: err = %v, want valid %v", err, tc.valid)
 			}
@@ -668,7 +678,25 @@ func TestHubConfig(t *testing.T) {
 			}
 		})
 	}
+	for _, tc := range []struct {
+		name   string
+		wakers []Waker
+	}{
+		{"no waker", nil},
+		{"a nil waker", []Waker{nopWaker{}, nil}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := New(ok, tc.wakers); !errors.Is(err, ErrConfig) {
+				t.Fatalf("New: err = %v, want ErrConfig", err)
+			}
+		})
+	}
 }
+
+// nopWaker is the waker of a shard whose loop the test plays itself.
+type nopWaker struct{}
+
+func (nopWaker) Wake() {}
 
 // TestHubRecoversFromFailedSubscribe: an upstream SUBSCRIBE that fails
 // (here NOPERM from an ACL channel rule) takes the link down from the

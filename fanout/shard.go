@@ -41,7 +41,7 @@ type Shard struct {
 	ready      readyQueue
 	scheduled  atomic.Bool // a flush is queued on the loop and has not started
 	wakeNeeded bool        // shard goroutine only: ready queue grew in this burst
-	waker      func()
+	waker      Waker       // set by New
 
 	// queues counts this shard's subscribers holding a ring: +1 when
 	// the producer allocates one from nothing, -1 when the consumer
@@ -51,12 +51,6 @@ type Shard struct {
 	delivered atomic.Uint64 // frames written by the loop (counted by the loop)
 	dropped   atomic.Uint64 // frames the shard's connections' full queues refused
 }
-
-// SetWaker installs the function the shard calls (from its own goroutine)
-// when subscribers became ready and no flush is queued. It must not block:
-// the server's waker submits one task to the event loop. Call before
-// Hub.Start.
-func (sh *Shard) SetWaker(w func()) { sh.waker = w }
 
 // BeginFlush must be called by the event loop at the start of each flush,
 // before the first NextReady, so that a subscriber made ready during the
@@ -82,8 +76,8 @@ func (sh *Shard) Requeue(s *Subscriber) {
 	if s.pending.CompareAndSwap(false, true) {
 		sh.ready.push(s)
 	}
-	if sh.scheduled.CompareAndSwap(false, true) && sh.waker != nil {
-		sh.waker()
+	if sh.scheduled.CompareAndSwap(false, true) {
+		sh.waker.Wake()
 	}
 }
 
@@ -123,8 +117,8 @@ func (sh *Shard) run(done <-chan struct{}) {
 		}
 		if sh.wakeNeeded {
 			sh.wakeNeeded = false
-			if sh.scheduled.CompareAndSwap(false, true) && sh.waker != nil {
-				sh.waker()
+			if sh.scheduled.CompareAndSwap(false, true) {
+				sh.waker.Wake()
 			}
 		}
 	}

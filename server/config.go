@@ -14,6 +14,11 @@ var ErrConfig = errors.New("server: invalid configuration")
 // Autobahn's largest messages (cases 9.1.6, 9.2.6) are 16 MiB, plus room.
 const DefaultEchoMaxMessageBytes = 17 << 20
 
+// MaxLoops is the most event loops gnet runs (its connection ids hold a
+// loop index of 8 bits); the server makes one loop state and one fanout
+// shard per loop.
+const MaxLoops = 256
+
 // Config is the server's part of the gateway configuration, validated
 // once at start and passed by value.
 type Config struct {
@@ -76,6 +81,9 @@ func (c *Config) Validate() error {
 		{"max channels per client", c.MaxChannels},
 		{"max messages per second", c.MaxMessagesPerSecond},
 		{"max outbound bytes", c.MaxOutboundBytes},
+	}
+	if c.Loops > MaxLoops {
+		return fmt.Errorf("%w: loops must be at most %d (got %d)", ErrConfig, MaxLoops, c.Loops)
 	}
 	for _, p := range positive {
 		if p.v < 1 {

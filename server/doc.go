@@ -2,7 +2,9 @@
 // answers the HTTP upgrade with gobwas/ws (or /health, /stats and 404 as
 // plain HTTP on the same port), reads WebSocket frames straight from
 // gnet's inbound buffer, executes client commands, and writes the frames
-// fanout queues for each connection.
+// fanout queues for each connection. It builds the fanout Hub with one
+// shard per event loop, each loop's state being its shard's Waker, starts
+// it with the engine and closes it at the end of Shutdown.
 //
 // Goroutines:
 //   - gnet's event loops (Config.Loops of them) run every callback of

@@ -123,19 +123,15 @@ func serve(cfg config, log *slog.Logger) error {
 		return fmt.Errorf("authentication settings: %w", err)
 	}
 
-	hub, err := fanout.New(fanout.Config{
+	hubCfg := fanout.Config{
 		RedisAddr:      redisAddr,
 		RedisUsername:  cfg.RedisUsername,
 		RedisPassword:  cfg.RedisPassword,
 		RESP2:          cfg.EmbeddedRedis,
-		Shards:         cfg.EventLoops,
 		SendQueue:      cfg.SendQueueSize,
 		Linger:         500 * time.Millisecond,
 		CanaryInterval: cfg.CanaryInterval,
 		Logger:         log,
-	})
-	if err != nil {
-		return err
 	}
 	srv, err := server.New(server.Config{
 		Addr:                    net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port)),
@@ -159,7 +155,7 @@ func serve(cfg config, log *slog.Logger) error {
 		MaxSockets:              socketBudget(log),
 		Version:                 version,
 		Logger:                  log,
-	}, hub, authn, acl)
+	}, hubCfg, authn, acl)
 	if err != nil {
 		return err
 	}
@@ -173,9 +169,7 @@ func serve(cfg config, log *slog.Logger) error {
 			defer admin.close()
 		}
 	}
-	hub.Start()
 	if err := srv.Start(); err != nil {
-		closeHub(hub, cfg.ShutdownTimeout, log)
 		return err
 	}
 	log.Info("gateway listening", "addr", srv.Addr(), "ws", "ws://"+srv.Addr()+"/ws", "redis", redisAddr,
@@ -187,37 +181,28 @@ func serve(cfg config, log *slog.Logger) error {
 		go demo(ctx, redisAddr, cfg.EmbeddedRedis, log)
 	}
 	go trimMemory(ctx)
+	var stopped error
 	select {
 	case <-ctx.Done():
+		log.Info("shutting down", "timeout", cfg.ShutdownTimeout)
 	case <-srv.Done():
 		// The engine stopped by itself: exit non-zero so the supervisor
 		// restarts the gateway rather than leave a dead listener.
-		closeHub(hub, cfg.ShutdownTimeout, log)
-		return fmt.Errorf("event loops stopped unexpectedly: %w", srv.Err())
+		stopped = fmt.Errorf("event loops stopped unexpectedly: %w", srv.Err())
 	}
 	// SHUTDOWN_TIMEOUT bounds the whole shutdown: the close handshakes,
-	// the engine's stop and the upstream unsubscribe share one deadline,
-	// so a wedged Redis cannot hold the process past it.
-	log.Info("shutting down", "timeout", cfg.ShutdownTimeout)
+	// the engine's stop and the hub's upstream unsubscribe share one
+	// deadline, so a wedged Redis cannot hold the process past it.
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil {
 		log.Warn("shutdown", "err", err)
 	}
-	if err := hub.Close(sctx); err != nil {
-		log.Warn("redis unsubscribe at shutdown", "err", err)
+	if stopped != nil {
+		return stopped
 	}
 	log.Info("stopped")
 	return nil
-}
-
-// closeHub closes hub within timeout when the server could not run.
-func closeHub(hub *fanout.Hub, timeout time.Duration, log *slog.Logger) {
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	if err := hub.Close(ctx); err != nil {
-		log.Warn("redis unsubscribe at exit", "err", err)
-	}
 }
 
 // fdReserve is kept free of client sockets for Redis connections, the
