@@ -33,9 +33,11 @@ type Config struct {
 	// RESP2 forces RESP2 (miniredis, the embedded mode, speaks no RESP3
 	// pub/sub).
 	RESP2 bool
-	// SendQueue bounds each connection's queue, in frames.
+	// SendQueue bounds each connection's queue, in frames (at most
+	// 1048576).
 	SendQueue int
-	// Handoff bounds each shard's inbound channel, in operations.
+	// Handoff bounds each shard's inbound channel, in operations; 0
+	// means 8192.
 	Handoff int
 	// Linger is how long a stream with no subscriber stays subscribed
 	// upstream before it is unsubscribed (within a second, as the protocol promises).
@@ -52,17 +54,38 @@ type Config struct {
 	Logger         *slog.Logger
 }
 
-func (c *Config) validate() error {
+// maxSendQueue bounds Config.SendQueue: a million frames owed to one
+// connection is already far more than a reader that is alive needs.
+const maxSendQueue = 1 << 20
+
+// Check returns the first field whose value is out of its bounds and the
+// rule it breaks ("SendQueue", "must be between 1 and 1048576"), or two
+// empty strings. It is the one place these bounds are checked: Validate
+// reports its answer as an error, and cmd/gateway under the name of the
+// setting bound to the field.
+func (c *Config) Check() (field, rule string) {
 	switch {
 	case c.RedisAddr == "":
-		return fmt.Errorf("%w: empty Redis address", ErrConfig)
-	case c.SendQueue < 1 || c.SendQueue > 1<<24:
-		// Ring indices are int32 to keep an idle subscriber small.
-		return fmt.Errorf("%w: send queue %d outside [1, 16777216]", ErrConfig, c.SendQueue)
+		return "RedisAddr", "must not be empty"
+	case c.SendQueue < 1 || c.SendQueue > maxSendQueue:
+		return "SendQueue", "must be between 1 and 1048576"
+	case c.Handoff < 0:
+		return "Handoff", "must not be negative"
 	case c.Linger < 0 || c.Linger > time.Second:
-		return fmt.Errorf("%w: linger %v outside [0, 1s]", ErrConfig, c.Linger)
+		return "Linger", "must be between 0 and 1s"
+	case c.CanaryInterval < 0:
+		return "CanaryInterval", "must not be negative"
 	}
-	if c.Handoff < 1 {
+	return "", ""
+}
+
+// Validate checks the configuration (Check) and fills the defaults of
+// fields left zero. New calls it.
+func (c *Config) Validate() error {
+	if field, rule := c.Check(); field != "" {
+		return fmt.Errorf("%w: %s %s", ErrConfig, field, rule)
+	}
+	if c.Handoff == 0 {
 		c.Handoff = 8192
 	}
 	if c.RetryMin <= 0 {
@@ -73,9 +96,6 @@ func (c *Config) validate() error {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
-	}
-	if c.CanaryInterval < 0 {
-		return fmt.Errorf("%w: canary interval %v < 0", ErrConfig, c.CanaryInterval)
 	}
 	return nil
 }
@@ -204,7 +224,7 @@ type Waker interface {
 // serves the connections of one event loop and wakes it through
 // wakers[i]. Nothing connects until Start.
 func New(cfg Config, wakers []Waker) (*Hub, error) {
-	if err := cfg.validate(); err != nil {
+	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	if len(wakers) == 0 || slices.Contains(wakers, nil) {

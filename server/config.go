@@ -14,11 +14,6 @@ var ErrConfig = errors.New("server: invalid configuration")
 // Autobahn's largest messages (cases 9.1.6, 9.2.6) are 16 MiB, plus room.
 const DefaultEchoMaxMessageBytes = 17 << 20
 
-// MaxLoops is the most event loops gnet runs (its connection ids hold a
-// loop index of 8 bits); the server makes one loop state and one fanout
-// shard per loop.
-const MaxLoops = 256
-
 // Config is the server's part of the gateway configuration, validated
 // once at start and passed by value.
 type Config struct {
@@ -70,37 +65,72 @@ type Config struct {
 	Logger  *slog.Logger
 }
 
-// Validate checks the configuration and fills derived defaults.
-func (c *Config) Validate() error {
-	positive := []struct {
-		name string
-		v    int
+// Bounds checked by Check.
+const (
+	// maxLoops is the most event loops gnet runs (its connection ids hold
+	// a loop index of 8 bits); the server makes one loop state and one
+	// fanout shard per loop.
+	maxLoops = 256
+	// maxMessagesPerSecond: the rate limit counts whole nanoseconds per
+	// message (GCRA).
+	maxMessagesPerSecond = 1_000_000
+	minMessageBytes      = 256
+	maxMessageBytes      = 64 << 20
+	maxEchoMessageBytes  = 1 << 30
+	minOutboundBytes     = 4096
+)
+
+// Check returns the first field whose value is out of its bounds and the
+// rule it breaks ("MaxMessageBytes", "must be between 256 and 67108864"),
+// or two empty strings. It is the one place these bounds are checked:
+// Validate reports its answer as an error, and cmd/gateway under the name
+// of the setting bound to the field.
+func (c *Config) Check() (field, rule string) {
+	for _, n := range []struct {
+		field string
+		v     int
 	}{
-		{"loops", c.Loops},
-		{"max message bytes", c.MaxMessageBytes},
-		{"max channels per client", c.MaxChannels},
-		{"max messages per second", c.MaxMessagesPerSecond},
-		{"max outbound bytes", c.MaxOutboundBytes},
-	}
-	if c.Loops > MaxLoops {
-		return fmt.Errorf("%w: loops must be at most %d (got %d)", ErrConfig, MaxLoops, c.Loops)
-	}
-	for _, p := range positive {
-		if p.v < 1 {
-			return fmt.Errorf("%w: %s must be at least 1 (got %d)", ErrConfig, p.name, p.v)
+		{"MaxHeaderBytes", c.MaxHeaderBytes},
+		{"MaxWildcards", c.MaxWildcards},
+		{"MaxConnections", c.MaxConnections},
+		{"MaxConnectionsPerIP", c.MaxConnectionsPerIP},
+		{"MaxConnectionsPerSecond", c.MaxConnectionsPerSecond},
+		{"MaxSockets", c.MaxSockets},
+	} {
+		if n.v < 0 {
+			return n.field, "must not be negative"
 		}
 	}
 	switch {
-	case c.MaxWildcards < 0:
-		return fmt.Errorf("%w: max wildcard subscriptions must not be negative", ErrConfig)
-	case c.MaxConnections < 0 || c.MaxConnectionsPerIP < 0:
-		return fmt.Errorf("%w: connection limits must not be negative", ErrConfig)
+	case c.Loops < 1 || c.Loops > maxLoops:
+		return "Loops", "must be between 1 and 256"
+	case c.MaxMessageBytes < minMessageBytes || c.MaxMessageBytes > maxMessageBytes:
+		return "MaxMessageBytes", "must be between 256 and 67108864"
+	case c.MaxChannels < 1:
+		return "MaxChannels", "must be at least 1"
+	case c.MaxMessagesPerSecond < 1 || c.MaxMessagesPerSecond > maxMessagesPerSecond:
+		return "MaxMessagesPerSecond", "must be between 1 and 1000000"
 	case c.HandshakeTimeout <= 0:
-		return fmt.Errorf("%w: handshake timeout must be positive", ErrConfig)
-	case c.PingInterval <= 0 || c.PingTimeout <= 0:
-		return fmt.Errorf("%w: ping interval and timeout must be positive", ErrConfig)
-	case c.EchoMaxMessageBytes < 0:
-		return fmt.Errorf("%w: echo max message bytes must not be negative", ErrConfig)
+		return "HandshakeTimeout", "must be positive"
+	case c.MaxOutboundBytes < minOutboundBytes:
+		return "MaxOutboundBytes", "must be at least 4096"
+	case c.PingInterval <= 0:
+		return "PingInterval", "must be positive"
+	case c.PingTimeout <= c.PingInterval:
+		return "PingTimeout", "must be longer than PingInterval"
+	case c.SlowClientTimeout < 0:
+		return "SlowClientTimeout", "must not be negative"
+	case c.EchoMaxMessageBytes != 0 && (c.EchoMaxMessageBytes < minMessageBytes || c.EchoMaxMessageBytes > maxEchoMessageBytes):
+		return "EchoMaxMessageBytes", "must be between 256 and 1073741824"
+	}
+	return "", ""
+}
+
+// Validate checks the configuration (Check) and fills the defaults of
+// fields left zero.
+func (c *Config) Validate() error {
+	if field, rule := c.Check(); field != "" {
+		return fmt.Errorf("%w: %s %s", ErrConfig, field, rule)
 	}
 	if c.Echo && c.EchoMaxMessageBytes == 0 {
 		c.EchoMaxMessageBytes = DefaultEchoMaxMessageBytes
