@@ -100,7 +100,7 @@ var settings = []setting{
 	{"MAX_OUTBOUND_BYTES", "max-outbound-bytes", "262144", "bytes buffered per socket before its queue stops draining", func(c *config) any { return &c.Server.MaxOutboundBytes }},
 	{"PING_INTERVAL", "ping-interval", "25s", "ping a connection silent for this long", func(c *config) any { return &c.Server.PingInterval }},
 	{"PING_TIMEOUT", "ping-timeout", "60s", "close a pinged connection silent for this long", func(c *config) any { return &c.Server.PingTimeout }},
-	{"SHUTDOWN_TIMEOUT", "shutdown-timeout", "10s", "time allowed for close handshakes at shutdown", func(c *config) any { return &c.ShutdownTimeout }},
+	{"SHUTDOWN_TIMEOUT", "shutdown-timeout", "10s", "time allowed for the whole shutdown: paced closes and their handshakes, then the upstream unsubscribe", func(c *config) any { return &c.ShutdownTimeout }},
 	{"SLOW_CLIENT_TIMEOUT", "slow-client-timeout", "10s", "close with 1013 a connection whose queue keeps overflowing this long (0: never)", func(c *config) any { return &c.Server.SlowClientTimeout }},
 	{"SLOW_CLIENT_MAX_DROPS", "slow-client-max-drops", "10000", "close with 1013 a connection that lost more frames than this (0: never)", func(c *config) any { return &c.Server.SlowClientMaxDrops }},
 	{"MAX_CONNECTIONS_PER_SECOND", "max-connections-per-second", "0", "accepted upgrades per second, 503 with Retry-After beyond (0: unlimited)", func(c *config) any { return &c.Server.MaxConnectionsPerSecond }},
