@@ -202,20 +202,6 @@ func (a *ACL) Roles() []string {
 	return slices.Clone(a.names)
 }
 
-// Patterns returns the patterns granted to role in definition order, without
-// duplicates, or nil for an unknown role. The slice is a copy.
-func (a *ACL) Patterns(role string) []string {
-	ps, ok := a.roles[role]
-	if !ok {
-		return nil
-	}
-	out := make([]string, len(ps))
-	for i := range ps {
-		out[i] = ps[i].src
-	}
-	return out
-}
-
 // Allowed reports whether role may subscribe to channel. An exact channel
 // (see IsPattern) is allowed when one of the role's patterns matches it; a
 // pattern is allowed only when one of the role's patterns matches every

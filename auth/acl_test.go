@@ -71,12 +71,26 @@ func TestACLAccessors(t *testing.T) {
 	if acl.HasRole("guest") {
 		t.Error("HasRole(guest) = true")
 	}
-	if got := acl.Patterns(RoleUser); !slices.Equal(got, []string{"market:tick:*", "indicators:*"}) {
-		t.Errorf("Patterns(user) = %q", got)
+	if got := patterns(acl, RoleUser); !slices.Equal(got, []string{"market:tick:*", "indicators:*"}) {
+		t.Errorf("patterns(user) = %q", got)
 	}
-	if acl.Patterns("guest") != nil {
-		t.Error("Patterns(unknown) != nil")
+	if patterns(acl, "guest") != nil {
+		t.Error("patterns(unknown) != nil")
 	}
+}
+
+// patterns returns the patterns granted to role in definition order, or
+// nil for an unknown role.
+func patterns(a *ACL, role string) []string {
+	ps, ok := a.roles[role]
+	if !ok {
+		return nil
+	}
+	out := make([]string, len(ps))
+	for i := range ps {
+		out[i] = ps[i].src
+	}
+	return out
 }
 
 func TestNewACL(t *testing.T) {
@@ -155,8 +169,8 @@ func TestNewACLCopiesAndDedupes(t *testing.T) {
 	}
 	roles["user"][0] = "*"
 	roles["admin"] = []string{"*"}
-	if got := acl.Patterns("user"); !slices.Equal(got, []string{"a:*", "b:*"}) {
-		t.Errorf("Patterns = %q", got)
+	if got := patterns(acl, "user"); !slices.Equal(got, []string{"a:*", "b:*"}) {
+		t.Errorf("patterns = %q", got)
 	}
 	if acl.Allowed("user", "zzz") || acl.HasRole("admin") {
 		t.Error("ACL changed after its input map was mutated")

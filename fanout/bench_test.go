@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gobwas/ws"
 	"github.com/redis/rueidis"
 
 	"github.com/wsgw/gateway/wsproto"
@@ -51,7 +50,7 @@ func addOffline(tb testing.TB, h *Hub, st *stream, n int) []*Subscriber {
 	sh := h.Shard(0)
 	subs := make([]*Subscriber, n)
 	for i := range subs {
-		subs[i] = h.NewSubscriber(0)
+		subs[i] = newSubscriber(h, 0)
 		st.refs.Add(1)
 		sh.add(subs[i], []*stream{st}, wsproto.NewSubscribed([]string{st.name}, nil, time.Now()))
 	}
@@ -266,7 +265,7 @@ func TestStatsDropUnits(t *testing.T) {
 
 // BenchmarkRingPushPop is one push and one pop on a warmed queue.
 func BenchmarkRingPushPop(b *testing.B) {
-	f := wsproto.NewControlFrame(ws.OpPing, []byte("x"))
+	f := wsproto.NewPong(nil, time.Now())
 	defer f.Release()
 	var q queue
 	for range 64 { // grow to the bound first

@@ -312,14 +312,6 @@ func (h *Hub) Init(s *Subscriber, shard int) {
 	*s = Subscriber{shard: h.shards[shard]}
 }
 
-// NewSubscriber allocates a Subscriber and Inits it. Safe for concurrent
-// use.
-func (h *Hub) NewSubscriber(shard int) *Subscriber {
-	s := new(Subscriber)
-	h.Init(s, shard)
-	return s
-}
-
 // Subscribe joins s to the streams in add (channels it does not follow
 // yet) and then queues a "subscribed" ack naming all, after any frame
 // already queued for s. Safe for concurrent use; never blocks.

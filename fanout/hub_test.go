@@ -288,12 +288,20 @@ func startHub(tb testing.TB, cfg Config) *harness {
 func (hs *harness) newClient(tb testing.TB, name string, shard int) *client {
 	tb.Helper()
 	c := &client{name: name, frames: make(chan []byte, 1<<14)}
-	c.sub = hs.h.NewSubscriber(shard)
+	c.sub = newSubscriber(hs.h, shard)
 	hs.owners.Store(c.sub, c)
-	if c.sub.Shard().Index() != shard {
-		tb.Fatalf("subscriber in shard %d, want %d", c.sub.Shard().Index(), shard)
+	if c.sub.shard.idx != shard {
+		tb.Fatalf("subscriber in shard %d, want %d", c.sub.shard.idx, shard)
 	}
 	return c
+}
+
+// newSubscriber allocates a Subscriber of shard (the server embeds one in
+// its connection instead).
+func newSubscriber(h *Hub, shard int) *Subscriber {
+	s := new(Subscriber)
+	h.Init(s, shard)
+	return s
 }
 
 // subscribe subscribes c to channels and checks the ack.
@@ -307,7 +315,7 @@ func (hs *harness) subscribe(tb testing.TB, c *client, channels []string, reqID 
 // stops popping it first.
 func (hs *harness) remove(tb testing.TB, c *client) {
 	tb.Helper()
-	hs.loops[c.sub.Shard().Index()].onLoop(tb, func() {
+	hs.loops[c.sub.shard.idx].onLoop(tb, func() {
 		c.gone = true
 		hs.h.Remove(c.sub)
 	})

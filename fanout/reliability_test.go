@@ -55,7 +55,7 @@ func TestHandoffBoundedAndCounted(t *testing.T) {
 		}
 	})
 	waitHealthy(t, h, true)
-	sub := h.NewSubscriber(0)
+	sub := newSubscriber(h, 0)
 	h.Subscribe(sub, []string{"flood"}, []string{"flood"}, nil)
 	select {
 	case <-stalled:

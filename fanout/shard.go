@@ -85,18 +85,6 @@ func (sh *Shard) Requeue(s *Subscriber) {
 // uncontended atomic per flush, not per frame).
 func (sh *Shard) AddDelivered(n int) { sh.delivered.Add(uint64(n)) }
 
-// Delivered is the number of frames the shard's loop wrote to sockets.
-// Safe for concurrent use (metrics).
-func (sh *Shard) Delivered() uint64 { return sh.delivered.Load() }
-
-// Dropped is the number of frames not queued for one of the shard's
-// connections because its queue (or, for a reply, the shard's hand-off)
-// was full. Safe for concurrent use (metrics).
-func (sh *Shard) Dropped() uint64 { return sh.dropped.Load() }
-
-// Index is the shard's number, equal to its event loop's.
-func (sh *Shard) Index() int { return sh.idx }
-
 func (sh *Shard) run(done <-chan struct{}) {
 	for {
 		select {

@@ -322,10 +322,6 @@ func (s *Server) releaseIP(a net.Addr) {
 	}
 }
 
-// Connections is the number of open WebSocket connections. Safe for
-// concurrent use.
-func (s *Server) Connections() int64 { return s.conns.Load() }
-
 // Shutdown closes every connection with 1001 (going away), waits for the
 // close handshakes, stops the engine and closes the hub, all within ctx:
 // past its deadline Shutdown returns ctx's error while the engine or the

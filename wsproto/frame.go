@@ -120,17 +120,6 @@ func (f *Frame) Release() {
 	framePool.Put(f)
 }
 
-// NewControlFrame builds a standalone ping, pong or close frame (payload
-// at most 125 bytes, RFC 6455 §5.5). The caller owns the one reference.
-func NewControlFrame(op ws.OpCode, payload []byte) *Frame {
-	if len(payload) > 125 {
-		payload = payload[:125]
-	}
-	f := newFrame()
-	f.buf.B = append(f.buf.B, payload...)
-	return f.seal(op)
-}
-
 // AppendControl appends an unmasked control frame (ping, pong or close)
 // to dst. Payloads over 125 bytes are truncated, as §5.5 requires.
 func AppendControl(dst []byte, op ws.OpCode, payload []byte) []byte {
@@ -157,12 +146,4 @@ func AppendClose(dst []byte, code ws.StatusCode, reason string) []byte {
 	}
 	n := 2 + copy(body[2:], reason)
 	return AppendControl(dst, ws.OpClose, body[:n])
-}
-
-// AppendTextHeader appends the header of one unfragmented text frame with
-// a payload of n bytes.
-func AppendTextHeader(dst []byte, n int) []byte {
-	var hdr [ws.MaxHeaderSize]byte
-	hl := putHeader(hdr[:], ws.OpText, n)
-	return append(dst, hdr[:hl]...)
 }

@@ -3,8 +3,6 @@ package wsproto
 import (
 	"testing"
 	"time"
-
-	"github.com/gobwas/ws"
 )
 
 // TestFrameReceived: a data frame carries its Redis receipt time for the
@@ -24,7 +22,6 @@ func TestFrameReceived(t *testing.T) {
 		{"ack", func() *Frame { return NewSubscribed([]string{"ch"}, nil, now) }, 0},
 		{"pong", func() *Frame { return NewPong(nil, now) }, 0},
 		{"error", func() *Frame { return NewError(CodeForbidden, "no", nil, nil, now) }, 0},
-		{"control", func() *Frame { return NewControlFrame(ws.OpPing, nil) }, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
