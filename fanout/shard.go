@@ -28,18 +28,22 @@ type shardOp struct {
 	streams []*stream
 }
 
-// Shard owns the subscriber lists of the connections of one event loop.
-// Its goroutine is the only producer for those connections' queues; the
-// event loop is the only consumer. Nothing on the delivery path takes a
-// lock: frames go into the queues with atomics, and the loop is woken once
-// per burst through the Waker.
+// Shard owns the subscriber lists of the connections of one event loop
+// (each stream's subs[idx], each Subscriber's members): only its goroutine
+// touches them. That goroutine is the only producer of those connections'
+// queues; the event loop is their only consumer until the connection is
+// removed (Hub.Remove), after which the shard empties the queue itself.
+// The ready queue has two producers, the shard goroutine and the loop
+// (Requeue), and one consumer, the loop. Nothing on the delivery path
+// takes a lock: frames go into the queues with atomics, and the loop is
+// woken once per burst through the Waker.
 type Shard struct {
 	idx int
 	hub *Hub
 	in  chan shardOp
 
 	ready      readyQueue
-	scheduled  atomic.Bool // a flush is queued on the loop and has not started
+	scheduled  atomic.Bool // set by whoever calls Wake (shard or loop), cleared by BeginFlush
 	wakeNeeded bool        // shard goroutine only: ready queue grew in this burst
 	waker      Waker       // set by New
 

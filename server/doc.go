@@ -9,7 +9,8 @@
 // Goroutines:
 //   - gnet's event loops (Config.Loops of them) run every callback of
 //     Server (OnOpen, OnTraffic, OnClose) and every task the server
-//     submits (flush, tick, shutdown). A connection and its state are
+//     submits (flush, and tick, which also paces the closes of a
+//     shutdown). A connection and its state are
 //     touched only on its loop; other goroutines reach it
 //     through EventLoop.Execute. Nothing on a loop blocks: Redis work is
 //     handed to fanout's control goroutine.

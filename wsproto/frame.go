@@ -23,13 +23,17 @@ var (
 )
 
 // Frame is one complete, immutable server-to-client WebSocket frame
-// (header and payload), shared by reference between every connection it
-// is delivered to. Safe for concurrent use.
+// (header and payload). A data frame is shared by reference between every
+// connection it is delivered to; a reply or notice belongs to one. Safe for
+// concurrent use by holders of a reference: Bytes, Len, Received and
+// Retain are valid only while the caller holds one.
 //
-// Lifecycle: NewFrame returns a frame holding one reference (the
-// builder's). Retain adds references for holders that keep it beyond the
-// builder's reference; each holder calls Release exactly once. The last
-// Release returns the bytes to the pool.
+// Lifecycle: each builder (BuildData, NewSubscribed, NewError, ...)
+// returns a frame holding one reference, the caller's. Retain adds
+// references for further holders (a shard hand-off, a queue slot); each
+// holder calls Release exactly once. The last Release returns the bytes
+// and the Frame itself to their pools, so nothing may touch the frame
+// after its own Release.
 type Frame struct {
 	buf  *bytebufferpool.ByteBuffer
 	off  int // start of the frame within buf.B (after the unused part of headerRoom)
