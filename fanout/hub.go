@@ -205,6 +205,7 @@ type Hub struct {
 	// never answers does not outlive the hub.
 	ctx     context.Context
 	cancel  context.CancelFunc
+	started bool // by Start
 	done    chan struct{}
 	stopped chan struct{}
 	once    sync.Once
@@ -257,8 +258,10 @@ func (h *Hub) Shard(i int) *Shard { return h.shards[i] }
 
 // Start launches the shard goroutines and the control goroutine, which
 // connects to Redis in the background (the gateway starts while Redis is
-// down and delivers once it appears).
+// down and delivers once it appears). Call it once, not concurrently with
+// Close.
 func (h *Hub) Start() {
+	h.started = true
 	for _, sh := range h.shards {
 		go sh.run(h.done)
 	}
@@ -273,6 +276,9 @@ func (h *Hub) Start() {
 // control goroutine to close the connections.
 func (h *Hub) Close(ctx context.Context) error {
 	h.once.Do(func() { close(h.done) })
+	if !h.started {
+		return nil // no goroutine to wait for
+	}
 	select {
 	case <-h.stopped:
 		return nil

@@ -653,6 +653,20 @@ func TestHubDrops(t *testing.T) {
 	}
 }
 
+// TestHubCloseWithoutStart: a hub that never started has nothing to wait
+// for (a server that failed to listen, or was never started).
+func TestHubCloseWithoutStart(t *testing.T) {
+	h, err := New(testConfig("127.0.0.1:1"), []Waker{nopWaker{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	if err := h.Close(ctx); err != nil {
+		t.Fatalf("Close: %v, want nil at once", err)
+	}
+}
+
 // TestHubConfig covers New's validation.
 func TestHubConfig(t *testing.T) {
 	ok := testConfig("127.0.0.1:1")

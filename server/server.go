@@ -348,6 +348,8 @@ wait:
 		select {
 		case <-ctx.Done():
 			break wait
+		case <-s.done: // nothing left to close
+			break wait
 		case <-t.C:
 		}
 	}
