@@ -3,13 +3,16 @@ package auth
 import (
 	"math/bits"
 	"strings"
+
+	"github.com/wsgw/gateway/wsproto"
 )
 
-// MaxPatternLen is the longest ACL pattern LoadACL and NewACL accept, and the
-// longest pattern PatternContains analyses (it answers false, the safe
-// answer, for longer ones). The bound keeps containment analysis cheap enough
-// to run on an event loop for every subscribe command.
-const MaxPatternLen = 256
+// MaxPatternLen is the longest ACL pattern LoadACL and NewACL accept, the
+// longest channel name or pattern a client may send (wsproto.MaxChannelLen),
+// and the longest pattern PatternContains analyses (it answers false, the
+// safe answer, for longer ones). The bound keeps containment analysis cheap
+// enough to run on an event loop for every subscribe command.
+const MaxPatternLen = wsproto.MaxChannelLen
 
 // maxStarNesting mirrors the recursion guard in Redis's stringmatchlen
 // (nesting > 1000 → no match), added upstream against abusive patterns.

@@ -6,6 +6,9 @@
 // subscribes upstream, and the stream is unsubscribed once the last one
 // has left and Config.Linger (at most a second) has passed.
 //
+// The server builds the hub with one Waker per event loop (New; shard i
+// belongs to loop i), starts it, and closes it at shutdown.
+//
 // Goroutines:
 //   - rueidis's reader goroutine runs Hub.onMessage for each message. It
 //     never blocks: it stamps the message once (per-stream
@@ -39,9 +42,9 @@
 //     state (Hub.Init): an idle socket costs one allocation.
 //   - a shard wakes its event loop once per burst: a subscriber with new
 //     frames is marked pending and put in the shard's intrusive ready
-//     queue; if no flush is scheduled, the shard's waker submits one task
-//     to the loop, which drains every ready subscriber (Shard.NextReady,
-//     Subscriber.Pop) with one Writev each.
+//     queue; if no flush is scheduled, the shard calls its Waker, which
+//     submits one task to the loop, and the loop drains every ready
+//     subscriber (Shard.NextReady, Subscriber.Pop) with one Writev each.
 //
 // Frame ownership: onMessage builds a frame holding one reference, adds
 // one per shard it hands the frame to, and drops its own. A shard adds one

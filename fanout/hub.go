@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -38,11 +39,11 @@ type Config struct {
 	// RESP2 forces RESP2 (miniredis, the embedded mode, speaks no RESP3
 	// pub/sub).
 	RESP2 bool
-	// Shards is the number of shards, one per event loop.
-	Shards int
-	// SendQueue bounds each connection's queue, in frames.
+	// SendQueue bounds each connection's queue, in frames (at most
+	// 1048576).
 	SendQueue int
-	// Handoff bounds each shard's inbound channel, in operations.
+	// Handoff bounds each shard's inbound channel, in operations; 0
+	// means 8192.
 	Handoff int
 	// Linger is how long a stream with no subscriber stays subscribed
 	// upstream before it is unsubscribed (within a second, as the protocol promises).
@@ -69,23 +70,42 @@ type Config struct {
 	MaxPending int
 }
 
-func (c *Config) validate() error {
+// maxSendQueue bounds Config.SendQueue: a million frames owed to one
+// connection is already far more than a reader that is alive needs.
+const maxSendQueue = 1 << 20
+
+// Check returns the first field whose value is out of its bounds and the
+// rule it breaks ("SendQueue", "must be between 1 and 1048576"), or two
+// empty strings. It is the one place these bounds are checked: Validate
+// reports its answer as an error, and cmd/gateway under the name of the
+// setting bound to the field.
+func (c *Config) Check() (field, rule string) {
 	switch {
 	case c.RedisAddr == "":
-		return fmt.Errorf("%w: empty Redis address", ErrConfig)
-	case c.Shards < 1:
-		return fmt.Errorf("%w: shards %d < 1", ErrConfig, c.Shards)
-	case c.SendQueue < 1 || c.SendQueue > 1<<24:
-		// Ring indices are int32 to keep an idle subscriber small.
-		return fmt.Errorf("%w: send queue %d outside [1, 16777216]", ErrConfig, c.SendQueue)
+		return "RedisAddr", "must not be empty"
+	case c.SendQueue < 1 || c.SendQueue > maxSendQueue:
+		return "SendQueue", "must be between 1 and 1048576"
+	case c.Handoff < 0:
+		return "Handoff", "must not be negative"
 	case c.Linger < 0 || c.Linger > time.Second:
-		return fmt.Errorf("%w: linger %v outside [0, 1s]", ErrConfig, c.Linger)
+		return "Linger", "must be between 0 and 1s"
+	case c.CanaryInterval < 0:
+		return "CanaryInterval", "must not be negative"
 	case c.MaxStreams < 0:
-		return fmt.Errorf("%w: max streams %d < 0", ErrConfig, c.MaxStreams)
+		return "MaxStreams", "must not be negative"
 	case c.MaxPending < 0:
-		return fmt.Errorf("%w: max pending requests %d < 0", ErrConfig, c.MaxPending)
+		return "MaxPending", "must not be negative"
 	}
-	if c.Handoff < 1 {
+	return "", ""
+}
+
+// Validate checks the configuration (Check) and fills the defaults of
+// fields left zero. New calls it.
+func (c *Config) Validate() error {
+	if field, rule := c.Check(); field != "" {
+		return fmt.Errorf("%w: %s %s", ErrConfig, field, rule)
+	}
+	if c.Handoff == 0 {
 		c.Handoff = 8192
 	}
 	if c.RetryMin <= 0 {
@@ -96,9 +116,6 @@ func (c *Config) validate() error {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
-	}
-	if c.CanaryInterval < 0 {
-		return fmt.Errorf("%w: canary interval %v < 0", ErrConfig, c.CanaryInterval)
 	}
 	return nil
 }
@@ -124,11 +141,15 @@ type Stats struct {
 	Streams          int    `json:"streams"`
 	MessagesReceived uint64 `json:"messages_received"`
 	Delivered        uint64 `json:"messages_delivered"`
-	Dropped          uint64 `json:"messages_dropped"`
-	RedisUp          bool   `json:"redis_up"`
-	Reconnects       uint64 `json:"redis_reconnects"`
-	// HandoffDropped is the part of Dropped lost because a shard's
-	// channel was full (the Redis reader outpaced a shard).
+	// Dropped counts frames a connection's full queue refused (a slow
+	// reader): one per connection and frame.
+	Dropped    uint64 `json:"frames_dropped"`
+	RedisUp    bool   `json:"redis_up"`
+	Reconnects uint64 `json:"redis_reconnects"`
+	// HandoffDropped counts messages a shard never received because its
+	// hand-off channel was full (the Redis reader outpaced the shard):
+	// one per shard and message, however many of the shard's
+	// connections follow the stream. It is not part of Dropped.
 	HandoffDropped uint64 `json:"handoff_dropped"`
 	// CanaryRTT is the last round trip of the canary through Redis
 	// pub/sub; 0 before the first.
@@ -176,7 +197,6 @@ type Hub struct {
 	idle    map[*stream]struct{}
 	client  rueidis.Client
 	dc      rueidis.DedicatedClient
-	dcClose func()
 	dcWait  <-chan error
 	// retry fires the next connection attempt. linkDown re-arms it, as
 	// it runs on more paths than the dcWait case (a failed upstream
@@ -208,15 +228,36 @@ type Hub struct {
 	// rebuilt (control goroutine only): see shrinkMaps.
 	streamsPeak, idlePeak int
 
+	// ctx bounds the control goroutine's Redis commands; Close cancels
+	// it when its own deadline passes, so that a command a wedged Redis
+	// never answers does not outlive the hub.
+	ctx     context.Context
+	cancel  context.CancelFunc
+	started bool // by Start
 	done    chan struct{}
 	stopped chan struct{}
 	once    sync.Once
 }
 
-// New validates cfg and builds a hub. Nothing connects until Start.
-func New(cfg Config) (*Hub, error) {
-	if err := cfg.validate(); err != nil {
+// Waker wakes one event loop so that it drains its shard: the loop calls
+// Shard.BeginFlush, then Shard.NextReady and Subscriber.Pop until
+// NextReady returns nil. A shard calls Wake from its own goroutine (and
+// from its loop, in Shard.Requeue) once per burst of subscribers made
+// ready, never while a flush it asked for has not begun. Wake must not
+// block.
+type Waker interface {
+	Wake()
+}
+
+// New validates cfg and builds a hub with one shard per waker: shard i
+// serves the connections of one event loop and wakes it through
+// wakers[i]. Nothing connects until Start.
+func New(cfg Config, wakers []Waker) (*Hub, error) {
+	if err := cfg.Validate(); err != nil {
 		return nil, err
+	}
+	if len(wakers) == 0 || slices.Contains(wakers, nil) {
+		return nil, fmt.Errorf("%w: one waker per shard, none nil (got %d)", ErrConfig, len(wakers))
 	}
 	h := &Hub{
 		cfg:     cfg,
@@ -230,9 +271,10 @@ func New(cfg Config) (*Hub, error) {
 	var id [8]byte
 	_, _ = rand.Read(id[:])
 	h.canaryChan = "__ws_gateway:canary:" + hex.EncodeToString(id[:])
-	h.shards = make([]*Shard, cfg.Shards)
+	h.ctx, h.cancel = context.WithCancel(context.Background())
+	h.shards = make([]*Shard, len(wakers))
 	for i := range h.shards {
-		sh := &Shard{idx: i, hub: h, in: make(chan shardOp, cfg.Handoff)}
+		sh := &Shard{idx: i, hub: h, in: make(chan shardOp, cfg.Handoff), waker: wakers[i]}
 		sh.ready.init()
 		h.shards[i] = sh
 	}
@@ -244,22 +286,32 @@ func (h *Hub) Shard(i int) *Shard { return h.shards[i] }
 
 // Start launches the shard goroutines and the control goroutine, which
 // connects to Redis in the background (the gateway starts while Redis is
-// down and delivers once it appears).
+// down and delivers once it appears). Call it once, not concurrently with
+// Close.
 func (h *Hub) Start() {
+	h.started = true
 	for _, sh := range h.shards {
 		go sh.run(h.done)
 	}
 	go h.control()
 }
 
-// Close unsubscribes upstream, stops every goroutine of the hub and waits
-// for the control goroutine (bounded by ctx).
+// Close stops the hub: the control goroutine finishes the Redis command
+// in flight, unsubscribes every stream upstream and closes its Redis
+// connections, and every goroutine of the hub returns. Close waits for
+// that until ctx ends; then it cancels the command in flight (a wedged
+// Redis never answers one) and returns ctx's error at once, leaving the
+// control goroutine to close the connections.
 func (h *Hub) Close(ctx context.Context) error {
 	h.once.Do(func() { close(h.done) })
+	if !h.started {
+		return nil // no goroutine to wait for
+	}
 	select {
 	case <-h.stopped:
 		return nil
 	case <-ctx.Done():
+		h.cancel()
 		return fmt.Errorf("fanout: close: %w", ctx.Err())
 	}
 }
@@ -275,7 +327,6 @@ func (h *Hub) Stats() Stats {
 		MessagesReceived: h.received.Load(),
 		RedisUp:          h.up.Load(),
 		Reconnects:       h.reconnects.Load(),
-		Dropped:          h.handoff.Load(),
 		HandoffDropped:   h.handoff.Load(),
 		CanaryRTT:        time.Duration(h.canaryRTT.Load()),
 	}
@@ -293,14 +344,6 @@ func (h *Hub) Stats() Stats {
 // before s is used, on the goroutine that owns s.
 func (h *Hub) Init(s *Subscriber, shard int) {
 	*s = Subscriber{shard: h.shards[shard]}
-}
-
-// NewSubscriber allocates a Subscriber and Inits it. Safe for concurrent
-// use.
-func (h *Hub) NewSubscriber(shard int) *Subscriber {
-	s := new(Subscriber)
-	h.Init(s, shard)
-	return s
 }
 
 // Subscribe joins s to the streams in add (channels it does not follow
@@ -406,8 +449,8 @@ func (h *Hub) onMessage(m rueidis.PubSubMessage) {
 // Redis commands.
 func (h *Hub) control() {
 	defer close(h.stopped)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	defer h.cancel()
+	ctx := h.ctx
 	backoff := h.cfg.RetryMin
 	retry := time.NewTimer(0)
 	defer retry.Stop()
@@ -489,7 +532,7 @@ func (h *Hub) process(ctx context.Context) {
 				h.toShard(r.sub.shard, shardOp{kind: opRefuse, sub: r.sub, names: r.changed, frame: f})
 				continue
 			}
-			ack := wsproto.NewAck("subscribed", r.all, r.reqID, now)
+			ack := wsproto.NewSubscribed(r.all, r.reqID, now)
 			h.toShard(r.sub.shard, shardOp{kind: opAdd, sub: r.sub, streams: r.streams, frame: ack})
 		case reqUnsubscribe:
 			streams := make([]*stream, 0, len(r.changed))
@@ -498,7 +541,7 @@ func (h *Hub) process(ctx context.Context) {
 					streams = append(streams, st)
 				}
 			}
-			ack := wsproto.NewAck("unsubscribed", r.all, r.reqID, now)
+			ack := wsproto.NewUnsubscribed(r.all, r.reqID, now)
 			h.toShard(r.sub.shard, shardOp{kind: opDel, sub: r.sub, streams: streams, frame: ack})
 		case reqRemove:
 			h.toShard(r.sub.shard, shardOp{kind: opRemove, sub: r.sub})

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -177,6 +178,14 @@ func (l *loop) flush() {
 	l.sh.AddDelivered(n)
 }
 
+// Wake is the shard's waker.
+func (l *loop) Wake() {
+	select {
+	case l.wake <- struct{}{}:
+	default:
+	}
+}
+
 // onLoop runs fn on l's goroutine and waits for it.
 func (l *loop) onLoop(tb testing.TB, fn func()) {
 	tb.Helper()
@@ -228,10 +237,12 @@ type harness struct {
 	logs   *logRecorder
 }
 
+// testShards is the number of shards (and stand-in loops) of startHub.
+const testShards = 2
+
 func testConfig(addr string) Config {
 	return Config{
 		RedisAddr: addr,
-		Shards:    2,
 		SendQueue: 64,
 		Linger:    50 * time.Millisecond,
 		RetryMin:  20 * time.Millisecond,
@@ -245,23 +256,23 @@ func startHub(tb testing.TB, cfg Config) *harness {
 	tb.Helper()
 	logs := &logRecorder{}
 	cfg.Logger = slog.New(logs)
-	h, err := New(cfg)
+	hs := &harness{logs: logs}
+	wakers := make([]Waker, testShards)
+	for i := range wakers {
+		l := &loop{wake: make(chan struct{}, 1), do: make(chan func()), owners: &hs.owners,
+			refusals: make(chan Refusal, 64)}
+		hs.loops = append(hs.loops, l)
+		wakers[i] = l
+	}
+	h, err := New(cfg, wakers)
 	if err != nil {
 		tb.Fatalf("New: %v", err)
 	}
-	hs := &harness{h: h, logs: logs}
+	hs.h = h
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
-	for i := range cfg.Shards {
-		l := &loop{sh: h.Shard(i), wake: make(chan struct{}, 1), do: make(chan func()), owners: &hs.owners,
-			refusals: make(chan Refusal, 64)}
-		l.sh.SetWaker(func() {
-			select {
-			case l.wake <- struct{}{}:
-			default:
-			}
-		})
-		hs.loops = append(hs.loops, l)
+	for i, l := range hs.loops {
+		l.sh = h.Shard(i)
 		wg.Add(1)
 		go func() { defer wg.Done(); l.run(stop) }()
 	}
@@ -286,12 +297,20 @@ func startHub(tb testing.TB, cfg Config) *harness {
 func (hs *harness) newClient(tb testing.TB, name string, shard int) *client {
 	tb.Helper()
 	c := &client{name: name, frames: make(chan []byte, 1<<14)}
-	c.sub = hs.h.NewSubscriber(shard)
+	c.sub = newSubscriber(hs.h, shard)
 	hs.owners.Store(c.sub, c)
-	if c.sub.Shard().Index() != shard {
-		tb.Fatalf("subscriber in shard %d, want %d", c.sub.Shard().Index(), shard)
+	if c.sub.shard.idx != shard {
+		tb.Fatalf("subscriber in shard %d, want %d", c.sub.shard.idx, shard)
 	}
 	return c
+}
+
+// newSubscriber allocates a Subscriber of shard (the server embeds one in
+// its connection instead).
+func newSubscriber(h *Hub, shard int) *Subscriber {
+	s := new(Subscriber)
+	h.Init(s, shard)
+	return s
 }
 
 // subscribe subscribes c to channels and checks the ack.
@@ -305,7 +324,7 @@ func (hs *harness) subscribe(tb testing.TB, c *client, channels []string, reqID 
 // stops popping it first.
 func (hs *harness) remove(tb testing.TB, c *client) {
 	tb.Helper()
-	hs.loops[c.sub.Shard().Index()].onLoop(tb, func() {
+	hs.loops[c.sub.shard.idx].onLoop(tb, func() {
 		c.gone = true
 		hs.h.Remove(c.sub)
 	})
@@ -643,6 +662,20 @@ func TestHubDrops(t *testing.T) {
 	}
 }
 
+// TestHubCloseWithoutStart: a hub that never started has nothing to wait
+// for (a server that failed to listen, or was never started).
+func TestHubCloseWithoutStart(t *testing.T) {
+	h, err := New(testConfig("127.0.0.1:1"), []Waker{nopWaker{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	if err := h.Close(ctx); err != nil {
+		t.Fatalf("Close: %v, want nil at once", err)
+	}
+}
+
 // TestHubConfig covers New's validation.
 func TestHubConfig(t *testing.T) {
 	ok := testConfig("127.0.0.1:1")
@@ -653,7 +686,6 @@ func TestHubConfig(t *testing.T) {
 	}{
 		{"valid", func(*Config) {}, true},
 		{"no address", func(c *Config) { c.RedisAddr = "" }, false},
-		{"no shard", func(c *Config) { c.Shards = 0 }, false},
 		{"no queue", func(c *Config) { c.SendQueue = 0 }, false},
 		{"negative linger", func(c *Config) { c.Linger = -1 }, false},
 		{"linger over a second", func(c *Config) { c.Linger = 2 * time.Second }, false},
@@ -662,7 +694,7 @@ func TestHubConfig(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := ok
 			tc.mutate(&cfg)
-			h, err := New(cfg)
+			h, err := New(cfg, []Waker{nopWaker{}})
 			if tc.valid != (err == nil) {
 				t.Fatalf("New: err = %v, want valid %v", err, tc.valid)
 			}
@@ -677,7 +709,25 @@ func TestHubConfig(t *testing.T) {
 			}
 		})
 	}
+	for _, tc := range []struct {
+		name   string
+		wakers []Waker
+	}{
+		{"no waker", nil},
+		{"a nil waker", []Waker{nopWaker{}, nil}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := New(ok, tc.wakers); !errors.Is(err, ErrConfig) {
+				t.Fatalf("New: err = %v, want ErrConfig", err)
+			}
+		})
+	}
 }
+
+// nopWaker is the waker of a shard whose loop the test plays itself.
+type nopWaker struct{}
+
+func (nopWaker) Wake() {}
 
 // TestHubRefusedStreamKeepsLink: an upstream SUBSCRIBE that Redis refuses
 // (NOPERM from an ACL channel rule of the gateway's Redis user) fails the

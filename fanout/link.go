@@ -132,7 +132,7 @@ func (h *Hub) connect(ctx context.Context) error {
 		h.client = c
 		h.publisher.Store(&c)
 	}
-	dc, closeFn := h.client.Dedicate()
+	dc, _ := h.client.Dedicate() // never handed back: see linkDown
 	wait := dc.SetPubSubHooks(rueidis.PubSubHooks{OnMessage: h.onMessage})
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	err := dc.Do(pctx, dc.B().Ping().Build()).Error()
@@ -155,7 +155,7 @@ func (h *Hub) connect(ctx context.Context) error {
 		dc.Close()
 		return err
 	}
-	h.dc, h.dcClose, h.dcWait = dc, closeFn, wait
+	h.dc, h.dcWait = dc, wait
 	if h.reconnects.Load() > 0 || h.everUp {
 		h.log.Info("redis link restored", "addr", h.cfg.RedisAddr, "streams", len(h.streams))
 	} else {
@@ -211,7 +211,7 @@ func (h *Hub) linkDown(err error) {
 	h.up.Store(false)
 	h.reconnects.Add(1)
 	dc := h.dc
-	h.dc, h.dcClose, h.dcWait = nil, nil, nil
+	h.dc, h.dcWait = nil, nil
 	h.retry.Reset(h.cfg.RetryMin)
 	// Every shard gets the same snapshot of the streams, read-only: a
 	// shard reads only its own st.subs[idx] (see Shard.interrupted).
@@ -223,10 +223,10 @@ func (h *Hub) linkDown(err error) {
 	for _, sh := range h.shards {
 		h.toShard(sh, shardOp{kind: opInterrupted, streams: all})
 	}
-	// Close the connection rather than hand it back to rueidis's pool
-	// (dcClose): recycling sends UNSUBSCRIBE without a deadline, which on
-	// a wedged link (the canary's case) blocks this goroutine until
-	// rueidis's own keepalive gives up, about 10 s. Close is bounded (1 s).
+	// Close the connection rather than hand it back to rueidis's pool:
+	// recycling sends UNSUBSCRIBE without a deadline, which on a wedged
+	// link (the canary's case) blocks this goroutine until rueidis's own
+	// keepalive gives up, about 10 s. Close is bounded (1 s).
 	dc.Close()
 }
 
@@ -239,7 +239,9 @@ func (h *Hub) shutdown(ctx context.Context) {
 		if _, err := h.upstream(ctx, all, false); err != nil {
 			h.log.Warn("upstream unsubscribe at shutdown", "err", err)
 		}
-		h.dcClose()
+		// Closed, not recycled, as in linkDown: the unsubscribe above was
+		// bounded by Close's deadline, rueidis's clean-up would not be.
+		h.dc.Close()
 		h.dc = nil
 	}
 	if h.client != nil {

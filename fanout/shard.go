@@ -43,20 +43,24 @@ type Refusal struct {
 	Channels []string
 }
 
-// Shard owns the subscriber lists of the connections of one event loop.
-// Its goroutine is the only producer for those connections' queues; the
-// event loop is the only consumer. Nothing on the delivery path takes a
-// lock: frames go into the queues with atomics, and the loop is woken once
-// per burst through the Waker.
+// Shard owns the subscriber lists of the connections of one event loop
+// (each stream's subs[idx], each Subscriber's members): only its goroutine
+// touches them. That goroutine is the only producer of those connections'
+// queues; the event loop is their only consumer until the connection is
+// removed (Hub.Remove), after which the shard empties the queue itself.
+// The ready queue has two producers, the shard goroutine and the loop
+// (Requeue), and one consumer, the loop. Nothing on the delivery path
+// takes a lock: frames go into the queues with atomics, and the loop is
+// woken once per burst through the Waker.
 type Shard struct {
 	idx int
 	hub *Hub
 	in  chan shardOp
 
 	ready      readyQueue
-	scheduled  atomic.Bool // a flush is queued on the loop and has not started
+	scheduled  atomic.Bool // set by whoever calls Wake (shard or loop), cleared by BeginFlush
 	wakeNeeded bool        // shard goroutine only: ready queue grew in this burst
-	waker      func()
+	waker      Waker       // set by New
 
 	// queues counts this shard's subscribers holding a ring: +1 when
 	// the producer allocates one from nothing, -1 when the consumer
@@ -64,7 +68,7 @@ type Shard struct {
 	queues atomic.Int64
 
 	delivered atomic.Uint64 // frames written by the loop (counted by the loop)
-	dropped   atomic.Uint64 // frames dropped for full queues or a full hand-off
+	dropped   atomic.Uint64 // frames the shard's connections' full queues refused
 
 	// Refusals for the event loop (TakeRefusals): appended by the shard
 	// goroutine, taken by the loop. Rare, so a mutex; hasRefusals keeps
@@ -73,12 +77,6 @@ type Shard struct {
 	refusals    []Refusal
 	hasRefusals atomic.Bool
 }
-
-// SetWaker installs the function the shard calls (from its own goroutine)
-// when subscribers became ready and no flush is queued. It must not block:
-// the server's waker submits one task to the event loop. Call before
-// Hub.Start.
-func (sh *Shard) SetWaker(w func()) { sh.waker = w }
 
 // BeginFlush must be called by the event loop at the start of each flush,
 // before the first NextReady, so that a subscriber made ready during the
@@ -104,8 +102,8 @@ func (sh *Shard) Requeue(s *Subscriber) {
 	if s.pending.CompareAndSwap(false, true) {
 		sh.ready.push(s)
 	}
-	if sh.scheduled.CompareAndSwap(false, true) && sh.waker != nil {
-		sh.waker()
+	if sh.scheduled.CompareAndSwap(false, true) {
+		sh.waker.Wake()
 	}
 }
 
@@ -132,18 +130,6 @@ func (sh *Shard) TakeRefusals() []Refusal {
 // uncontended atomic per flush, not per frame).
 func (sh *Shard) AddDelivered(n int) { sh.delivered.Add(uint64(n)) }
 
-// Delivered is the number of frames the shard's loop wrote to sockets.
-// Safe for concurrent use (metrics).
-func (sh *Shard) Delivered() uint64 { return sh.delivered.Load() }
-
-// Dropped is the number of frames not queued for one of the shard's
-// connections because its queue (or, for a reply, the shard's hand-off)
-// was full. Safe for concurrent use (metrics).
-func (sh *Shard) Dropped() uint64 { return sh.dropped.Load() }
-
-// Index is the shard's number, equal to its event loop's.
-func (sh *Shard) Index() int { return sh.idx }
-
 func (sh *Shard) run(done <-chan struct{}) {
 	for {
 		select {
@@ -164,8 +150,8 @@ func (sh *Shard) run(done <-chan struct{}) {
 		}
 		if sh.wakeNeeded {
 			sh.wakeNeeded = false
-			if sh.scheduled.CompareAndSwap(false, true) && sh.waker != nil {
-				sh.waker()
+			if sh.scheduled.CompareAndSwap(false, true) {
+				sh.waker.Wake()
 			}
 		}
 	}
@@ -346,8 +332,7 @@ func (sh *Shard) interrupted(streams []*stream) {
 			for i, m := range s.members {
 				names[i] = m.st.name
 			}
-			f := wsproto.NewError(wsproto.CodeUpstreamInterrupted,
-				"the link to Redis was interrupted: messages may have been lost; seq will jump", names, nil, now)
+			f := wsproto.NewUpstreamInterrupted(names, now)
 			if !s.enqueue(f) {
 				f.Release()
 			}

@@ -71,9 +71,6 @@ const releaseRounds = 5
 // queue was full. Safe for concurrent use.
 func (s *Subscriber) Dropped() uint64 { return s.dropped.Load() }
 
-// Shard is the shard this subscriber belongs to. Safe for concurrent use.
-func (s *Subscriber) Shard() *Shard { return s.shard }
-
 // enqueue offers f to the subscriber's queue and marks it ready. It takes
 // one reference of f on success; on failure the caller keeps it. Shard
 // goroutine only.

@@ -2,12 +2,15 @@
 // answers the HTTP upgrade with gobwas/ws (or /health, /stats and 404 as
 // plain HTTP on the same port), reads WebSocket frames straight from
 // gnet's inbound buffer, executes client commands, and writes the frames
-// fanout queues for each connection.
+// fanout queues for each connection. It builds the fanout Hub with one
+// shard per event loop, each loop's state being its shard's Waker, starts
+// it with the engine and closes it at the end of Shutdown.
 //
 // Goroutines:
 //   - gnet's event loops (Config.Loops of them) run every callback of
 //     Server (OnOpen, OnTraffic, OnClose) and every task the server
-//     submits (flush, tick, shutdown). A connection and its state are
+//     submits (flush, and tick, which also paces the closes of a
+//     shutdown). A connection and its state are
 //     touched only on its loop; other goroutines reach it
 //     through EventLoop.Execute. Nothing on a loop blocks: Redis work is
 //     handed to fanout's control goroutine.

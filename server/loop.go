@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"sync/atomic"
 	"time"
 
 	"github.com/gobwas/ws"
@@ -20,12 +21,15 @@ const (
 )
 
 // loopState is everything one event loop owns besides its connections'
-// own state. Event-loop only, except the fields set at creation.
+// own state. Event-loop only, except the fields set by New and el (see
+// bind).
 type loopState struct {
 	srv   *Server
-	el    gnet.EventLoop
 	idx   int
 	shard *fanout.Shard
+	// el is the gnet loop, set once by bind, which then sets bound.
+	el    gnet.EventLoop
+	bound atomic.Bool
 
 	up *upgradeState // the loop's WebSocket upgrader (upgrade.go)
 
@@ -44,6 +48,39 @@ type loopState struct {
 	frames []*wsproto.Frame
 
 	lastSweep time.Time
+}
+
+func newLoopState(s *Server, idx int) *loopState {
+	l := &loopState{srv: s, idx: idx, up: newUpgradeState()}
+	l.flushTask = gnet.RunnableFunc(l.flush)
+	l.tickTask = gnet.RunnableFunc(l.tick)
+	return l
+}
+
+// bind ties the state to gnet's loop el, on el, before its first
+// connection is set up (loopFor).
+func (l *loopState) bind(el gnet.EventLoop) {
+	l.el = el
+	l.bound.Store(true)
+}
+
+// Wake is the shard's fanout.Waker: it submits one flush task to the
+// loop. The shard calls it for frames queued for this loop's connections,
+// so the loop is bound by then: the connection's subscription reached the
+// shard through the hub after bind. Any goroutine; never blocks (gnet's
+// task queue is unbounded, and the shard asks for one flush at a time).
+func (l *loopState) Wake() {
+	if !l.bound.Load() {
+		// No connection, so nothing to flush: let the next frame ask
+		// again.
+		l.shard.BeginFlush()
+		return
+	}
+	if err := l.el.Execute(context.Background(), l.flushTask); err != nil {
+		// Only during engine shutdown; the queues are released by
+		// the hub then.
+		l.shard.BeginFlush()
+	}
 }
 
 func (l *loopState) add(cn *conn) {

@@ -224,8 +224,7 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	}
 	counter(m.received, hs.MessagesReceived)
 	counter(m.delivered, hs.Delivered)
-	// hs.Dropped also counts the hand-off drops, exported apart.
-	counter(m.dropped, hs.Dropped-hs.HandoffDropped)
+	counter(m.dropped, hs.Dropped)
 	counter(m.handoff, hs.HandoffDropped)
 	counter(m.slow, s.ctr.slowDisconnect.Load())
 	counter(m.reconnects, hs.Reconnects)

@@ -180,9 +180,28 @@ func appendTail(b []byte, requestID []byte, now time.Time) []byte {
 	return append(b, '}')
 }
 
-// NewAck builds a "subscribed" or "unsubscribed" reply frame. typ must be
-// one of those two words. The caller owns the returned reference.
-func NewAck(typ string, channels []string, requestID []byte, now time.Time) *Frame {
+// NewSubscribed builds the reply to a "subscribe" command, naming every
+// channel the command named (those followed already included). The
+// caller owns the returned reference.
+func NewSubscribed(channels []string, requestID []byte, now time.Time) *Frame {
+	return newAck("subscribed", channels, requestID, now)
+}
+
+// NewUnsubscribed is NewSubscribed's converse.
+func NewUnsubscribed(channels []string, requestID []byte, now time.Time) *Frame {
+	return newAck("unsubscribed", channels, requestID, now)
+}
+
+// NewUpstreamInterrupted builds the error telling a client that the link
+// to Redis broke while it followed channels: messages on them may have been
+// lost, and their seq jumps when the link is back. The caller owns the
+// returned reference.
+func NewUpstreamInterrupted(channels []string, now time.Time) *Frame {
+	return NewError(CodeUpstreamInterrupted,
+		"the link to Redis was interrupted: messages may have been lost; seq will jump", channels, nil, now)
+}
+
+func newAck(typ string, channels []string, requestID []byte, now time.Time) *Frame {
 	f := newFrame()
 	b := append(f.buf.B, `{"type":"`...)
 	b = append(b, typ...)

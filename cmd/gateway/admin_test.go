@@ -20,10 +20,6 @@ import (
 func newIdleServer(tb testing.TB) *server.Server {
 	tb.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	hub, err := fanout.New(fanout.Config{RedisAddr: "127.0.0.1:1", Shards: 1, SendQueue: 16, Logger: log})
-	if err != nil {
-		tb.Fatal(err)
-	}
 	acl := auth.DefaultACL()
 	authn, err := auth.NewAuthenticator(auth.Config{DefaultRole: "user", RoleClaim: "role"}, acl)
 	if err != nil {
@@ -33,7 +29,7 @@ func newIdleServer(tb testing.TB) *server.Server {
 		Addr: "127.0.0.1:0", Loops: 1, MaxMessageBytes: 1024, MaxChannels: 1, MaxMessagesPerSecond: 1,
 		MaxOutboundBytes: 4096, HandshakeTimeout: time.Second, PingInterval: time.Second, PingTimeout: 2 * time.Second,
 		Version: "test-version", Logger: log,
-	}, hub, authn, acl)
+	}, fanout.Config{RedisAddr: "127.0.0.1:1", SendQueue: 16, Logger: log}, authn, acl)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -102,8 +98,8 @@ func TestStatsAdminOnly(t *testing.T) {
 		t.Fatalf("STATS_ADMIN_ONLY without ADMIN_ADDR: %v, want an error naming it", err)
 	}
 	cfg, err := load(nil, map[string]string{"STATS_ADMIN_ONLY": "true"})
-	if err != nil || !cfg.StatsAdminOnly {
-		t.Fatalf("STATS_ADMIN_ONLY=true: %+v, %v", cfg.StatsAdminOnly, err)
+	if err != nil || !cfg.Server.StatsPrivate {
+		t.Fatalf("STATS_ADMIN_ONLY=true: %+v, %v", cfg.Server.StatsPrivate, err)
 	}
 	a, err := startAdmin("127.0.0.1:0", newIdleServer(t), slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
