@@ -558,9 +558,7 @@ func (h *Hub) process(ctx context.Context) {
 // Redis refused. Control goroutine only.
 func (h *Hub) refusal(r *request, refused map[*stream]struct{}, now time.Time) *wsproto.Frame {
 	if r.full {
-		return wsproto.NewError(wsproto.CodeServerBusy,
-			"the gateway follows as many streams as it may ("+strconv.Itoa(h.cfg.MaxStreams)+"): try again later",
-			r.changed, r.reqID, now)
+		return wsproto.NewStreamCapReached(h.cfg.MaxStreams, r.changed, r.reqID, now)
 	}
 	var names []string
 	for _, st := range r.streams {
@@ -571,9 +569,7 @@ func (h *Hub) refusal(r *request, refused map[*stream]struct{}, now time.Time) *
 	if names == nil {
 		return nil
 	}
-	return wsproto.NewError(wsproto.CodeUpstreamRefused,
-		"Redis refused to subscribe the gateway to these channels; nothing of the request was subscribed",
-		names, r.reqID, now)
+	return wsproto.NewUpstreamRefused(names, r.reqID, now)
 }
 
 // unjoin gives back the references join took for a request that is

@@ -186,9 +186,7 @@ func (h *Hub) refusedOnConnect(refused []streamError) {
 		}
 		h.log.Warn("redis refused a stream on reconnect", "stream", r.st.name, "err", r.err)
 		h.drop(r.st)
-		f := wsproto.NewError(wsproto.CodeUpstreamRefused,
-			"Redis refused to subscribe the gateway to this channel: it is no longer subscribed",
-			[]string{r.st.name}, nil, now)
+		f := wsproto.NewUpstreamRefused([]string{r.st.name}, nil, now)
 		for _, sh := range h.shards {
 			if r.st.shardSubs[sh.idx].Load() == 0 {
 				continue

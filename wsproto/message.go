@@ -201,6 +201,27 @@ func NewUpstreamInterrupted(channels []string, now time.Time) *Frame {
 		"the link to Redis was interrupted: messages may have been lost; seq will jump", channels, nil, now)
 }
 
+// NewStreamCapReached refuses a subscribe request whose new streams would
+// take the gateway past its stream cap (limit), naming the channels it
+// asked for.
+func NewStreamCapReached(limit int, channels []string, requestID []byte, now time.Time) *Frame {
+	return NewError(CodeServerBusy,
+		"the gateway follows as many streams as it may ("+strconv.Itoa(limit)+"): try again later",
+		channels, requestID, now)
+}
+
+// NewUpstreamRefused tells a client that Redis refused the gateway's
+// subscription to channels: with requestID, the subscribe request that
+// needed them was refused whole; without, streams it followed were
+// dropped when the link was re-established.
+func NewUpstreamRefused(channels []string, requestID []byte, now time.Time) *Frame {
+	msg := "Redis refused to subscribe the gateway to these channels; nothing of the request was subscribed"
+	if requestID == nil {
+		msg = "Redis refused to subscribe the gateway to these channels: they are no longer subscribed"
+	}
+	return NewError(CodeUpstreamRefused, msg, channels, requestID, now)
+}
+
 func newAck(typ string, channels []string, requestID []byte, now time.Time) *Frame {
 	f := newFrame()
 	b := append(f.buf.B, `{"type":"`...)
