@@ -10,6 +10,8 @@ import (
 	"slices"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/wsgw/gateway/wsproto"
 )
 
 // Built-in role names. RoleAdmin is also the role an API key grants.
@@ -53,11 +55,13 @@ func DefaultACL() *ACL {
 }
 
 // NewACL builds an ACL from role names to patterns. It requires at least one
-// role; role names and patterns must be non-empty, valid UTF-8 without
-// whitespace or control characters, and patterns at most MaxPatternLen
-// bytes. Class ranges with an endpoint >= 0x80 are refused because Redis
-// reads them differently on different platforms. A role with no patterns is
-// allowed: it may connect but subscribe to nothing. The map is copied.
+// role; role names must be non-empty, valid UTF-8 without whitespace or
+// control characters, and patterns valid channel names by the rule clients
+// are held to (wsproto.ValidateChannel), so that no pattern grants what no
+// client could ask for. Class ranges with an endpoint >= 0x80 are refused
+// because Redis reads them differently on different platforms. A role with
+// no patterns is allowed: it may connect but subscribe to nothing. The map
+// is copied.
 func NewACL(roles map[string][]string) (*ACL, error) {
 	return newACL(roles, "")
 }
@@ -143,21 +147,18 @@ func newACL(roles map[string][]string, source string) (*ACL, error) {
 	}
 	a := &ACL{roles: make(map[string][]aclPattern, len(roles))}
 	for role, patterns := range roles {
-		if reason := badName(role, 0); reason != "" {
+		if reason := badRoleName(role); reason != "" {
 			return nil, fmt.Errorf("%w: %srole %q: name %s", ErrInvalidACL, where, role, reason)
 		}
 		compiled := make([]aclPattern, 0, len(patterns))
 		for i, p := range patterns {
-			reason := badName(p, MaxPatternLen)
-			var g glob
-			if reason == "" {
-				g = compileGlob(p, rangeUnsigned)
-				if g.highRange {
-					reason = "has a class range with a byte >= 0x80, which Redis reads differently per platform"
-				}
+			if err := wsproto.ValidateChannel(p); err != nil {
+				return nil, fmt.Errorf("%w: %srole %q: pattern %d %q: %w", ErrInvalidACL, where, role, i, p, err)
 			}
-			if reason != "" {
-				return nil, fmt.Errorf("%w: %srole %q: pattern %d %q %s", ErrInvalidACL, where, role, i, p, reason)
+			g := compileGlob(p, rangeUnsigned)
+			if g.highRange {
+				return nil, fmt.Errorf("%w: %srole %q: pattern %d %q has a class range with a byte >= 0x80, which Redis reads differently per platform",
+					ErrInvalidACL, where, role, i, p)
 			}
 			if slices.ContainsFunc(compiled, func(c aclPattern) bool { return c.src == p }) {
 				continue
@@ -171,15 +172,14 @@ func newACL(roles map[string][]string, source string) (*ACL, error) {
 	return a, nil
 }
 
-// badName explains why s is unusable as a role name or pattern, or returns
-// "". Whitespace and control characters are refused because they are almost
+// badRoleName explains why s is unusable as a role name, or returns "".
+// Whitespace and control characters are refused because they are almost
 // always copy-paste accidents in configuration and are invisible in logs.
-func badName(s string, maxLen int) string {
+// (Patterns are channel names and follow wsproto.ValidateChannel.)
+func badRoleName(s string) string {
 	switch {
 	case s == "":
 		return "is empty"
-	case maxLen > 0 && len(s) > maxLen:
-		return fmt.Sprintf("is longer than %d bytes", maxLen)
 	case !utf8.ValidString(s):
 		return "is not valid UTF-8"
 	}
@@ -202,20 +202,6 @@ func (a *ACL) Roles() []string {
 	return slices.Clone(a.names)
 }
 
-// Patterns returns the patterns granted to role in definition order, without
-// duplicates, or nil for an unknown role. The slice is a copy.
-func (a *ACL) Patterns(role string) []string {
-	ps, ok := a.roles[role]
-	if !ok {
-		return nil
-	}
-	out := make([]string, len(ps))
-	for i := range ps {
-		out[i] = ps[i].src
-	}
-	return out
-}
-
 // Allowed reports whether role may subscribe to channel. An exact channel
 // (see IsPattern) is allowed when one of the role's patterns matches it; a
 // pattern is allowed only when one of the role's patterns matches every
@@ -223,7 +209,8 @@ func (a *ACL) Patterns(role string) []string {
 // An unknown role is allowed nothing. An exact channel is judged as the
 // literal name, backslashes included, so the caller must subscribe to it with
 // SUBSCRIBE, not PSUBSCRIBE. Allowed does no I/O and its work is
-// bounded, so it is safe to call on an event loop for every subscribe.
+// bounded (workBudget per pattern asked for; a pattern that would need more
+// is refused), so it is safe to call on an event loop for every subscribe.
 func (a *ACL) Allowed(role, channel string) bool {
 	ps, ok := a.roles[role]
 	if !ok || len(ps) == 0 {
@@ -245,10 +232,17 @@ func (a *ACL) Allowed(role, channel string) bool {
 			return true
 		}
 	}
+	// One budget for the whole decision, whatever the number of the
+	// role's patterns: the cost of a request is bounded by the number of
+	// channels it names.
+	w := work{left: workBudget - len(channel)}
 	in := compileGlob(channel, rangeUnion)
 	for i := range ps {
-		if containsGlob(&ps[i].g, &in) {
+		if containsGlob(&ps[i].g, &in, &w) {
 			return true
+		}
+		if w.left < 0 {
+			return false
 		}
 	}
 	return false

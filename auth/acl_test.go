@@ -9,6 +9,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/wsgw/gateway/wsproto"
 )
 
 func TestDefaultACLAllowed(t *testing.T) {
@@ -69,12 +71,26 @@ func TestACLAccessors(t *testing.T) {
 	if acl.HasRole("guest") {
 		t.Error("HasRole(guest) = true")
 	}
-	if got := acl.Patterns(RoleUser); !slices.Equal(got, []string{"market:tick:*", "indicators:*"}) {
-		t.Errorf("Patterns(user) = %q", got)
+	if got := patterns(acl, RoleUser); !slices.Equal(got, []string{"market:tick:*", "indicators:*"}) {
+		t.Errorf("patterns(user) = %q", got)
 	}
-	if acl.Patterns("guest") != nil {
-		t.Error("Patterns(unknown) != nil")
+	if patterns(acl, "guest") != nil {
+		t.Error("patterns(unknown) != nil")
 	}
+}
+
+// patterns returns the patterns granted to role in definition order, or
+// nil for an unknown role.
+func patterns(a *ACL, role string) []string {
+	ps, ok := a.roles[role]
+	if !ok {
+		return nil
+	}
+	out := make([]string, len(ps))
+	for i := range ps {
+		out[i] = ps[i].src
+	}
+	return out
 }
 
 func TestNewACL(t *testing.T) {
@@ -89,7 +105,7 @@ func TestNewACL(t *testing.T) {
 		{"nil", nil, "no roles"},
 		{"empty role name", map[string][]string{"": {"a"}}, "is empty"},
 		{"space in role", map[string][]string{"us er": {"a"}}, "whitespace"},
-		{"empty pattern", map[string][]string{"user": {"a", ""}}, `role "user": pattern 1 "" is empty`},
+		{"empty pattern", map[string][]string{"user": {"a", ""}}, `role "user": pattern 1 "": wsproto: bad channel name: empty`},
 		{"long pattern", map[string][]string{"user": {strings.Repeat("a", MaxPatternLen+1)}}, "longer than 256"},
 		{"max pattern", map[string][]string{"user": {strings.Repeat("a", MaxPatternLen)}}, ""},
 		{"space", map[string][]string{"user": {"a *"}}, "whitespace"},
@@ -97,6 +113,8 @@ func TestNewACL(t *testing.T) {
 		{"newline", map[string][]string{"user": {"a*\n"}}, "whitespace"},
 		{"control", map[string][]string{"user": {"a\x01"}}, "control"},
 		{"nbsp", map[string][]string{"user": {"a\u00a0b"}}, "whitespace"},
+		{"zero width space", map[string][]string{"user": {"a\u200b*"}}, "whitespace"},
+		{"BOM", map[string][]string{"user": {"\ufeffa:*"}}, "whitespace"},
 		{"invalid utf8", map[string][]string{"user": {"a\xff"}}, "UTF-8"},
 		{"high range", map[string][]string{"user": {"[a-é]"}}, "0x80"},
 	}
@@ -116,6 +134,33 @@ func TestNewACL(t *testing.T) {
 	}
 }
 
+// TestACLPatternsAreChannelNames: an ACL accepts exactly the patterns a
+// client may send. The ACL used to check Unicode's White_Space and control
+// classes while the command parser also refused U+200B (zero-width space)
+// and U+FEFF (BOM), so an ACL could grant a pattern no client could name.
+func TestACLPatternsAreChannelNames(t *testing.T) {
+	check := func(t *testing.T, p string) {
+		t.Helper()
+		_, aclErr := NewACL(map[string][]string{"r": {p}})
+		chanErr := wsproto.ValidateChannel(p)
+		if (aclErr == nil) != (chanErr == nil) {
+			t.Errorf("pattern %q: NewACL error %v, but ValidateChannel error %v", p, aclErr, chanErr)
+		}
+	}
+	for r := rune(0); r < 0x10000; r++ {
+		check(t, "a:"+string(r)+"*")
+	}
+	for _, r := range []rune{0x10000, 0x1f600, 0xe0001, 0xe007f, 0x10ffff} {
+		check(t, "a:"+string(r)+"*")
+	}
+	for _, p := range []string{"", "*", "a\xff", "\xed\xa0\x80", strings.Repeat("x", MaxPatternLen), strings.Repeat("x", MaxPatternLen+1)} {
+		check(t, p)
+	}
+	if _, err := NewACL(map[string][]string{"r": {"a b"}}); !errors.Is(err, wsproto.ErrBadChannel) {
+		t.Errorf("NewACL error %v does not wrap wsproto.ErrBadChannel", err)
+	}
+}
+
 func TestNewACLCopiesAndDedupes(t *testing.T) {
 	roles := map[string][]string{"user": {"a:*", "b:*", "a:*"}}
 	acl, err := NewACL(roles)
@@ -124,8 +169,8 @@ func TestNewACLCopiesAndDedupes(t *testing.T) {
 	}
 	roles["user"][0] = "*"
 	roles["admin"] = []string{"*"}
-	if got := acl.Patterns("user"); !slices.Equal(got, []string{"a:*", "b:*"}) {
-		t.Errorf("Patterns = %q", got)
+	if got := patterns(acl, "user"); !slices.Equal(got, []string{"a:*", "b:*"}) {
+		t.Errorf("patterns = %q", got)
 	}
 	if acl.Allowed("user", "zzz") || acl.HasRole("admin") {
 		t.Error("ACL changed after its input map was mutated")

@@ -1,16 +1,36 @@
 package auth
 
-import "math/bits"
+import (
+	"slices"
+)
 
-// containsBudget bounds the containment search, counted in automaton steps
-// (one step = one product state advanced by one byte class). Inclusion
-// between globs is coNP-hard in general (an outer pattern like "*a??????"
-// needs exponentially many subset states), so an exact answer for every
-// input would let a crafted pattern stall an event loop. Ordinary patterns
-// need a few hundred steps and long realistic ones (70 bytes, stars on both
-// sides) about 2,500; the budget caps the worst case at a few milliseconds
-// on a slow core, and when it runs out the answer is false, which is safe.
-const containsBudget = 1 << 12
+// workBudget bounds the work of deciding one pattern subscription, in
+// units of roughly one cheap machine step each: a byte of the pattern
+// compiled, one byte class tested against one token, one product state of
+// the search advanced by one byte class, a new state of the outer
+// automaton. Inclusion between globs is coNP-hard in general (an outer
+// pattern like "*a??????" needs exponentially many subset states), so an
+// exact answer for every input would let a crafted pattern stall an event
+// loop. Every stage charges its cost before doing the work and the answer
+// is false, the safe one, as soon as the budget is spent: a budget that
+// refuses rather than one that spins. Ordinary patterns need well under a
+// thousand units and long realistic ones (70 bytes, stars on both sides)
+// a few thousand (TestContainsWork pins both); the worst case is a few
+// tens of microseconds on one core (BenchmarkAllowedHostile).
+const workBudget = 1 << 13
+
+// work is what is left of one decision's budget.
+type work struct{ left int }
+
+// spend charges n units and reports whether the budget still holds.
+func (w *work) spend(n int) bool {
+	w.left -= n
+	return w.left >= 0
+}
+
+// newOuterStateCost is the charge for one new state of the outer
+// automaton beyond its transitions: a hash lookup and an insertion.
+const newOuterStateCost = 64
 
 // posWords sizes posWide. Positions run 0..len(tokens), so the outer
 // pattern may have at most posWords*64-1 tokens, comfortably above
@@ -83,12 +103,18 @@ func (s posWide) shl1() posWide {
 // The answer is sound: it is never true when some string matches inner but
 // not outer. It is exact for everything except pathological inputs: when
 // either pattern is longer than MaxPatternLen bytes, or when deciding would
-// exceed an internal work budget, it returns false. A literal inner (see
+// exceed an internal work budget (workBudget), it returns false. A literal inner (see
 // IsPattern) is decided by matching its unescaped form, as GlobMatch does,
 // with no length limit. Class ranges with a byte >= 0x80, which Redis builds
 // read differently (see GlobMatch), are read narrowly in outer and broadly
 // in inner, so the answer holds on any build.
 func PatternContains(outer, inner string) bool {
+	w := work{left: workBudget}
+	return patternContains(outer, inner, &w)
+}
+
+// patternContains is PatternContains spending from w.
+func patternContains(outer, inner string, w *work) bool {
 	// Reading ambiguous class ranges generously for inner and strictly for
 	// outer keeps the answer sound whichever way the Redis build reads them.
 	in := compileGlob(inner, rangeUnion)
@@ -103,13 +129,20 @@ func PatternContains(outer, inner string) bool {
 		return false
 	}
 	out := compileGlob(outer, rangeBoth)
-	return containsGlob(&out, &in)
+	if !w.spend(len(inner)) {
+		return false
+	}
+	return containsGlob(&out, &in, w)
 }
 
-// containsGlob decides L(in) ⊆ L(o) for compiled globs.
-func containsGlob(o, in *glob) bool {
+// containsGlob decides L(in) ⊆ L(o) for compiled globs, spending from w;
+// false once w is spent.
+func containsGlob(o, in *glob, w *work) bool {
 	if in.literal {
 		return o.match(in.literalString())
+	}
+	if !w.spend(len(o.toks)) {
+		return false
 	}
 	if o.dead || len(o.toks) > maxOuterToks {
 		// A dead outer matches nothing; saying false is exact unless inner
@@ -122,7 +155,7 @@ func containsGlob(o, in *glob) bool {
 	if contains, decided := prefixStar(o, in); decided {
 		return contains
 	}
-	return containsSearch(o, in)
+	return containsSearch(o, in, w)
 }
 
 // prefixStar decides the common ACL shape exactly in linear time: outer is
@@ -271,9 +304,11 @@ type outerDFA[T posBits[T]] struct {
 	trans     []int32 // id*nreps + class → successor id, or -1 until computed
 	accept    []bool  // id → outer accepts here
 	universal []bool  // id → outer sits in a final star: accepts every extension
+	w         *work   // charged for every new state
+	over      bool    // w ran out while adding a state
 }
 
-func newOuterDFA[T posBits[T]](o *glob, reps []byte) *outerDFA[T] {
+func newOuterDFA[T posBits[T]](o *glob, reps []byte, w *work) *outerDFA[T] {
 	// Capacities fit ordinary patterns, so growth rarely allocates.
 	const guess = 16
 	d := &outerDFA[T]{
@@ -283,6 +318,7 @@ func newOuterDFA[T posBits[T]](o *glob, reps []byte) *outerDFA[T] {
 		trans:     make([]int32, 0, guess*len(reps)),
 		accept:    make([]bool, 0, guess),
 		universal: make([]bool, 0, guess),
+		w:         w,
 	}
 	for j := range o.toks {
 		if o.toks[j].kind == tokStar {
@@ -306,6 +342,9 @@ func (d *outerDFA[T]) closure(s T) T { return s.or(s.and(d.starMask).shl1()) }
 func (d *outerDFA[T]) id(s T) int32 {
 	if id, ok := d.ids.get(s); ok {
 		return id
+	}
+	if !d.w.spend(d.nreps + newOuterStateCost) {
+		d.over = true
 	}
 	id := int32(len(d.sets))
 	d.sets = append(d.sets, s)
@@ -348,17 +387,20 @@ func (p pstate) out() int32             { return int32(uint32(p)) }
 // and its own determinisation could blow up; outer comes from trusted
 // configuration. A star position of inner also stands for "just past the
 // star", since a star may match nothing.
-func containsSearch(o, in *glob) bool {
+func containsSearch(o, in *glob, w *work) bool {
 	if len(o.toks) < 64 {
-		return containsSearchT[pos64](o, in)
+		return containsSearchT[pos64](o, in, w)
 	}
-	return containsSearchT[posWide](o, in)
+	return containsSearchT[posWide](o, in, w)
 }
 
-func containsSearchT[T posBits[T]](o, in *glob) bool {
+func containsSearchT[T posBits[T]](o, in *glob, w *work) bool {
 	n := len(in.toks)
-	reps := byteReps(o, in)
-	d := newOuterDFA[T](o, reps)
+	reps, ok := byteReps(w, o, in)
+	if !ok || !w.spend(len(reps)*len(o.toks)) {
+		return false
+	}
+	d := newOuterDFA[T](o, reps, w)
 	innerAccepts := func(i int) bool {
 		return i == n || i == n-1 && in.toks[i].kind == tokStar
 	}
@@ -371,13 +413,14 @@ func containsSearchT[T posBits[T]](o, in *glob) bool {
 	// same state it is recorded and judged then.
 	stack := make([]pstate, 1, 32)
 	stack[0] = mkPstate(0, d.id(d.closure(start)))
-	seen := smallSet[pstate, struct{}]{keys: make([]pstate, 0, smallSetMax)}
-	work := 0
+	// seen is a bitmap of product states, n+1 inner positions per outer
+	// state, grown as outer states appear: no hashing per step.
+	stride := n + 1
+	seen := make([]uint64, 0, 8)
 	for len(stack) > 0 {
 		st := stack[len(stack)-1]
 		stack = stack[:len(stack)-1]
-		work += len(reps)
-		if work > containsBudget {
+		if !w.spend(len(reps)) {
 			return false
 		}
 		i := st.in()
@@ -399,12 +442,19 @@ func containsSearchT[T posBits[T]](o, in *glob) bool {
 				continue
 			}
 			out := d.step(st.out(), r)
+			if d.over {
+				return false
+			}
 			for _, i2 := range succ[:ns] {
-				next := mkPstate(i2, out)
-				if _, ok := seen.get(next); ok {
+				bit := int(out)*stride + i2
+				for bit>>6 >= len(seen) {
+					seen = append(seen, 0)
+				}
+				if seen[bit>>6]&(1<<(bit&63)) != 0 {
 					continue
 				}
-				seen.put(next, struct{}{})
+				seen[bit>>6] |= 1 << (bit & 63)
+				next := mkPstate(i2, out)
 				if innerAccepts(i2) && !d.accept[out] {
 					return false
 				}
@@ -419,75 +469,46 @@ func containsSearchT[T posBits[T]](o, in *glob) bool {
 }
 
 // byteReps partitions the 256 byte values into classes that no token of the
-// given globs distinguishes and returns one representative per class. Any
-// two bytes of a class drive both automata identically, so exploring the
-// representatives explores every string. Literal bytes become singleton
-// classes; each set token refines the partition.
-func byteReps(gs ...*glob) []byte {
-	var (
-		cls  [256]uint16 // class id of each byte
-		size [256]uint16 // members per class id
-	)
-	size[0] = 256
-	nclass := uint16(1)
+// given globs distinguishes and returns one representative per class, in
+// ascending order. Any two bytes of a class drive both automata
+// identically, so exploring the representatives explores every string.
+// Each single-byte token refines the partition, at a cost of one unit of
+// w per class; ok is false once w is spent.
+func byteReps(w *work, gs ...*glob) (reps []byte, ok bool) {
+	classes := make([]byteSet, 1, 16)
+	classes[0] = byteSet{^uint64(0), ^uint64(0), ^uint64(0), ^uint64(0)}
 	for _, g := range gs {
 		for ti := range g.toks {
 			t := &g.toks[ti]
+			var set byteSet
 			switch t.kind {
 			case tokLit:
-				if k := cls[t.lit]; size[k] > 1 {
-					size[k]--
-					cls[t.lit] = nclass
-					size[nclass] = 1
-					nclass++
-				}
+				set.add(t.lit)
 			case tokSet:
-				refine(&cls, &size, &nclass, t.set)
-			}
-		}
-	}
-	reps := make([]byte, 0, nclass)
-	var seen [256]bool
-	for b := 0; b < 256; b++ {
-		if k := cls[b]; !seen[k] {
-			seen[k] = true
-			reps = append(reps, byte(b))
-		}
-	}
-	return reps
-}
-
-// refine splits every class that set cuts into its members inside set and
-// the rest.
-func refine(cls, size *[256]uint16, nclass *uint16, set *byteSet) {
-	const whole = 0xFFFF // decision marker: class lies entirely inside set
-	var inside [256]uint16
-	for w, x := range set {
-		for ; x != 0; x &= x - 1 {
-			inside[cls[w*64+bits.TrailingZeros64(x)]]++
-		}
-	}
-	var split [256]uint16 // per old class: 0 undecided, whole, or new id+1
-	for w, x := range set {
-		for ; x != 0; x &= x - 1 {
-			b := w*64 + bits.TrailingZeros64(x)
-			k := cls[b]
-			if split[k] == 0 {
-				// First member seen, so size[k] is still the original size.
-				if inside[k] == size[k] {
-					split[k] = whole
-				} else {
-					split[k] = *nclass + 1
-					*nclass++
-				}
-			}
-			if split[k] == whole {
+				set = *t.set
+			default:
 				continue
 			}
-			nk := split[k] - 1
-			size[k]--
-			size[nk]++
-			cls[b] = nk
+			if !w.spend(len(classes)) {
+				return nil, false
+			}
+			for i, n := 0, len(classes); i < n; i++ {
+				c := &classes[i]
+				var in, out byteSet
+				for k := range c {
+					in[k], out[k] = c[k]&set[k], c[k]&^set[k]
+				}
+				if in != (byteSet{}) && out != (byteSet{}) {
+					*c = in
+					classes = append(classes, out)
+				}
+			}
 		}
 	}
+	reps = make([]byte, 0, len(classes))
+	for i := range classes {
+		reps = append(reps, classes[i].min())
+	}
+	slices.Sort(reps)
+	return reps, true
 }

@@ -188,7 +188,8 @@ func TestPatternContainsBruteForce(t *testing.T) {
 			// must agree with it on its own.
 			og, ig := compileGlob(o, rangeBoth), compileGlob(in, rangeUnion)
 			if !ig.literal {
-				if search := containsSearch(&og, &ig); search != got {
+				w := work{left: workBudget}
+				if search := containsSearch(&og, &ig, &w); search != got {
 					t.Errorf("containsSearch(%q, %q) = %v, PatternContains = %v", o, in, search, got)
 				}
 			}
@@ -307,5 +308,131 @@ func BenchmarkPatternContainsBudgetExhausted(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		PatternContains(outer, inner)
+	}
+}
+
+// TestContainsWork pins the work budget: realistic patterns are decided
+// exactly well inside it, and hostile ones, whatever their shape, stop at
+// it with the safe answer instead of searching on. Work is counted in the
+// budget's units, so the test does not depend on the machine's speed.
+func TestContainsWork(t *testing.T) {
+	hostileClasses := strings.Repeat("[!-~]", 50)
+	tests := []struct {
+		name         string
+		outer, inner string
+		want         bool
+		maxWork      int // 0: at most the budget plus one charge
+	}{
+		{"prefix star", "market:tick:*", "market:tick:BANK*", true, 100},
+		{"stars on both sides", "*:NIFTY", "market:*:NIFTY", true, 1500},
+		{"suffix and classes", "indicators:*:[0-9]?m", "indicators:NIFTY*:1[05]m", true, 3000},
+		{"long, stars on both sides", "*" + strings.Repeat("a", 40) + "*", "x*" + strings.Repeat("a", 40) + "*y", true, 7000},
+		{"50 classes against a suffix rule", "indicators:*:1m", hostileClasses + "[0001", false, 0},
+		{"50 classes against a prefix rule", "market:tick:*", hostileClasses + "[0001", false, 0},
+		{"exponential subset construction", "*a" + strings.Repeat("?", 40), "*a" + strings.Repeat("[ab]", 40), false, 0},
+		{"many stars", "*a*b*c*d*e*f*g*h*", strings.Repeat("*[a-h]", 40), false, 0},
+		{"many distinct classes", "*:1m", func() string {
+			var b strings.Builder
+			for c := '!'; b.Len() < 250; c++ {
+				b.WriteString("[" + string(c) + "-~]")
+			}
+			return b.String()
+		}(), false, 0},
+	}
+	// The largest single charge: a new outer state (its transitions and a
+	// lookup) or one search step, for at most 256 byte classes.
+	const slack = 256 + newOuterStateCost
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			w := work{left: workBudget}
+			if got := patternContains(tc.outer, tc.inner, &w); got != tc.want {
+				t.Errorf("PatternContains(%q, %q) = %v, want %v", tc.outer, tc.inner, got, tc.want)
+			}
+			used := workBudget - w.left
+			limit := tc.maxWork
+			if limit == 0 {
+				limit = workBudget + slack
+			}
+			if used > limit {
+				t.Errorf("used %d units of work, want at most %d", used, limit)
+			}
+			t.Logf("%d units", used)
+		})
+	}
+}
+
+// TestAllowedWorkRandom: over random hostile patterns, one decision never
+// does more than the budget allows, however many patterns the role has.
+func TestAllowedWorkRandom(t *testing.T) {
+	acl, err := NewACL(map[string][]string{"user": {"market:tick:*", "indicators:*:1m", "*:x?y*z", "a*b*c*"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pieces := []string{"a", "b", ":", "*", "?", "[ab]", "[^a]", "[!-~]", "[0-9]", "x", "1m"}
+	rng := rand.New(rand.NewPCG(3, 4))
+	n := 3000
+	if testing.Short() {
+		n = 300
+	}
+	for range n {
+		var b strings.Builder
+		for b.Len() < 200 {
+			b.WriteString(pieces[rng.IntN(len(pieces))])
+		}
+		p := b.String()
+		w := work{left: workBudget - len(p)}
+		in := compileGlob(p, rangeUnion)
+		for i := range acl.roles["user"] {
+			containsGlob(&acl.roles["user"][i].g, &in, &w)
+			if w.left < 0 {
+				break
+			}
+		}
+		if used := workBudget - w.left; used > workBudget+256+newOuterStateCost {
+			t.Fatalf("pattern %q used %d units, budget %d", p, used, workBudget)
+		}
+	}
+}
+
+// BenchmarkAllowedHostile is the subscribe request of an abusive client:
+// 50 distinct 255-byte patterns of classes, checked against an ACL whose
+// rule forces the general search.
+func BenchmarkAllowedHostile(b *testing.B) {
+	acl, err := NewACL(map[string][]string{"user": {"market:tick:*", "indicators:*:1m"}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	var pats []string
+	for i := range 50 {
+		pats = append(pats, strings.Repeat("[!-~]", 50)+"["+strings.Repeat("0", 3)+string(rune('0'+i%10)))
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		for _, p := range pats {
+			if acl.Allowed("user", p) {
+				b.Fatal("allowed")
+			}
+		}
+	}
+}
+
+// TestByteSetAddRange: the word-at-a-time range is the byte-by-byte one,
+// for unsigned and signed (x86-64 Redis) endpoints, in either order.
+func TestByteSetAddRange(t *testing.T) {
+	for a := -128; a < 256; a++ {
+		for b := -128; b < 256; b++ {
+			if (a < 0) != (b < 0) && (a > 127 || b > 127) {
+				continue // endpoints come both signed or both unsigned
+			}
+			var got, want byteSet
+			got.addRange(a, b)
+			lo, hi := min(a, b), max(a, b)
+			for c := lo; c <= hi; c++ {
+				want.add(byte(c))
+			}
+			if got != want {
+				t.Fatalf("addRange(%d, %d) = %x, want %x", a, b, got, want)
+			}
+		}
 	}
 }

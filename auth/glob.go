@@ -1,12 +1,18 @@
 package auth
 
-import "math/bits"
+import (
+	"math/bits"
+	"strings"
 
-// MaxPatternLen is the longest ACL pattern LoadACL and NewACL accept, and the
-// longest pattern PatternContains analyses (it answers false, the safe
-// answer, for longer ones). The bound keeps containment analysis cheap enough
-// to run on an event loop for every subscribe command.
-const MaxPatternLen = 256
+	"github.com/wsgw/gateway/wsproto"
+)
+
+// MaxPatternLen is the longest ACL pattern LoadACL and NewACL accept, the
+// longest channel name or pattern a client may send (wsproto.MaxChannelLen),
+// and the longest pattern PatternContains analyses (it answers false, the
+// safe answer, for longer ones). The bound keeps containment analysis cheap
+// enough to run on an event loop for every subscribe command.
+const MaxPatternLen = wsproto.MaxChannelLen
 
 // maxStarNesting mirrors the recursion guard in Redis's stringmatchlen
 // (nesting > 1000 → no match), added upstream against abusive patterns.
@@ -35,9 +41,28 @@ func (s *byteSet) addRange(a, b int) {
 	if a > b {
 		a, b = b, a
 	}
-	for c := a; c <= b; c++ {
-		s.add(byte(c))
+	if a < 0 && b >= 0 {
+		// Wraps around in byte values: 0x80+|a|..0xff and 0..b.
+		s.addRange(a, -1)
+		a = 0
 	}
+	lo, hi := int(byte(a)), int(byte(b))
+	// Whole words at a time: a range costs at most four mask operations,
+	// not one per byte.
+	for k := lo >> 6; k <= hi>>6; k++ {
+		first, last := max(lo, k*64)-k*64, min(hi, k*64+63)-k*64
+		s[k] |= (^uint64(0) >> (63 - last)) &^ (1<<first - 1)
+	}
+}
+
+// min returns the smallest byte in the set, which must not be empty.
+func (s *byteSet) min() byte {
+	for k, x := range s {
+		if x != 0 {
+			return byte(k*64 + bits.TrailingZeros64(x))
+		}
+	}
+	return 0
 }
 
 func (s *byteSet) count() int {
@@ -100,6 +125,13 @@ const (
 // ACL's precompiled patterns and the containment automaton possible.
 func compileGlob(p string, mode rangeMode) glob {
 	g := glob{toks: make([]token, 0, len(p)), literal: true}
+	// One array for every class of the pattern, sized by its '[' count
+	// (an upper bound), so that tokens can point into it: one allocation
+	// per pattern rather than one per class.
+	var sets []byteSet
+	if n := strings.Count(p, "["); n > 0 {
+		sets = make([]byteSet, 0, n)
+	}
 	stars := 0
 	for i := 0; i < len(p); i++ {
 		switch p[i] {
@@ -138,7 +170,8 @@ func compileGlob(p string, mode rangeMode) glob {
 					}
 				}
 			}
-			g.toks = append(g.toks, token{kind: tokSet, set: &set})
+			sets = append(sets, set)
+			g.toks = append(g.toks, token{kind: tokSet, set: &sets[len(sets)-1]})
 			g.literal = false
 		case '\\':
 			// An escape of the final byte is a literal backslash in Redis.

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -259,6 +260,78 @@ func TestSmokeFanout(t *testing.T) {
 		}
 	})
 
+	// Two gateways started by the harness, the sockets split between
+	// them: each gateway's share adds up to the total.
+	t.Run("two gateways", func(t *testing.T) {
+		rep, stdout := runBench(t, "-scenario", "fanout", "-n", "40", "-rate", "50", "-duration", "1s", "-gateways", "2",
+			"-gateway", bin, "-redis", rs.Addr(), "-settle", "0s")
+		if len(rep.PerGateway) != 2 || len(rep.Gateways) != 2 || rep.Delivery == nil {
+			t.Fatalf("per gateway %+v, gateways %+v, delivery %+v", rep.PerGateway, rep.Gateways, rep.Delivery)
+		}
+		var frames int64
+		for i, g := range rep.PerGateway {
+			if g.Sockets != 20 || g.Cost == nil || g.Latency == nil || g.Pid != rep.Gateways[i].Pid {
+				t.Errorf("gateway %d: %+v", i, g)
+				continue
+			}
+			frames += g.Cost.Frames
+		}
+		if frames != rep.Delivery.Delivered || rep.Delivery.Missing != 0 {
+			t.Errorf("the gateways' frames add up to %d, delivered %d (missing %d)", frames, rep.Delivery.Delivered, rep.Delivery.Missing)
+		}
+		if rep.Cost == nil || rep.Cost.GwMessages == 0 || !strings.Contains(stdout, "gateway 2 (") {
+			t.Errorf("cost %+v; summary:\n%s", rep.Cost, stdout)
+		}
+	})
+
+	// The floor side by side: the same clients measure the floor
+	// writer's latency like the gateway's.
+	t.Run("floor", func(t *testing.T) {
+		rep, stdout := runBench(t, "-scenario", "fanout", "-n", "20", "-rate", "50", "-duration", "1s", "-floor", "-floor-k", "2",
+			"-gateway", bin, "-redis", rs.Addr(), "-settle", "0s")
+		f := rep.Floor
+		if f == nil || len(f.Runs) != 3 || f.Runs[0].Mode != "adaptive" || f.GwLatency == nil {
+			t.Fatalf("floor: %+v", f)
+		}
+		for _, run := range f.Runs {
+			if run.Frames == 0 || run.Received != run.Frames || run.Latency.Count != run.Received {
+				t.Errorf("floor %s: %d frames written, %d received, %d latencies", run.name(), run.Frames, run.Received, run.Latency.Count)
+			}
+		}
+		if f.P99Ratio <= 0 || f.CPURatio <= 0 || !strings.Contains(stdout, "gateway vs floor adaptive (fanout)") {
+			t.Errorf("ratios p99 %v cpu %v; summary:\n%s", f.P99Ratio, f.CPURatio, stdout)
+		}
+	})
+
+	// The connect floor after the idle hold: the same sockets connect
+	// and subscribe to it.
+	t.Run("idle connect floor", func(t *testing.T) {
+		rep, _ := runBench(t, "-scenario", "idle", "-n", "20", "-duration", "1s", "-floor",
+			"-gateway", bin, "-redis", rs.Addr(), "-settle", "0s")
+		if c := rep.ConnectFloor; c == nil || c.Connected != 20 || c.Failed != 0 || c.Latency.Count != 20 {
+			t.Errorf("connect floor: %+v", rep.ConnectFloor)
+		}
+	})
+
+	// Storms: every socket drops and comes back to the same gateway;
+	// the gateway restarts (SIGTERM, a short paced shutdown) and they
+	// come back to the new one, with the client in this process so that
+	// -race sees the reconnect code.
+	t.Run("storm drop", func(t *testing.T) {
+		rep, stdout := runBench(t, "-scenario", "storm", "-storm-mode", "drop", "-n", "20", "-channels", "4", "-rate", "40",
+			"-storm-hold", "500ms", "-duration", "30s", "-gateway", bin, "-redis", rs.Addr(), "-settle", "0s")
+		checkStorm(t, rep, stdout, 20)
+	})
+	t.Run("storm restart", func(t *testing.T) {
+		rep, stdout := runBench(t, "-scenario", "storm", "-n", "20", "-channels", "4", "-rate", "40", "-workers", "0",
+			"-storm-hold", "500ms", "-duration", "30s", "-gateway", bin, "-gateway-args", "-shutdown-timeout 1s",
+			"-redis", rs.Addr(), "-settle", "0s")
+		checkStorm(t, rep, stdout, 20)
+		if s := rep.Storm; s != nil && (s.GatewayExitSeconds <= 0 || s.CloseCodes[1001] == 0) {
+			t.Errorf("restart: exit %vs, close codes %v", s.GatewayExitSeconds, s.CloseCodes)
+		}
+	})
+
 	// Stalled sockets overflow (1.6 MB/s of 4 KiB messages fill the
 	// gateway's socket buffer and a 512-frame queue in a few seconds)
 	// while the measured ones lose nothing; the stalled sockets' drops
@@ -286,6 +359,23 @@ func TestSmokeFanout(t *testing.T) {
 	})
 }
 
+// checkStorm checks a storm's report: every socket lost its connection
+// and came back, and the messages add up.
+func checkStorm(tb testing.TB, rep Report, stdout string, n int64) {
+	tb.Helper()
+	s := rep.Storm
+	switch {
+	case s == nil:
+		tb.Fatal("no storm section")
+	case !s.AllBack || s.Sockets != n || s.Lost != n || s.Reconnected < n || s.Back.Count < n:
+		tb.Errorf("storm: all back %v, sockets %d, lost %d, reconnected %d, back %d", s.AllBack, s.Sockets, s.Lost, s.Reconnected, s.Back.Count)
+	case s.Expected == 0 || s.Delivered+s.LostWhileDown != s.Expected:
+		tb.Errorf("storm messages: expected %d, delivered %d, lost %d", s.Expected, s.Delivered, s.LostWhileDown)
+	case !strings.Contains(stdout, "storm: all back"):
+		tb.Errorf("summary:\n%s", stdout)
+	}
+}
+
 // runBench runs the harness in-process with args plus a JSON report in a
 // temporary file and -q, fails the test on a non-zero exit, and returns
 // the decoded report and the summary it printed.
@@ -307,4 +397,21 @@ func runBench(tb testing.TB, args ...string) (Report, string) {
 		tb.Fatalf("report does not parse: %v", err)
 	}
 	return rep, stdout.String()
+}
+
+// parseExpect parses args as the harness's flags. With wantErr it checks
+// that parsing failed with an error naming it, and returns nil.
+func parseExpect(tb testing.TB, args []string, wantErr string) *Config {
+	tb.Helper()
+	c, err := parseFlags(args, io.Discard)
+	if wantErr != "" {
+		if err == nil || !strings.Contains(err.Error(), wantErr) {
+			tb.Fatalf("err %v, want one with %q", err, wantErr)
+		}
+		return nil
+	}
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return c
 }

@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"reflect"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -43,7 +44,7 @@ type subPlan struct {
 	Prefix   string `json:"prefix"`   // channel prefix, e.g. market:tick:bench
 	Channels int    `json:"channels"` // socket i subscribes Prefix:<i % Channels>; 0: Prefix:<i>
 	Pattern  string `json:"pattern"`  // an extra pattern subscription, "" for none
-	Raw      bool   `json:"raw"`      // floor: no handshake, no subscribe, only count frames
+	Raw      bool   `json:"raw"`      // floor: no handshake, no subscribe
 }
 
 func (p subPlan) channelOf(idx int) string {
@@ -64,6 +65,12 @@ type poolSpec struct {
 	ConnectRate      float64       `json:"connect_rate"` // new connections per second, 0: unlimited
 	HandshakeTimeout time.Duration `json:"handshake_timeout"`
 	Plan             subPlan       `json:"plan"`
+	// Reconnect, when set, makes a socket that loses its connection or
+	// fails to get one dial again after this backoff (storm).
+	Reconnect *backoff `json:"reconnect,omitempty"`
+	// KeepSeq carries each socket's last seq over a reconnect to the
+	// same gateway, so that what was lost while down shows as a gap.
+	KeepSeq bool `json:"keep_seq,omitempty"`
 }
 
 // sourceAddr is the local address of global socket idx: 127.0.0.1 for the
@@ -86,6 +93,12 @@ type sock struct {
 	why     string    // why the loop closed it during the handshake
 	rejoin  bool      // a churned socket coming back
 	timeout atomic.Bool
+
+	// Reconnecting (storm): what the browser client keeps per socket.
+	attempt  int     // failed attempts since the last stable connection
+	lostAt   int64   // when the open connection was lost (unix nanos), 0 when not lost
+	openedAt int64   // when it was last subscribed
+	fresh    [2]bool // the next seq of each stream is the first since a reconnect
 }
 
 // loopStats are the counters of one client event loop. The loop takes mu
@@ -94,14 +107,49 @@ type loopStats struct {
 	el gnet.EventLoop
 	mu sync.Mutex
 
-	lat  *hdr.Histogram // publish-to-client, µs
-	conn *hdr.Histogram // dial to subscribe ack, µs
+	lat    *hdr.Histogram // publish-to-client, µs
+	conn   *hdr.Histogram // dial to subscribe ack, µs
+	outage *hdr.Histogram // storm: a socket's connection lost to subscribed again, µs
+	back   *hdr.Histogram // storm: the event to a socket subscribed again, µs
 
-	frames, data, bytes, gaps, dups, acks, pings int64
-	reads                                        int64 // OnTraffic calls: one read(2) each
-	errCodes                                     map[string]int64
-	closeCodes                                   map[int]int64
-	badFrames                                    int64
+	frameCounts
+	errCodes   map[string]int64
+	closeCodes map[int]int64
+}
+
+// frameCounts are what the loops count of the frames they read.
+type frameCounts struct {
+	Frames    int64 `json:"frames"`
+	Reads     int64 `json:"reads"` // OnTraffic calls: one read(2) each
+	Data      int64 `json:"data"`
+	Bytes     int64 `json:"bytes"`
+	Gaps      int64 `json:"gaps"`
+	Dups      int64 `json:"dups"`
+	Acks      int64 `json:"acks"`
+	Pings     int64 `json:"pings"`
+	BadFrames int64 `json:"bad_frames"`
+	// Upgrades answered 503, and how many of those carried Retry-After.
+	Refused503 int64 `json:"refused_503"`
+	RetryAfter int64 `json:"retry_after"`
+	// SeqResets is how many streams began again at a lower seq after a
+	// reconnect (the gateway forgot the stream while nobody was on it).
+	SeqResets int64 `json:"seq_resets"`
+}
+
+func (c *frameCounts) add(d frameCounts) { addCounters(reflect.ValueOf(c).Elem(), reflect.ValueOf(d)) }
+
+// addCounters adds every int64 field of src to the same field of dst (a
+// settable struct of the same type), embedded structs included.
+func addCounters(dst, src reflect.Value) {
+	for i := range dst.NumField() {
+		f := dst.Field(i)
+		switch {
+		case f.Kind() == reflect.Int64:
+			f.SetInt(f.Int() + src.Field(i).Int())
+		case f.Kind() == reflect.Struct && dst.Type().Field(i).Anonymous:
+			addCounters(f, src.Field(i))
+		}
+	}
 }
 
 // poolStats is what a pool reports: counters are cumulative, histograms
@@ -117,27 +165,63 @@ type poolStats struct {
 	Limits     []string         `json:"limits,omitempty"`
 	DialStop   bool             `json:"dial_stopped,omitempty"` // a system limit stopped dialing
 
-	Frames     int64            `json:"frames"`
-	Reads      int64            `json:"reads"`
-	Data       int64            `json:"data"`
-	Bytes      int64            `json:"bytes"`
-	Gaps       int64            `json:"gaps"`
-	Dups       int64            `json:"dups"`
-	Acks       int64            `json:"acks"`
-	Pings      int64            `json:"pings"`
-	BadFrames  int64            `json:"bad_frames"`
+	frameCounts
 	ErrCodes   map[string]int64 `json:"err_codes,omitempty"`
 	CloseCodes map[int]int64    `json:"close_codes,omitempty"`
 	Unexpected int64            `json:"unexpected_closes"`
 
 	ChurnLeft   int64 `json:"churn_left"`
-	ChurnJoined int64 `json:"churn_joined"`
+	ChurnJoined int64 `json:"churn_joined"` // and sockets back after a storm
+
+	// Reconnecting (storm).
+	LostOpen   int64            `json:"lost_open"` // open connections lost
+	Retried    int64            `json:"retried"`   // attempts scheduled after a backoff
+	RetryKinds map[string]int64 `json:"retry_kinds,omitempty"`
+	Peak       poolPeaks        `json:"peak"`
 
 	CPUNanos int64 `json:"cpu_ns"` // this process's user+system CPU
 	RSS      int64 `json:"rss"`    // this process's resident set
 
-	Lat  sparseHist `json:"lat"`
-	Conn sparseHist `json:"conn"`
+	Lat    sparseHist `json:"lat"`
+	Conn   sparseHist `json:"conn"`
+	Outage sparseHist `json:"outage"`
+	Back   sparseHist `json:"back"`
+
+	// PerGw is the same per gateway address, when the clients connect
+	// to several directly (coordinator only).
+	PerGw []poolStats `json:"-"`
+}
+
+// poolPeaks are the highest values, not sums, of a pool's figures.
+type poolPeaks struct {
+	MaxAttempt int64 `json:"max_attempt"` // the most failed attempts of one socket in a row
+	LastBack   int64 `json:"last_back"`   // unix nanos of the last socket subscribed again
+}
+
+// add sums st's counters into a (histograms are merged by the caller).
+func (a *poolStats) add(st poolStats) {
+	if a.FailKinds == nil {
+		a.FailKinds, a.ErrCodes, a.CloseCodes = map[string]int64{}, map[string]int64{}, map[int]int64{}
+	}
+	addCounters(reflect.ValueOf(a).Elem(), reflect.ValueOf(st))
+	a.DialStop = a.DialStop || st.DialStop
+	for k, v := range st.FailKinds {
+		a.FailKinds[k] += v
+	}
+	for k, v := range st.ErrCodes {
+		a.ErrCodes[k] += v
+	}
+	for k, v := range st.CloseCodes {
+		a.CloseCodes[k] += v
+	}
+	if len(st.RetryKinds) > 0 && a.RetryKinds == nil {
+		a.RetryKinds = map[string]int64{}
+	}
+	for k, v := range st.RetryKinds {
+		a.RetryKinds[k] += v
+	}
+	a.Peak.MaxAttempt = max(a.Peak.MaxAttempt, st.Peak.MaxAttempt)
+	a.Peak.LastBack = max(a.Peak.LastBack, st.Peak.LastBack)
 }
 
 type pool struct {
@@ -160,9 +244,15 @@ type pool struct {
 	stopping, churning                           atomic.Bool
 	stopDial                                     atomic.Bool
 
-	mu        sync.Mutex
-	failKinds map[string]int64
-	limits    []string
+	mu         sync.Mutex
+	failKinds  map[string]int64
+	retryKinds map[string]int64
+	limits     []string
+
+	// Reconnecting (storm).
+	retry                         *retries
+	retried, lostOpen             atomic.Int64
+	maxAttempt, lastBack, eventAt atomic.Int64
 
 	closeFrame []byte
 }
@@ -190,6 +280,8 @@ func newPool(spec poolSpec) (*pool, error) {
 		sem:        make(chan struct{}, spec.Concurrency),
 		closed:     make(chan struct{}),
 		failKinds:  map[string]int64{},
+		retryKinds: map[string]int64{},
+		retry:      newRetries(),
 		closeFrame: clientFrame(ws.OpClose, ws.NewCloseFrameBody(ws.StatusNormalClosure, "")),
 	}
 	cli, err := gnet.NewClient(p,
@@ -211,7 +303,17 @@ func newPool(spec poolSpec) (*pool, error) {
 
 // connect dials every socket of the spec in the background.
 func (p *pool) connect() {
-	const dialers = 8
+	dialers := 8
+	if p.spec.Reconnect != nil {
+		// Reconnecting browsers do not queue behind each other: as many
+		// TCP connects in flight as handshakes.
+		dialers = max(dialers, min(p.spec.Concurrency, 4096))
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			p.retrier()
+		}()
+	}
 	for range dialers {
 		p.wg.Add(1)
 		go func() {
@@ -279,7 +381,12 @@ const ipBindAddressNoPort = 24
 func (p *pool) dial(idx int32) {
 	s := &sock{idx: idx, started: time.Now().UnixNano()}
 	s.state.Store(stDialing)
-	s.rejoin = p.socks[int(idx)-p.spec.Lo].Swap(s) != nil
+	if old := p.socks[int(idx)-p.spec.Lo].Swap(s); old != nil {
+		s.rejoin = true
+		if p.spec.Reconnect != nil {
+			p.inherit(s, old)
+		}
+	}
 	p.dialed.Add(1)
 	d := net.Dialer{
 		LocalAddr: &net.TCPAddr{IP: sourceAddr(int(idx), p.spec.PerAddr)},
@@ -297,7 +404,12 @@ func (p *pool) dial(idx int32) {
 	}
 	if err != nil {
 		s.state.Store(stClosed)
-		p.fail(dialErrorKind(err), err)
+		switch kind := dialErrorKind(err); {
+		case p.reconnects() && kind != "EMFILE" && kind != "ENFILE" && kind != "EADDRNOTAVAIL":
+			p.failedAttempt(s, kind, time.Now().UnixNano())
+		default:
+			p.fail(kind, err)
+		}
 		<-p.sem
 	}
 }
@@ -398,7 +510,7 @@ func (p *pool) loopFor(el gnet.EventLoop) *loopStats {
 			return l
 		}
 	}
-	l := &loopStats{el: el, lat: newHist(), conn: newHist(), errCodes: map[string]int64{}, closeCodes: map[int]int64{}}
+	l := &loopStats{el: el, lat: newHist(), conn: newHist(), outage: newHist(), back: newHist(), errCodes: map[string]int64{}, closeCodes: map[int]int64{}}
 	p.loops = append(p.loops, l)
 	return l
 }
@@ -470,6 +582,7 @@ func (p *pool) opened(s *sock, now int64, record bool) {
 	if s.rejoin {
 		p.churnJoined.Add(1)
 	}
+	p.back(s, now)
 	if record {
 		recordUS(s.ls.conn, (now-s.started)/1000)
 	}
@@ -486,7 +599,7 @@ func (p *pool) OnTraffic(c gnet.Conn) gnet.Action {
 	action := gnet.None
 
 	ls.mu.Lock()
-	ls.reads++
+	ls.Reads++
 	if s.state.Load() == stHandshake {
 		end := bytes.Index(buf, crlfcrlf)
 		if end < 0 {
@@ -498,6 +611,12 @@ func (p *pool) OnTraffic(c gnet.Conn) gnet.Action {
 		}
 		status, ok := checkUpgrade(buf[:end+4], s.accept[:])
 		if !ok {
+			if status == 503 {
+				ls.Refused503++
+				if hasHeader(buf[:end+4], "retry-after") {
+					ls.RetryAfter++
+				}
+			}
 			ls.mu.Unlock()
 			s.why = "upgrade refused: HTTP " + strconv.Itoa(status) // counted by OnClose
 			return gnet.Close
@@ -507,11 +626,10 @@ func (p *pool) OnTraffic(c gnet.Conn) gnet.Action {
 		p.handshaked.Add(1)
 		_, _ = c.Write(p.subscribeFrame(s))
 	}
-	raw := p.spec.Plan.Raw
 	for off < len(buf) && action == gnet.None {
 		op, _, payload, n, err := nextFrame(buf[off:])
 		if err != nil {
-			ls.badFrames++
+			ls.BadFrames++
 			action = gnet.Close
 			break
 		}
@@ -519,29 +637,37 @@ func (p *pool) OnTraffic(c gnet.Conn) gnet.Action {
 			break
 		}
 		off += n
-		ls.frames++
-		ls.bytes += int64(n)
+		ls.Frames++
+		ls.Bytes += int64(n)
 		switch op {
 		case ws.OpText:
 			if isData(payload) {
-				ls.data++
-				if raw {
-					continue
-				}
+				ls.Data++
 				seq, pat, t, ok := scanData(payload)
 				if !ok {
-					ls.badFrames++
+					ls.BadFrames++
 					continue
 				}
 				k := 0
 				if pat {
 					k = 1
 				}
-				if last := s.last[k]; last != 0 {
+				last := s.last[k]
+				if s.fresh[k] {
+					// The first seq of the stream since a reconnect to the
+					// same gateway: a jump is what was lost while down,
+					// a lower one a stream that began again.
+					s.fresh[k] = false
+					if seq <= last {
+						ls.SeqResets++
+						last = 0
+					}
+				}
+				if last != 0 {
 					if seq > last+1 {
-						ls.gaps += int64(seq - last - 1)
+						ls.Gaps += int64(seq - last - 1)
 					} else if seq <= last {
-						ls.dups++
+						ls.Dups++
 						continue
 					}
 				}
@@ -552,7 +678,7 @@ func (p *pool) OnTraffic(c gnet.Conn) gnet.Action {
 				continue
 			}
 			if bytes.HasPrefix(payload, subscribedPfx) {
-				ls.acks++
+				ls.Acks++
 				if s.state.CompareAndSwap(stSubscribing, stOpen) {
 					p.opened(s, now, true)
 				}
@@ -568,7 +694,7 @@ func (p *pool) OnTraffic(c gnet.Conn) gnet.Action {
 				}
 			}
 		case ws.OpPing:
-			ls.pings++
+			ls.Pings++
 			_, _ = c.Write(clientFrame(ws.OpPong, payload))
 		case ws.OpClose:
 			code := 1005
@@ -581,7 +707,7 @@ func (p *pool) OnTraffic(c gnet.Conn) gnet.Action {
 			}
 			action = gnet.Close
 		case ws.OpBinary, ws.OpContinuation:
-			ls.badFrames++
+			ls.BadFrames++
 		}
 	}
 	ls.mu.Unlock()
@@ -601,7 +727,10 @@ func (p *pool) OnClose(c gnet.Conn, err error) gnet.Action {
 	switch prev := s.state.Swap(stClosed); prev {
 	case stOpen:
 		p.open.Add(-1)
-		if !p.stopping.Load() {
+		switch {
+		case p.reconnects():
+			p.lost(s, time.Now().UnixNano())
+		case !p.stopping.Load():
 			p.unexpected.Add(1)
 		}
 	case stLeaving:
@@ -620,7 +749,10 @@ func (p *pool) OnClose(c gnet.Conn, err error) gnet.Action {
 		case prev == stSubscribing:
 			kind = "closed during subscribe"
 		}
-		if !p.stopping.Load() {
+		switch {
+		case p.reconnects():
+			p.failedAttempt(s, kind, time.Now().UnixNano())
+		case !p.stopping.Load():
 			p.fail(kind, err)
 		}
 		<-p.sem
@@ -695,6 +827,9 @@ func (p *pool) stats() poolStats {
 		DialStop:    p.stopDial.Load(),
 		ChurnLeft:   p.churnLeft.Load(),
 		ChurnJoined: p.churnJoined.Load(),
+		LostOpen:    p.lostOpen.Load(),
+		Retried:     p.retried.Load(),
+		Peak:        poolPeaks{MaxAttempt: p.maxAttempt.Load(), LastBack: p.lastBack.Load()},
 		ErrCodes:    map[string]int64{},
 		CloseCodes:  map[int]int64{},
 		CPUNanos:    selfCPU(),
@@ -706,21 +841,19 @@ func (p *pool) stats() poolStats {
 		st.FailKinds[k] = v
 	}
 	st.Limits = append([]string(nil), p.limits...)
+	if len(p.retryKinds) > 0 {
+		st.RetryKinds = make(map[string]int64, len(p.retryKinds))
+		for k, v := range p.retryKinds {
+			st.RetryKinds[k] = v
+		}
+	}
 	p.mu.Unlock()
 	p.loopsMu.Lock()
 	loops := append([]*loopStats(nil), p.loops...)
 	p.loopsMu.Unlock()
 	for _, l := range loops {
 		l.mu.Lock()
-		st.Frames += l.frames
-		st.Reads += l.reads
-		st.Data += l.data
-		st.Bytes += l.bytes
-		st.Gaps += l.gaps
-		st.Dups += l.dups
-		st.Acks += l.acks
-		st.Pings += l.pings
-		st.BadFrames += l.badFrames
+		st.frameCounts.add(l.frameCounts)
 		for k, v := range l.errCodes {
 			st.ErrCodes[k] += v
 		}
@@ -729,6 +862,8 @@ func (p *pool) stats() poolStats {
 		}
 		st.Lat = appendSparse(st.Lat, takeSparse(l.lat))
 		st.Conn = appendSparse(st.Conn, takeSparse(l.conn))
+		st.Outage = appendSparse(st.Outage, takeSparse(l.outage))
+		st.Back = appendSparse(st.Back, takeSparse(l.back))
 		l.mu.Unlock()
 	}
 	return st

@@ -19,97 +19,53 @@ type metric struct {
 	get    func(*Report) float64
 }
 
+// val is get of a report's section p, 0 when the run has no such section.
+func val[T any](p *T, get func(*T) float64) float64 {
+	if p == nil {
+		return 0
+	}
+	return get(p)
+}
+
 var compareMetrics = []metric{
-	{"connects/s", "higher", func(r *Report) float64 {
-		if r.Connect == nil {
-			return 0
-		}
-		return r.Connect.PerSec
-	}},
+	{"connects/s", "higher", func(r *Report) float64 { return val(r.Connect, func(c *ConnectResult) float64 { return c.PerSec }) }},
 	{"gateway CPU µs/connect", "lower", func(r *Report) float64 {
-		if r.Connect == nil {
-			return 0
-		}
-		return r.Connect.GwCPUPerConnectUS
+		return val(r.Connect, func(c *ConnectResult) float64 { return c.GwCPUPerConnectUS })
 	}},
-	{"gateway RSS bytes/socket", "lower", func(r *Report) float64 {
-		if r.Memory == nil {
-			return 0
-		}
-		return r.Memory.PerSocketBytes
-	}},
+	{"gateway RSS bytes/socket", "lower", func(r *Report) float64 { return val(r.Memory, func(m *Memory) float64 { return m.PerSocketBytes }) }},
 	{"idle gateway CPU µs/socket/s", "lower", func(r *Report) float64 {
-		if r.Idle == nil {
-			return 0
-		}
-		return r.Idle.GwCPUPerSocketUSPerS
+		return val(r.Idle, func(i *IdleResult) float64 { return i.GwCPUPerSocketUSPerS })
 	}},
 	{"delivered/s", "higher", func(r *Report) float64 {
-		if r.Delivery == nil {
-			return 0
-		}
-		return r.Delivery.DeliveredPerSec
+		return val(r.Delivery, func(d *Delivery) float64 { return d.DeliveredPerSec })
 	}},
-	{"gateway CPU µs/frame", "lower", func(r *Report) float64 {
-		if r.Cost == nil {
-			return 0
-		}
-		return r.Cost.GwCPUPerFrameUS
-	}},
-	{"client CPU µs/frame", "lower", func(r *Report) float64 {
-		if r.Cost == nil {
-			return 0
-		}
-		return r.Cost.ClientCPUPerFrameUS
-	}},
-	{"latency p50 µs", "lower", func(r *Report) float64 {
-		if r.Latency == nil {
-			return 0
-		}
-		return float64(r.Latency.P50)
-	}},
-	{"latency p99 µs", "lower", func(r *Report) float64 {
-		if r.Latency == nil {
-			return 0
-		}
-		return float64(r.Latency.P99)
-	}},
-	{"latency p99.9 µs", "lower", func(r *Report) float64 {
-		if r.Latency == nil {
-			return 0
-		}
-		return float64(r.Latency.P999)
-	}},
+	{"gateway CPU µs/frame", "lower", func(r *Report) float64 { return val(r.Cost, func(c *Cost) float64 { return c.GwCPUPerFrameUS }) }},
+	{"client CPU µs/frame", "lower", func(r *Report) float64 { return val(r.Cost, func(c *Cost) float64 { return c.ClientCPUPerFrameUS }) }},
+	{"latency p50 µs", "lower", func(r *Report) float64 { return val(r.Latency, func(l *Latency) float64 { return float64(l.P50) }) }},
+	{"latency p99 µs", "lower", func(r *Report) float64 { return val(r.Latency, func(l *Latency) float64 { return float64(l.P99) }) }},
+	{"latency p99.9 µs", "lower", func(r *Report) float64 { return val(r.Latency, func(l *Latency) float64 { return float64(l.P999) }) }},
 	{"missing+gaps", "lower", func(r *Report) float64 {
-		if r.Delivery == nil {
-			return 0
-		}
-		return float64(r.Delivery.Missing + r.Delivery.Gaps)
+		return val(r.Delivery, func(d *Delivery) float64 { return float64(d.Missing + d.Gaps) })
 	}},
 	{"churn gateway CPU µs/cycle", "lower", func(r *Report) float64 {
-		if r.Churn == nil {
-			return 0
-		}
-		return r.Churn.GwCPUPerCycleUS
+		return val(r.Churn, func(c *ChurnResult) float64 { return c.GwCPUPerCycleUS })
 	}},
-	{"noise: other processes' CPU %", "lower", func(r *Report) float64 {
-		if r.Noise == nil {
-			return 0
-		}
-		return r.Noise.OtherCPUPercent
+	{"noise: other processes' CPU %", "lower", func(r *Report) float64 { return val(r.Noise, func(n *Noise) float64 { return n.OtherCPUPercent }) }},
+	{"floor: gateway ÷ floor CPU/frame", "lower", func(r *Report) float64 { return val(r.Floor, func(f *FloorResult) float64 { return f.CPURatio }) }},
+	{"floor: gateway ÷ floor p99", "lower", func(r *Report) float64 { return val(r.Floor, func(f *FloorResult) float64 { return f.P99Ratio }) }},
+	{"connect: gateway ÷ floor CPU", "lower", func(r *Report) float64 { return val(r.ConnectFloor, func(c *ConnectFloor) float64 { return c.Ratio }) }},
+	{"gateway switches/message", "lower", func(r *Report) float64 {
+		return val(r.Cost, func(c *Cost) float64 { return c.GwVolCtxPerMsg + c.GwInvolCtxPerMsg })
 	}},
-	{"fairness p99 with/without", "lower", func(r *Report) float64 {
-		if r.Fairness == nil {
-			return 0
-		}
-		return r.Fairness.P99Ratio
+	{"fairness p99 with/without", "lower", func(r *Report) float64 { return val(r.Fairness, func(f *FairnessResult) float64 { return f.P99Ratio }) }},
+	{"storm: all back s", "lower", func(r *Report) float64 { return val(r.Storm, func(s *StormResult) float64 { return s.AllBackSeconds }) }},
+	{"storm: gateway RSS peak bytes", "lower", func(r *Report) float64 {
+		return val(r.Storm, func(s *StormResult) float64 { return float64(s.GwRSSPeak) })
 	}},
-	{"sweep best msgs/s", "higher", func(r *Report) float64 {
-		if r.Sweep == nil {
-			return 0
-		}
-		return r.Sweep.BestRate
+	{"storm: lost while down", "lower", func(r *Report) float64 {
+		return val(r.Storm, func(s *StormResult) float64 { return float64(s.LostWhileDown) })
 	}},
+	{"sweep best msgs/s", "higher", func(r *Report) float64 { return val(r.Sweep, func(s *SweepResult) float64 { return s.BestRate }) }},
 }
 
 // CompareRow is one metric of the comparison.

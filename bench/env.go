@@ -202,16 +202,27 @@ func gatewayFlags(bin string) map[string]bool {
 	return flags
 }
 
-// startGateway runs bin on a free port against redisAddr and waits until
-// /health says Redis is up. Guardrails that would limit the load are
-// turned off explicitly (the environment may set them); the admin
-// listener, when the binary has one, goes on another free port.
-func startGateway(bin, dir, redisAddr string, eventLoops int, extra []string) (p *proc, addr, admin string, err error) {
-	rhost, rport, err := net.SplitHostPort(redisAddr)
+// gwStart says how to start a gateway.
+type gwStart struct {
+	bin, dir, name string
+	redisAddr      string
+	eventLoops     int
+	extra          []string // -gateway-args, last so that they win
+	// ownPacing keeps the gateway's own MAX_CONNECTIONS_PER_SECOND and
+	// SHUTDOWN_TIMEOUT (storm: they are what is measured).
+	ownPacing bool
+}
+
+// startGateway runs a gateway on a free port against s.redisAddr and
+// waits until /health says Redis is up. Guardrails that would limit the
+// load are turned off explicitly (the environment may set them); the
+// admin listener, when the binary has one, goes on another free port.
+func startGateway(s gwStart) (p *proc, addr, admin string, err error) {
+	rhost, rport, err := net.SplitHostPort(s.redisAddr)
 	if err != nil {
 		return nil, "", "", err
 	}
-	has := gatewayFlags(bin)
+	has := gatewayFlags(s.bin)
 	var lastErr error
 	for range 3 {
 		port, err := freePort()
@@ -223,12 +234,16 @@ func startGateway(bin, dir, redisAddr string, eventLoops int, extra []string) (p
 			"-redis-host", rhost, "-redis-port", rport,
 			"-log-level", "warn",
 		}
-		for _, f := range []string{"max-connections", "max-connections-per-ip", "max-connections-per-second"} {
+		off := []string{"max-connections", "max-connections-per-ip", "max-connections-per-second"}
+		if s.ownPacing {
+			off = off[:2]
+		}
+		for _, f := range off {
 			if has[f] {
 				args = append(args, "-"+f, "0")
 			}
 		}
-		if has["shutdown-timeout"] {
+		if has["shutdown-timeout"] && !s.ownPacing {
 			args = append(args, "-shutdown-timeout", "2s")
 		}
 		admin = ""
@@ -240,11 +255,11 @@ func startGateway(bin, dir, redisAddr string, eventLoops int, extra []string) (p
 			admin = net.JoinHostPort("127.0.0.1", strconv.Itoa(ap))
 			args = append(args, "-admin-addr", admin)
 		}
-		if eventLoops > 0 {
-			args = append(args, "-event-loops", strconv.Itoa(eventLoops))
+		if s.eventLoops > 0 {
+			args = append(args, "-event-loops", strconv.Itoa(s.eventLoops))
 		}
-		args = append(args, extra...)
-		p, err := startProc("gateway", dir, bin, args...)
+		args = append(args, s.extra...)
+		p, err := startProc(s.name, s.dir, s.bin, args...)
 		if err != nil {
 			return nil, "", "", err
 		}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"io"
 	"reflect"
 	"strings"
 	"testing"
@@ -156,15 +155,9 @@ func TestParseFlagsStalled(t *testing.T) {
 		{"ratio must be positive", []string{"-scenario", "fairness", "-max-p99-ratio", "0"}, "-max-p99-ratio", 0, 0, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c, err := parseFlags(tc.args, io.Discard)
-			if tc.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-					t.Fatalf("err %v, want %q", err, tc.wantErr)
-				}
+			c := parseExpect(t, tc.args, tc.wantErr)
+			if c == nil {
 				return
-			}
-			if err != nil {
-				t.Fatal(err)
 			}
 			if c.Size != tc.wantSize || c.Stalled != tc.wantStalled || c.N != tc.wantN {
 				t.Errorf("size %d stalled %d n %d, want %d %d %d", c.Size, c.Stalled, c.N, tc.wantSize, tc.wantStalled, tc.wantN)

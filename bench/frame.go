@@ -154,6 +154,17 @@ func checkUpgrade(head []byte, accept []byte) (status int, ok bool) {
 	return status, false
 }
 
+// hasHeader reports whether an HTTP head has a header named name (lower
+// case).
+func hasHeader(head []byte, name string) bool {
+	for _, h := range bytes.Split(head, []byte("\r\n")) {
+		if k, _, ok := bytes.Cut(h, []byte(":")); ok && bytes.EqualFold(bytes.TrimSpace(k), []byte(name)) {
+			return true
+		}
+	}
+	return false
+}
+
 // clientFrame builds a masked client frame (RFC 6455 §5.3) with gobwas/ws.
 func clientFrame(op ws.OpCode, payload []byte) []byte {
 	f := ws.NewFrame(op, true, append([]byte(nil), payload...))

@@ -52,6 +52,18 @@ func reportHTML(r *Report) string {
 		b.WriteString("<h2>Publish-to-client latency</h2>\n")
 		b.WriteString(histSVG(r.Histogram, r.Latency))
 	}
+	if f := r.Floor; f != nil && len(f.Runs) > 0 {
+		b.WriteString(floorHTML(f))
+	}
+	if c := r.Cost; c != nil && c.GwMessages > 0 {
+		b.WriteString(costHTML(c))
+	}
+	if len(r.PerGateway) > 0 {
+		b.WriteString(perGatewayHTML(r.PerGateway))
+	}
+	if s := r.Storm; s != nil {
+		b.WriteString(stormHTML(s))
+	}
 	if f := r.Fairness; f != nil && len(f.Windows) > 0 {
 		b.WriteString(fairnessHTML(f))
 	}
@@ -106,6 +118,10 @@ func reportHTML(r *Report) string {
 			{"client", "#7f7f7f", col(func(s Sample) float64 { return s.ClCPUPercent })},
 			{"other processes", "#bcbd22", col(func(s Sample) float64 { return s.OtherCPU })},
 		}, "%", marks))
+		b.WriteString(lineSVG("gateway context switches and system calls per second", ts, []series{
+			{"switches/s", "#17becf", col(func(s Sample) float64 { return s.GwCtxPS })},
+			{"syscalls/s", "#e377c2", col(func(s Sample) float64 { return s.GwSyscallsPS })},
+		}, "", marks))
 		b.WriteString(lineSVG("gateway RSS (MiB)", ts, []series{
 			{"RSS", "#8c564b", col(func(s Sample) float64 { return float64(s.GwRSS) / (1 << 20) })},
 		}, "MiB", marks))
@@ -272,4 +288,37 @@ func niceStep(x float64) float64 {
 		}
 	}
 	return 10 * p
+}
+
+// costHTML is the gateway's cost of the measured window: CPU next to the
+// context switches and system calls per Redis message.
+func costHTML(c *Cost) string {
+	var b strings.Builder
+	b.WriteString("<h2>Gateway cost per message</h2>\n<table><tr><th>Redis messages</th><th>CPU</th><th>µs per frame</th><th>frames per write</th><th>voluntary switches</th><th>involuntary switches</th><th>read syscalls</th><th>write syscalls</th></tr>\n")
+	fmt.Fprintf(&b, "<tr><td>%d</td><td>%.1f%%</td><td>%.3f</td><td>%.2f</td><td>%.2f</td><td>%.2f</td><td>%.2f</td><td>%.2f</td></tr>\n</table>\n",
+		c.GwMessages, c.GwCPUPercent, c.GwCPUPerFrameUS, c.GwFramesPerWrite, c.GwVolCtxPerMsg, c.GwInvolCtxPerMsg, c.GwSyscrPerMsg, c.GwSyscwPerMsg)
+	b.WriteString("<p>Switches are summed over all the gateway's threads; per message means per message the gateway received from Redis.</p>\n")
+	return b.String()
+}
+
+// perGatewayHTML is the table of each gateway's share.
+func perGatewayHTML(figs []GatewayFigures) string {
+	var b strings.Builder
+	b.WriteString("<h2>Per gateway</h2>\n<table><tr><th>gateway</th><th>pid</th><th>sockets</th><th>RSS per socket</th><th>µs CPU per connect</th><th>CPU</th><th>frames</th><th>µs per frame</th><th>switches per message</th><th>syscalls per message (r/w)</th><th>p50</th><th>p99</th><th>p99.9</th></tr>\n")
+	for _, f := range figs {
+		fmt.Fprintf(&b, "<tr><td>%s</td><td>%d</td><td>%d</td><td>%s</td><td>%.1f</td>", html.EscapeString(f.Addr), f.Pid, f.Sockets, fmtBytes(f.RSSPerSocket), f.GwCPUPerConnectUS)
+		if c := f.Cost; c != nil {
+			fmt.Fprintf(&b, "<td>%.1f%%</td><td>%d</td><td>%.3f</td><td>%.2f + %.2f</td><td>%.2f / %.2f</td>",
+				c.GwCPUPercent, c.Frames, c.GwCPUPerFrameUS, c.GwVolCtxPerMsg, c.GwInvolCtxPerMsg, c.GwSyscrPerMsg, c.GwSyscwPerMsg)
+		} else {
+			b.WriteString(strings.Repeat("<td></td>", 5))
+		}
+		if l := f.Latency; l != nil {
+			fmt.Fprintf(&b, "<td>%s</td><td>%s</td><td>%s</td></tr>\n", fmtUS(l.P50), fmtUS(l.P99), fmtUS(l.P999))
+		} else {
+			b.WriteString("<td></td><td></td><td></td></tr>\n")
+		}
+	}
+	b.WriteString("</table>\n")
+	return b.String()
 }

@@ -1,11 +1,11 @@
 // Command bench is the gateway's load harness: go run ./bench -help.
 //
-// Scenarios: idle, fanout, spread, churn, sweep, fairness, floor (see
-// docs/BENCHMARKS.md). The harness starts a redis-server and the gateway
-// itself on free loopback ports (or uses -redis, -addr and -pid), opens
-// the client sockets from worker subprocesses of itself, publishes through
-// rueidis, prints a progress line every second and writes a JSON report
-// (-out) and a self-contained HTML page (-html).
+// Scenarios: idle, fanout, spread, churn, sweep, fairness, storm, floor
+// (see docs/BENCHMARKS.md). The harness starts a redis-server and one or
+// more gateways itself on free loopback ports (or uses -redis, -addr and
+// -pid), opens the client sockets from worker subprocesses of itself,
+// publishes through rueidis, prints a progress line every second and
+// writes a JSON report (-out) and a self-contained HTML page (-html).
 package main
 
 import (
@@ -40,7 +40,11 @@ type Config struct {
 	FloorK       int
 	Stalled      int
 	MaxP99Ratio  float64
+	StormMode    string
+	StormHold    time.Duration
 	sizeSet      bool // -size was given
+	durationSet  bool
+	concSet      bool // -connect-concurrency was given
 
 	Workers          int
 	ClientLoops      int
@@ -52,13 +56,19 @@ type Config struct {
 	Settle           time.Duration
 	Prefix           string
 
-	Gateway     string
-	GatewayArgs string
-	EventLoops  int
-	Addr        string
-	Pid         int
-	Redis       string
-	RedisServer string
+	Gateway      string
+	GatewayArgs  string
+	EventLoops   int
+	Gateways     int    // -gateways: how many the harness starts
+	Addr         string // -addr: running gateways, or one balancer
+	Pid          string // -pid: their pids
+	BackendsFlag string // -backends: the gateways behind the balancer
+	Redis        string
+	RedisServer  string
+	Addrs        []string // parsed -addr
+	Pids         []int
+	Backends     []string
+	Admins       []string
 
 	Admin       string
 	Profile     string
@@ -78,12 +88,13 @@ var scenarios = map[string]struct {
 	channels int
 	help     string
 }{
-	"idle":     {10000, 0, 100, "N sockets, each subscribed to one of C channels, held idle: connects/s, gateway RSS and CPU per socket"},
+	"idle":     {10000, 0, 100, "N sockets, each subscribed to one of C channels, held idle: connects/s, gateway RSS and CPU per socket (-floor: and against the connect floor)"},
 	"fanout":   {10000, 10, 1, "N subscribers of one channel, R messages/s of S bytes: delivered/s, latency, gaps, drops, CPU per frame"},
 	"spread":   {10000, 1000, 0, "N sockets, each on its own channel plus one shared pattern; messages spread over the channels"},
 	"churn":    {1000, 0, 100, "N sockets, -churn-rate per second leave and come back (connect, upgrade, subscribe)"},
 	"sweep":    {1000, 100, 1, "fanout with R raised by -factor per -step until p99 > -max-p99 or drops: highest sustained rate"},
-	"floor":    {10000, 10, 1, "CPU floor only: write(2)/writev(2) of one pre-encoded frame to N sockets at R/s"},
+	"floor":    {10000, 10, 1, "the floor only: the gateway's frames written to N sockets at R/s by a plain writer (adaptive, write(2), writev(2)): CPU per frame and latency"},
+	"storm":    {15000, 100, 100, "N sockets on C channels, R messages/s; then the gateway restarts (-storm-mode restart: SIGTERM, paced 1001 closes; kill: SIGKILL) or every socket drops (drop); the clients come back with the browser client's backoff: time until all are back, 503 refusals, gateway CPU and peak RSS, messages lost while down (-duration: the budget for coming back, 60s unless given)"},
 	"fairness": {1000, 200, 1, "fanout without and then with -stalled K sockets that never read (A B per -rounds; -size 2048 unless given): the measured sockets' p50/p99/p99.9 and their ratio, losses, the stalled sockets' drops"},
 }
 
@@ -109,9 +120,9 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 		fmt.Fprintf(stderr, "\nFlags:\n")
 		fs.PrintDefaults()
 	}
-	fs.StringVar(&c.Scenario, "scenario", "fanout", "idle, fanout, spread, churn, sweep, fairness or floor")
+	fs.StringVar(&c.Scenario, "scenario", "fanout", "idle, fanout, spread, churn, sweep, fairness, storm or floor")
 	fs.IntVar(&c.N, "n", 0, "sockets (0: the scenario's default)")
-	fs.IntVar(&c.Channels, "channels", -1, "idle/churn: channels the sockets are spread over (-1: 100)")
+	fs.IntVar(&c.Channels, "channels", -1, "idle/churn/storm: channels the sockets are spread over (-1: 100)")
 	fs.Float64Var(&c.Rate, "rate", -1, "messages published per second (sweep: the first step; -1: the scenario's default)")
 	fs.IntVar(&c.Size, "size", 100, "payload bytes per message ({\"t\":<unix nanos>,\"pad\":\"xxx\"})")
 	fs.DurationVar(&c.Duration, "duration", 10*time.Second, "measured time (idle: hold; sweep: total budget of the steps)")
@@ -121,10 +132,12 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 	fs.Float64Var(&c.Factor, "factor", 2, "sweep: rate multiplier between steps")
 	fs.DurationVar(&c.MaxP99, "max-p99", 50*time.Millisecond, "sweep: p99 threshold")
 	fs.Float64Var(&c.MaxRate, "max-rate", 1e6, "sweep: never publish faster than this")
-	fs.BoolVar(&c.Floor, "floor", false, "fanout/spread/sweep: also measure the CPU floor at the same sockets and rate, and print the ratio")
+	fs.BoolVar(&c.Floor, "floor", false, "fanout/spread/sweep: also measure the floor (a plain writer of the same frames) at the same sockets and rate with the same client, and print gateway ÷ floor for CPU per frame and latency p50/p99/p99.9; idle: the connect floor (accept, upgrade answer, one small write) and gateway ÷ floor CPU per connect")
 	fs.IntVar(&c.FloorK, "floor-k", 8, "floor: frames per writev(2) in the batched run (the other run uses write(2) per frame)")
 	fs.IntVar(&c.Stalled, "stalled", 0, "fanout/spread/sweep/fairness: extra sockets that subscribe like the measured ones and never read again, outside every statistic of the measured sockets (fairness: 0 means 1)")
 	fs.Float64Var(&c.MaxP99Ratio, "max-p99-ratio", 1.5, "fairness: the largest p99 with ÷ without stalled sockets that passes")
+	fs.StringVar(&c.StormMode, "storm-mode", "restart", "storm: restart (SIGTERM to the gateway, which paces its 1001 closes, then started again on the same port), kill (SIGKILL, then started again) or drop (every client socket reset at once)")
+	fs.DurationVar(&c.StormHold, "storm-hold", 2*time.Second, "storm: publishing with every socket connected before the event")
 
 	fs.IntVar(&c.Workers, "workers", -1, "client worker processes (-1: as many as RLIMIT_NOFILE requires, at least 1; 0: client inside the harness process)")
 	fs.IntVar(&c.ClientLoops, "client-loops", 2, "gnet event loops of the client, over all workers")
@@ -139,9 +152,11 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 	fs.StringVar(&c.Gateway, "gateway", "", "gateway to start: an executable, or a package directory to build (default ./cmd/gateway)")
 	fs.StringVar(&c.GatewayArgs, "gateway-args", "", "extra flags for the started gateway, space-separated (e.g. \"-send-queue-size 256\")")
 	fs.IntVar(&c.EventLoops, "event-loops", 0, "-event-loops of the started gateway (0: its default, one per CPU)")
-	fs.StringVar(&c.Addr, "addr", "", "use a running gateway at host:port (127.0.0.0/8) instead of starting one")
-	fs.IntVar(&c.Pid, "pid", 0, "with -addr: the gateway's pid, to read its CPU and RSS from /proc")
-	fs.StringVar(&c.Admin, "admin", "", "with -addr: the gateway's admin listener (host:port), for -profile and -heap-profile")
+	fs.IntVar(&c.Gateways, "gateways", 1, "how many gateways to start (same binary, same Redis); the sockets are split between them in blocks and every figure is reported per gateway and in total")
+	fs.StringVar(&c.Addr, "addr", "", "use running gateways instead of starting one: host:port (127.0.0.0/8), or a comma-separated list of gateways (the sockets are split between them), or one load balancer (see -backends)")
+	fs.StringVar(&c.Pid, "pid", "", "with -addr: the gateways' pids, comma-separated in the order of -addr (or of -backends), to read their CPU, RSS, context switches and system calls from /proc")
+	fs.StringVar(&c.BackendsFlag, "backends", "", "with one -addr that is a load balancer: the gateways behind it (host:port each, comma-separated, in the order of -pid), for their /stats")
+	fs.StringVar(&c.Admin, "admin", "", "with -addr: the gateways' admin listeners (host:port, comma-separated), for -profile and -heap-profile (of the first)")
 	fs.StringVar(&c.Profile, "profile", "", "save a CPU profile (pprof) of the gateway over the measured window here (needs its admin listener)")
 	fs.StringVar(&c.HeapProfile, "heap-profile", "", "save a heap profile (pprof) of the gateway once the sockets are connected here")
 	fs.StringVar(&c.Redis, "redis", "", "use this Redis (host:port, 127.0.0.0/8) instead of starting redis-server")
@@ -159,7 +174,13 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
-	fs.Visit(func(f *flag.Flag) { c.sizeSet = c.sizeSet || f.Name == "size" })
+	// The flags whose scenario default differs from the flag's.
+	given := map[string]*bool{"size": &c.sizeSet, "duration": &c.durationSet, "connect-concurrency": &c.concSet}
+	fs.Visit(func(f *flag.Flag) {
+		if p, ok := given[f.Name]; ok {
+			*p = true
+		}
+	})
 	return c, c.finish()
 }
 
@@ -167,7 +188,7 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 func (c *Config) finish() error {
 	d, ok := scenarios[c.Scenario]
 	if !ok {
-		return fmt.Errorf("-scenario %q: want idle, fanout, spread, churn, sweep, fairness or floor", c.Scenario)
+		return fmt.Errorf("-scenario %q: want idle, fanout, spread, churn, sweep, fairness, storm or floor", c.Scenario)
 	}
 	if c.N == 0 {
 		c.N = d.n
@@ -195,8 +216,19 @@ func (c *Config) finish() error {
 			c.Stalled = 1
 		}
 	}
-	if c.Addr != "" {
-		c.Addr = strings.Replace(c.Addr, "localhost:", "127.0.0.1:", 1)
+	if c.Scenario == "storm" {
+		// Coming back may take several backoff steps (up to 15 s each).
+		if !c.durationSet {
+			c.Duration = time.Minute
+		}
+		// Reconnecting browsers do not wait for each other: far more
+		// handshakes in flight than a connect burst needs.
+		if !c.concSet {
+			c.ConnConcurrency = 4096
+		}
+	}
+	if err := c.checkTargets(); err != nil {
+		return err
 	}
 	if c.Redis != "" {
 		c.Redis = strings.Replace(c.Redis, "localhost:", "127.0.0.1:", 1)
@@ -212,7 +244,7 @@ func (c *Config) finish() error {
 		return errors.New("-duration must be positive")
 	case c.Size < 32 || c.Size > 1<<20:
 		return errors.New("-size must be between 32 and 1048576")
-	case (c.Scenario == "fanout" || c.Scenario == "spread" || c.Scenario == "sweep" || c.Scenario == "floor" || c.Scenario == "fairness") && c.Rate <= 0:
+	case (c.Scenario == "fanout" || c.Scenario == "spread" || c.Scenario == "sweep" || c.Scenario == "floor" || c.Scenario == "fairness" || c.Scenario == "storm") && c.Rate <= 0:
 		return fmt.Errorf("-scenario %s needs -rate > 0", c.Scenario)
 	case c.Scenario == "churn" && c.ChurnRate <= 0:
 		return errors.New("-churn-rate must be positive")
@@ -220,10 +252,6 @@ func (c *Config) finish() error {
 		return errors.New("sweep needs -factor > 1, -step > 0 and -max-p99 > 0")
 	case c.PatternShare < 0 || c.PatternShare > 1:
 		return errors.New("-pattern-share must be between 0 and 1")
-	case c.Pid != 0 && c.Addr == "":
-		return errors.New("-pid needs -addr")
-	case c.Addr != "" && (c.Gateway != "" || c.Compare != ""):
-		return errors.New("-addr uses a running gateway: not with -gateway or -compare")
 	case c.Rounds < 1:
 		return errors.New("-rounds must be at least 1")
 	case c.Stalled < 0:
@@ -232,22 +260,25 @@ func (c *Config) finish() error {
 		return fmt.Errorf("-stalled is for fanout, spread, sweep and fairness, not %s", c.Scenario)
 	case c.Scenario == "fairness" && c.MaxP99Ratio <= 0:
 		return errors.New("-max-p99-ratio must be positive")
+	case c.Scenario == "storm" && c.StormMode != "restart" && c.StormMode != "kill" && c.StormMode != "drop":
+		return fmt.Errorf("-storm-mode %q: want restart, kill or drop", c.StormMode)
+	case c.Scenario == "storm" && c.StormHold <= 0:
+		return errors.New("-storm-hold must be positive")
+	case c.Scenario == "storm" && c.gatewayCount() > 1:
+		return errors.New("storm drives one gateway (-gateways 1, one -addr)")
+	case c.Scenario == "storm" && len(c.Addrs) > 0 && c.StormMode != "drop":
+		return fmt.Errorf("-storm-mode %s restarts the gateway, so the harness must start it: use -storm-mode drop with -addr", c.StormMode)
 	case c.ClientLoops < 1:
 		return errors.New("-client-loops must be at least 1")
 	case c.ConnConcurrency < 1:
 		return errors.New("-connect-concurrency must be at least 1")
-	}
-	if c.Addr != "" {
-		if err := loopbackOnly("-addr", c.Addr); err != nil {
-			return err
-		}
 	}
 	if c.Redis != "" {
 		if err := loopbackOnly("-redis", c.Redis); err != nil {
 			return err
 		}
 	}
-	if c.Gateway == "" && c.Addr == "" {
+	if c.Gateway == "" && len(c.Addrs) == 0 {
 		c.Gateway = "./cmd/gateway"
 	}
 	return nil
@@ -268,6 +299,8 @@ func (c *Config) params() Params {
 		p.StepS, p.Factor, p.MaxP99US = c.Step.Seconds(), c.Factor, c.MaxP99.Microseconds()
 	case "fairness":
 		p.Rounds = c.Rounds
+	case "storm":
+		p.StormMode, p.StormHoldS = c.StormMode, c.StormHold.Seconds()
 	}
 	if c.Floor || c.Scenario == "floor" {
 		p.FloorK = c.FloorK
@@ -332,41 +365,16 @@ func runOnce(ctx context.Context, cfg *Config, e *env, bin string) (*Report, err
 	r := newRunner(ctx, cfg, rep)
 	r.redisAddr, r.redisPid = e.redisAddr, e.redisPid
 	rep.Gateway.Redis, rep.Gateway.RedisOwned = e.redisAddr, e.redisOwned
-	var gw *proc
 	if cfg.Scenario != "floor" {
-		if cfg.Addr != "" {
-			r.gwAddr, r.gwPid, r.adminAddr = cfg.Addr, cfg.Pid, cfg.Admin
-			rep.Gateway.Addr, rep.Gateway.Pid, rep.Gateway.Admin = cfg.Addr, cfg.Pid, cfg.Admin
-			if cfg.Pid == 0 {
-				rep.Notes = append(rep.Notes, "no -pid: the gateway's CPU and RSS are not measured")
-			}
-		} else {
-			p, addr, admin, err := startGateway(bin, e.dir, e.redisAddr, cfg.EventLoops, strings.Fields(cfg.GatewayArgs))
-			if err != nil {
-				return rep, err
-			}
-			gw = p
-			r.gwAddr, r.gwPid, r.adminAddr = addr, p.pid(), admin
-			rep.Gateway = GatewayInfo{Binary: bin, Started: true, Pid: p.pid(), Addr: addr, Admin: admin,
-				Args: p.cmd.Args[1:], Redis: e.redisAddr, RedisOwned: e.redisOwned}
-		}
-		if st, err := fetchStats(r.gwAddr); err == nil {
-			rep.Gateway.Version = st.Version
-		} else {
-			return rep, fmt.Errorf("gateway /stats at %s: %w", r.gwAddr, err)
+		if err := r.setupGateways(e, bin); err != nil {
+			r.stopGateways()
+			return rep, err
 		}
 	}
 	err := r.runScenario()
 	r.close()
 	r.waitProfile()
-	if gw != nil {
-		if !gw.alive() {
-			err = errors.Join(err, fmt.Errorf("the gateway exited during the run:\n%s", gw.logTail(20)))
-		} else if tail := gw.logTail(5); strings.Contains(tail, "level=ERROR") {
-			rep.Notes = append(rep.Notes, "gateway log: "+tail)
-		}
-		gw.stop(10 * time.Second)
-	}
+	err = errors.Join(err, r.stopGateways())
 	rep.Seconds = round3(time.Since(rep.Started).Seconds())
 	if err != nil {
 		rep.Error = err.Error()
@@ -404,7 +412,7 @@ func benchMain(args []string, stdout, stderr io.Writer) int {
 		return compare(ctx, cfg, e, stdout, stderr)
 	}
 	bin := ""
-	if cfg.Addr == "" && cfg.Scenario != "floor" {
+	if len(cfg.Addrs) == 0 && cfg.Scenario != "floor" {
 		if bin, err = buildGateway(cfg.Gateway, e.dir); err != nil {
 			fmt.Fprintln(stderr, "bench:", err)
 			return 1

@@ -23,6 +23,9 @@ func procPath(pid int, file string) string {
 	return "/proc/" + strconv.Itoa(pid) + "/" + file
 }
 
+// readProc reads /proc/<pid>/<file> (pid 0: this process).
+func readProc(pid int, file string) ([]byte, error) { return os.ReadFile(procPath(pid, file)) }
+
 // cpuOf returns the user+system CPU time pid has used (all its threads).
 func cpuOf(pid int) (time.Duration, error) {
 	b, err := os.ReadFile(procPath(pid, "stat"))
@@ -59,10 +62,12 @@ func rssOf(pid int) int64 {
 	if err != nil {
 		return 0
 	}
-	return parseStatusKB(b, "VmRSS:") * 1024
+	return statusNumber(b, "VmRSS:") * 1024
 }
 
-func parseStatusKB(b []byte, key string) int64 {
+// statusNumber returns the first number after key at the start of a line
+// of a /proc "key: value" file (status, io), or 0.
+func statusNumber(b []byte, key string) int64 {
 	for _, line := range strings.Split(string(b), "\n") {
 		if rest, ok := strings.CutPrefix(line, key); ok {
 			f := strings.Fields(rest)
@@ -132,16 +137,64 @@ func kernelRelease() string {
 	return strings.TrimSpace(string(b))
 }
 
-// writeSyscalls returns syscw from /proc/<pid>/io: the write(2), writev(2)
-// and similar calls pid has made. For the gateway nearly all of them are
-// frame writes (a few are event-loop wake-ups and Redis commands), so
-// frames / syscw is its batching: frames per write system call.
-func writeSyscalls(pid int) int64 {
-	b, err := os.ReadFile(procPath(pid, "io"))
-	if err != nil {
-		return 0
+// procCounters are the scheduler and system-call counters of a process:
+// the context switches of all its threads and its read- and write-family
+// system calls. Each hop a message takes between threads shows up in the
+// switches (voluntary: a thread blocked or parked; involuntary: it was
+// preempted); syscr and syscw count read(2), write(2), writev(2) and
+// their kin, including eventfd wake-ups.
+type procCounters struct {
+	VolCtx   int64 `json:"voluntary_ctx_switches"`
+	InvolCtx int64 `json:"involuntary_ctx_switches"`
+	Syscr    int64 `json:"syscr"`
+	Syscw    int64 `json:"syscw"`
+}
+
+func (c procCounters) add(d procCounters) procCounters {
+	return procCounters{c.VolCtx + d.VolCtx, c.InvolCtx + d.InvolCtx, c.Syscr + d.Syscr, c.Syscw + d.Syscw}
+}
+
+// sub is c - d, each field at least 0: a thread that exits between two
+// readings takes its switches with it.
+func (c procCounters) sub(d procCounters) procCounters {
+	return procCounters{max(c.VolCtx-d.VolCtx, 0), max(c.InvolCtx-d.InvolCtx, 0), max(c.Syscr-d.Syscr, 0), max(c.Syscw-d.Syscw, 0)}
+}
+
+// countersOf reads pid's counters: the switches summed over
+// /proc/<pid>/task/*/status (the process's own status line counts its
+// main thread only), the system calls from /proc/<pid>/io.
+func countersOf(pid int) procCounters {
+	var c procCounters
+	if pid <= 0 {
+		return c
 	}
-	return parseStatusKB(b, "syscw:")
+	tasks, err := os.ReadDir(procPath(pid, "task"))
+	if err != nil {
+		return c
+	}
+	for _, t := range tasks {
+		b, err := os.ReadFile(procPath(pid, "task/"+t.Name()+"/status"))
+		if err != nil {
+			continue // the thread exited meanwhile
+		}
+		v, i := parseCtxSwitches(b)
+		c.VolCtx += v
+		c.InvolCtx += i
+	}
+	if b, err := os.ReadFile(procPath(pid, "io")); err == nil {
+		c.Syscr, c.Syscw = parseIOSyscalls(b)
+	}
+	return c
+}
+
+// parseCtxSwitches reads the context-switch lines of a task's status.
+func parseCtxSwitches(status []byte) (voluntary, involuntary int64) {
+	return statusNumber(status, "voluntary_ctxt_switches:"), statusNumber(status, "nonvoluntary_ctxt_switches:")
+}
+
+// parseIOSyscalls reads syscr and syscw of /proc/<pid>/io.
+func parseIOSyscalls(io []byte) (syscr, syscw int64) {
+	return statusNumber(io, "syscr:"), statusNumber(io, "syscw:")
 }
 
 // machineCPU returns the CPU time all processes of the machine have used
@@ -174,4 +227,14 @@ func loadAvg() string {
 		return ""
 	}
 	return strings.Join(f[:3], " ")
+}
+
+// somaxconn is net.core.somaxconn: the listen backlog gnet asks for.
+func somaxconn() int {
+	b, err := os.ReadFile("/proc/sys/net/core/somaxconn")
+	if err != nil {
+		return 0
+	}
+	n, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	return n
 }

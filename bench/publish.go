@@ -83,7 +83,9 @@ func (p *publisher) run(ctx context.Context, rate float64, d time.Duration, pick
 			kinds = append(kinds, kind)
 			i++
 		}
-		for k, r := range p.client.DoMulti(ctx, cmds...) {
+		// A batch once sent is waited for even when ctx ends: every
+		// message counted is one Redis published, and no other.
+		for k, r := range p.client.DoMulti(context.WithoutCancel(ctx), cmds...) {
 			n, err := r.AsInt64()
 			if err != nil {
 				p.errors.Add(1)

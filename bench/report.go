@@ -13,30 +13,38 @@ import (
 // Report is what one run writes with -out (JSON) and -html. Durations and
 // latencies carry their unit in the field name.
 type Report struct {
-	Scenario  string          `json:"scenario"`
-	Command   []string        `json:"command"`
-	Started   time.Time       `json:"started"`
-	Seconds   float64         `json:"seconds"` // wall time of the whole run
-	Params    Params          `json:"params"`
-	Host      Host            `json:"host"`
-	Gateway   GatewayInfo     `json:"gateway"`
-	Connect   *ConnectResult  `json:"connect,omitempty"`
-	Memory    *Memory         `json:"memory,omitempty"`
-	Idle      *IdleResult     `json:"idle,omitempty"`
-	Delivery  *Delivery       `json:"delivery,omitempty"`
-	Latency   *Latency        `json:"latency,omitempty"`
-	Cost      *Cost           `json:"cost,omitempty"`
-	Churn     *ChurnResult    `json:"churn,omitempty"`
-	Sweep     *SweepResult    `json:"sweep,omitempty"`
-	Floor     *FloorResult    `json:"floor,omitempty"`
-	Stalled   *StalledResult  `json:"stalled,omitempty"` // -stalled: the sockets that never read
-	Fairness  *FairnessResult `json:"fairness,omitempty"`
-	Noise     *Noise          `json:"noise,omitempty"` // the machine during the measured window
-	Timeline  []Sample        `json:"timeline"`
-	Histogram []HistBar       `json:"latency_histogram,omitempty"`
-	Limits    []string        `json:"limits,omitempty"` // system limits that stopped the run, in words
-	Notes     []string        `json:"notes,omitempty"`
-	Error     string          `json:"error,omitempty"`
+	Scenario string         `json:"scenario"`
+	Command  []string       `json:"command"`
+	Started  time.Time      `json:"started"`
+	Seconds  float64        `json:"seconds"` // wall time of the whole run
+	Params   Params         `json:"params"`
+	Host     Host           `json:"host"`
+	Gateway  GatewayInfo    `json:"gateway"`            // the first gateway (Addr: every address the clients used)
+	Gateways []GatewayInfo  `json:"gateways,omitempty"` // each, when there are several
+	Connect  *ConnectResult `json:"connect,omitempty"`
+	Memory   *Memory        `json:"memory,omitempty"`
+	Idle     *IdleResult    `json:"idle,omitempty"`
+	Delivery *Delivery      `json:"delivery,omitempty"`
+	Latency  *Latency       `json:"latency,omitempty"`
+	Cost     *Cost          `json:"cost,omitempty"`
+	Churn    *ChurnResult   `json:"churn,omitempty"`
+	Sweep    *SweepResult   `json:"sweep,omitempty"`
+	Floor    *FloorResult   `json:"floor,omitempty"`
+	// ConnectFloor is idle's -floor: CPU per connect and subscribe
+	// against the least a server spends on a connect.
+	ConnectFloor *ConnectFloor   `json:"connect_floor,omitempty"`
+	Stalled      *StalledResult  `json:"stalled,omitempty"` // -stalled: the sockets that never read
+	Fairness     *FairnessResult `json:"fairness,omitempty"`
+	Storm        *StormResult    `json:"storm,omitempty"`
+	Noise        *Noise          `json:"noise,omitempty"` // the machine during the measured window
+	// PerGateway is each gateway's share when the run drives several;
+	// every other figure is their total.
+	PerGateway []GatewayFigures `json:"per_gateway,omitempty"`
+	Timeline   []Sample         `json:"timeline"`
+	Histogram  []HistBar        `json:"latency_histogram,omitempty"`
+	Limits     []string         `json:"limits,omitempty"` // system limits that stopped the run, in words
+	Notes      []string         `json:"notes,omitempty"`
+	Error      string           `json:"error,omitempty"`
 }
 
 type Params struct {
@@ -60,6 +68,8 @@ type Params struct {
 	FloorK           int     `json:"floor_k,omitempty"`
 	Stalled          int     `json:"stalled_sockets,omitempty"` // not counted in sockets
 	Rounds           int     `json:"rounds,omitempty"`
+	StormMode        string  `json:"storm_mode,omitempty"`
+	StormHoldS       float64 `json:"storm_hold_s,omitempty"`
 }
 
 type Host struct {
@@ -70,6 +80,7 @@ type Host struct {
 	NofileHard     uint64 `json:"nofile_hard"`
 	EphemeralPorts int    `json:"ephemeral_ports"`
 	LoadAvg        string `json:"loadavg_at_start"`
+	Somaxconn      int    `json:"somaxconn"` // the listen backlog gnet asks for
 }
 
 type GatewayInfo struct {
@@ -96,6 +107,12 @@ type ConnectResult struct {
 	GwCPUPerConnectUS     float64          `json:"gateway_cpu_us_per_connect"`
 	ClientCPUPerConnectUS float64          `json:"client_cpu_us_per_connect"`
 	Workers               int              `json:"workers"`
+	// Refused upgrades (503; with Retry-After), and the attempts that
+	// reconnecting clients (storm) made again after a backoff.
+	Refused503 int64            `json:"refused_503,omitempty"`
+	RetryAfter int64            `json:"refused_with_retry_after,omitempty"`
+	Retried    int64            `json:"retried,omitempty"`
+	RetryKinds map[string]int64 `json:"retry_kinds,omitempty"`
 }
 
 type Memory struct {
@@ -147,13 +164,28 @@ type Delivery struct {
 }
 
 type Cost struct {
-	Seconds             float64 `json:"seconds"`
-	Frames              int64   `json:"frames"`
-	GwCPUSeconds        float64 `json:"gateway_cpu_s"`
-	GwCPUPercent        float64 `json:"gateway_cpu_percent"` // of one core
-	GwCPUPerFrameUS     float64 `json:"gateway_cpu_us_per_frame"`
-	GwWriteSyscalls     int64   `json:"gateway_write_syscalls"`
-	GwFramesPerWrite    float64 `json:"gateway_frames_per_write"` // its batching: frames / write syscalls (/proc/<pid>/io syscw)
+	Seconds         float64 `json:"seconds"`
+	Frames          int64   `json:"frames"`
+	GwCPUSeconds    float64 `json:"gateway_cpu_s"`
+	GwCPUPercent    float64 `json:"gateway_cpu_percent"` // of one core
+	GwCPUPerFrameUS float64 `json:"gateway_cpu_us_per_frame"`
+	GwWriteSyscalls int64   `json:"gateway_write_syscalls"`
+	// GwFramesPerWrite is frames / syscw of /proc/<pid>/io: the
+	// gateway's batching (a few of its writes are event-loop wake-ups
+	// and Redis commands).
+	GwFramesPerWrite float64 `json:"gateway_frames_per_write"`
+	// The gateway's context switches (summed over its threads,
+	// /proc/<pid>/task/*/status) and read- and write-family system calls
+	// (/proc/<pid>/io), in all and per Redis message it received
+	// (/stats messages_received): the hops each message takes.
+	GwMessages          int64   `json:"gateway_messages"`
+	GwVolCtx            int64   `json:"gateway_voluntary_ctx_switches"`
+	GwInvolCtx          int64   `json:"gateway_involuntary_ctx_switches"`
+	GwReadSyscalls      int64   `json:"gateway_read_syscalls"`
+	GwVolCtxPerMsg      float64 `json:"gateway_voluntary_ctx_switches_per_message"`
+	GwInvolCtxPerMsg    float64 `json:"gateway_involuntary_ctx_switches_per_message"`
+	GwSyscrPerMsg       float64 `json:"gateway_read_syscalls_per_message"`
+	GwSyscwPerMsg       float64 `json:"gateway_write_syscalls_per_message"`
 	ClientFramesPerRead float64 `json:"client_frames_per_read"`
 	ClientCPUSeconds    float64 `json:"client_cpu_s"`
 	ClientCPUPercent    float64 `json:"client_cpu_percent"`
@@ -209,27 +241,44 @@ type SweepResult struct {
 	StoppedBy      string      `json:"stopped_by"`
 }
 
+// FloorRun is one run of the floor writer.
 type FloorRun struct {
-	K                   int     `json:"k"`
-	Mode                string  `json:"mode"` // write or writev
+	K                   int     `json:"k"`     // frames per writev; 0 for the adaptive run
+	Mode                string  `json:"mode"`  // adaptive, write or writev
+	Shape               string  `json:"shape"` // fanout (every message to every socket) or spread
+	Messages            int64   `json:"messages"`
 	Frames              int64   `json:"frames"`
 	Syscalls            int64   `json:"syscalls"`
+	FramesPerSyscall    float64 `json:"frames_per_syscall"`
 	Errors              int64   `json:"errors"`
 	Received            int64   `json:"received"`
 	CPUSeconds          float64 `json:"cpu_s"`
 	CPUPerFrameUS       float64 `json:"cpu_us_per_frame"`
 	ClientCPUPerFrameUS float64 `json:"client_cpu_us_per_frame"`
 	GwRatio             float64 `json:"gateway_ratio,omitempty"` // gateway µs/frame ÷ this
+	// Latency is publish (the message's due time) to client, measured
+	// by the same client as the gateway's.
+	Latency Latency `json:"latency"`
 }
 
 type FloorResult struct {
 	Sockets          int        `json:"sockets"`
-	Rate             float64    `json:"rate_per_s"`
+	Rate             float64    `json:"rate_per_s"`                  // per socket, fanout shape
+	SpreadRate       float64    `json:"spread_rate_per_s,omitempty"` // in all, the adaptive run of spread
 	FrameBytes       int        `json:"frame_bytes"`
 	Seconds          float64    `json:"seconds"`
-	Runs             []FloorRun `json:"runs"`
+	Runs             []FloorRun `json:"runs"` // adaptive first
 	GwCPUPerFrameUS  float64    `json:"gateway_cpu_us_per_frame,omitempty"`
 	GwFramesPerWrite float64    `json:"gateway_frames_per_write,omitempty"`
+	// The gateway against the adaptive run (Reference), side by side:
+	// its latency in the measured window and the ratios gateway ÷ floor.
+	Reference string    `json:"reference,omitempty"`
+	GwLatency *Latency  `json:"gateway_latency,omitempty"`
+	P50Ratio  float64   `json:"p50_ratio,omitempty"`
+	P99Ratio  float64   `json:"p99_ratio,omitempty"`
+	P999Ratio float64   `json:"p999_ratio,omitempty"`
+	CPURatio  float64   `json:"cpu_ratio,omitempty"`
+	Histogram []HistBar `json:"latency_histogram,omitempty"` // of the adaptive run
 }
 
 // Sample is one second of the timeline.
@@ -248,6 +297,8 @@ type Sample struct {
 	ClCPUPercent float64 `json:"client_cpu_percent"`
 	GwRSS        int64   `json:"gateway_rss"`
 	OtherCPU     float64 `json:"other_cpu_percent"` // CPU of processes outside this run
+	GwCtxPS      float64 `json:"gateway_ctx_switches_per_s,omitempty"`
+	GwSyscallsPS float64 `json:"gateway_syscalls_per_s,omitempty"` // syscr + syscw
 }
 
 func writeJSON(path string, v any) error {
@@ -333,6 +384,9 @@ func (r *Report) summaryLines() []string {
 	if c := r.Connect; c != nil {
 		add("connect: %d/%d in %.2fs = %.0f/s, latency p50 %s p99 %s, gateway %.1f µs CPU per connect, failed %d %s",
 			c.Connected, c.Target, c.Seconds, c.PerSec, fmtUS(c.Latency.P50), fmtUS(c.Latency.P99), c.GwCPUPerConnectUS, c.Failed, fmtKinds(c.FailKinds))
+		if c.Refused503 > 0 || c.Retried > 0 {
+			add("connect: refused 503 %d (%d with Retry-After); tried again after a backoff %d (%s)", c.Refused503, c.RetryAfter, c.Retried, fmtKinds(c.RetryKinds))
+		}
 	}
 	if m := r.Memory; m != nil {
 		add("memory: gateway RSS %s before, %s connected: %s per socket; client %s per socket",
@@ -341,6 +395,9 @@ func (r *Report) summaryLines() []string {
 			add("memory after the idle hold: gateway RSS %s: %s per idle socket",
 				fmtBytes(float64(m.GatewayRSSEnd)), fmtBytes(m.PerSocketHeldBytes))
 		}
+	}
+	if c := r.ConnectFloor; c != nil {
+		add("%s", c.line())
 	}
 	if i := r.Idle; i != nil {
 		add("idle hold %.0fs: gateway %.2f%% CPU = %.3f µs per socket per second; client %.2f%%; still open %d, unexpected closes %d",
@@ -369,12 +426,16 @@ func (r *Report) summaryLines() []string {
 	if c := r.Cost; c != nil {
 		add("cost: gateway %.1f%% CPU = %.3f µs per frame, %.2f frames per write syscall; client %.1f%% = %.3f µs per frame, %.2f frames per read; harness %.2fs, redis %.2fs CPU",
 			c.GwCPUPercent, c.GwCPUPerFrameUS, c.GwFramesPerWrite, c.ClientCPUPercent, c.ClientCPUPerFrameUS, c.ClientFramesPerRead, c.HarnessCPUSeconds, c.RedisCPUSeconds)
-
+		if c.GwMessages > 0 {
+			add("gateway per Redis message (%d received): %.2f voluntary + %.2f involuntary context switches (all threads), %.2f read and %.2f write syscalls (%d, %d, %d and %d in all)",
+				c.GwMessages, c.GwVolCtxPerMsg, c.GwInvolCtxPerMsg, c.GwSyscrPerMsg, c.GwSyscwPerMsg, c.GwVolCtx, c.GwInvolCtx, c.GwReadSyscalls, c.GwWriteSyscalls)
+		}
 	}
 	if n := r.Noise; n != nil {
 		add("noise: the machine used %.0f%% CPU (of %d00%%) in the measured window, %.0f%% of it by processes outside this run, %.1f%% stolen; load average at start %s",
 			n.MachineCPUPercent, r.Host.CPUs, n.OtherCPUPercent, n.StealPercent, r.Host.LoadAvg)
 	}
+	out = append(out, perGatewayLines(r.PerGateway)...)
 	if c := r.Churn; c != nil {
 		add("churn: %d left, %d joined in %.1fs (%.0f/s of %.0f/s), failed %d, connect p50 %s p99 %s; gateway %.1f µs CPU per cycle; RSS %s → %s; connections at end: gateway %d, client %d",
 			c.Left, c.Joined, c.Seconds, c.PerSec, c.Rate, c.Failed, fmtUS(c.ConnectLatency.P50), fmtUS(c.ConnectLatency.P99),
@@ -395,18 +456,11 @@ func (r *Report) summaryLines() []string {
 	if f := r.Fairness; f != nil {
 		out = append(out, f.lines()...)
 	}
+	if s := r.Storm; s != nil {
+		out = append(out, s.lines()...)
+	}
 	if f := r.Floor; f != nil {
-		if f.GwCPUPerFrameUS > 0 {
-			add("floor: the gateway spent %.3f µs CPU per frame writing %.2f frames per write syscall", f.GwCPUPerFrameUS, f.GwFramesPerWrite)
-		}
-		for _, run := range f.Runs {
-			ratio := ""
-			if run.GwRatio > 0 {
-				ratio = fmt.Sprintf(" → gateway/floor = %.2f", run.GwRatio)
-			}
-			add("floor %s k=%d: %d frames to %d sockets, %.3f µs CPU per frame (client %.3f)%s",
-				run.Mode, run.K, run.Frames, f.Sockets, run.CPUPerFrameUS, run.ClientCPUPerFrameUS, ratio)
-		}
+		out = append(out, f.lines()...)
 	}
 	for _, l := range r.Limits {
 		add("LIMIT: %s", l)

@@ -8,6 +8,7 @@ import (
 	"math"
 	"os"
 	"runtime"
+	"strings"
 	"time"
 
 	hdr "github.com/HdrHistogram/hdrhistogram-go"
@@ -21,22 +22,31 @@ type runner struct {
 	rep  *Report
 	live io.Writer // progress lines; nil when quiet
 
-	gwPid     int
-	gwAddr    string
-	adminAddr string
-	profiling chan struct{} // closed when the CPU profile is saved
-	redisPid  int
-	redisAddr string
+	gws  []*gwTarget // the gateways under test
+	dial []string    // where the clients connect: one per gateway, or one balancer
+	// clientBase is the part of every worker's spec the scenario sets
+	// (reconnecting clients for storm).
+	clientBase poolSpec
+	adminAddr  string        // the first gateway's admin listener (profiles)
+	profiling  chan struct{} // closed when the CPU profile is saved
+	redisPid   int
+	redisAddr  string
 
 	cl        []clientHandle
+	clGw      []int // clGw[i] is the index in dial of the address cl[i] connects to
 	inProcess bool
 	pub       *publisher
 	stalled   *stalledSet // -stalled, -scenario fairness: sockets that never read
 
-	latCum  *hdr.Histogram // publish-to-client latency, whole run
-	latWin  *hdr.Histogram // current measurement window
-	latSec  *hdr.Histogram // current second
-	connWin *hdr.Histogram // connect latency, current window
+	latCum *hdr.Histogram // publish-to-client latency, whole run
+	latWin *hdr.Histogram // current measurement window
+	// gwLatWin[g] is latWin of the sockets connected to gateway g (when
+	// the clients connect to each gateway directly).
+	gwLatWin []*hdr.Histogram
+	latSec   *hdr.Histogram // current second
+	connWin  *hdr.Histogram // connect latency, current window
+	outage   *hdr.Histogram // storm: each socket's time down
+	back     *hdr.Histogram // storm: the event to each socket back
 
 	start   time.Time
 	prevS   sampleState
@@ -46,6 +56,7 @@ type runner struct {
 type sampleState struct {
 	t        time.Time
 	gwCPU    time.Duration
+	gwCtr    procCounters
 	clCPU    int64
 	data     int64
 	conns    int64
@@ -59,7 +70,7 @@ type sampleState struct {
 func newRunner(ctx context.Context, cfg *Config, rep *Report) *runner {
 	r := &runner{
 		ctx: ctx, cfg: cfg, rep: rep,
-		latCum: newHist(), latWin: newHist(), latSec: newHist(), connWin: newHist(),
+		latCum: newHist(), latWin: newHist(), latSec: newHist(), connWin: newHist(), outage: newHist(), back: newHist(),
 		start: time.Now(), limitsC: map[string]bool{},
 	}
 	if !cfg.Quiet {
@@ -74,48 +85,66 @@ func (r *runner) logf(f string, a ...any) {
 	}
 }
 
-// startClients spreads n sockets over the worker processes.
-func (r *runner) startClients(plan subPlan, addr string, n int) error {
+// startClients spreads n sockets over addrs (gateway g gets a contiguous
+// block of them) and over the worker processes, each of which holds
+// sockets of one address only. base carries the plan and the reconnect
+// settings; the rest of each worker's spec is filled in here.
+func (r *runner) startClients(base poolSpec, addrs []string, n int) error {
 	cfg := r.cfg
-	w := cfg.Workers
 	_, hard := raiseNofile()
 	perProc := int(hard) - 200
-	if w < 0 { // auto: as many processes as the open-file limit requires
-		w = 1
-		if perProc > 0 && n > perProc {
-			w = (n + perProc - 1) / perProc
+	var specs []poolSpec
+	var gwOf []int
+	r.inProcess = cfg.Workers == 0
+	for g, addr := range addrs {
+		lo, hi := n*g/len(addrs), n*(g+1)/len(addrs)
+		if hi <= lo {
+			continue
+		}
+		procs := 1
+		switch {
+		case cfg.Workers < 0 && perProc > 0: // as many as the open-file limit requires
+			procs = (hi - lo + perProc - 1) / perProc
+		case cfg.Workers > 0:
+			procs = max(1, (cfg.Workers+len(addrs)-1)/len(addrs))
+		}
+		if !r.inProcess && perProc > 0 && (hi-lo+procs-1)/procs > perProc {
+			r.addLimit(fmt.Sprintf("%d sockets over %d client processes is %d per process, above the open-file hard limit %d: expect EMFILE (use more -workers)",
+				hi-lo, procs, (hi-lo+procs-1)/procs, hard))
+		}
+		for i := range procs {
+			sp := base
+			sp.Addr, sp.Lo, sp.Hi = addr, lo+(hi-lo)*i/procs, lo+(hi-lo)*(i+1)/procs
+			specs = append(specs, sp)
+			gwOf = append(gwOf, g)
 		}
 	}
-	if w > 0 && perProc > 0 && (n+w-1)/w > perProc {
-		r.addLimit(fmt.Sprintf("%d sockets over %d client processes is %d per process, above the open-file hard limit %d: expect EMFILE (use more -workers)",
-			n, w, (n+w-1)/w, hard))
+	total := len(specs)
+	if r.inProcess {
+		r.rep.Params.Workers = 0
+	} else {
+		r.rep.Params.Workers = total
 	}
-	r.inProcess = w == 0
-	procs := max(w, 1)
-	loops := max(1, cfg.ClientLoops/procs)
-	r.rep.Params.Workers = w
-	for i := range procs {
-		spec := poolSpec{
-			Addr: addr, Lo: n * i / procs, Hi: n * (i + 1) / procs,
-			PerAddr: cfg.PerAddr, Loops: loops,
-			Concurrency:      max(1, cfg.ConnConcurrency/procs),
-			ConnectRate:      cfg.ConnectRate / float64(procs),
-			HandshakeTimeout: cfg.HandshakeTimeout,
-			Plan:             plan,
-		}
+	for i, sp := range specs {
+		sp.PerAddr = cfg.PerAddr
+		sp.Loops = max(1, cfg.ClientLoops/total)
+		sp.Concurrency = max(1, cfg.ConnConcurrency/total)
+		sp.ConnectRate = cfg.ConnectRate / float64(total)
+		sp.HandshakeTimeout = cfg.HandshakeTimeout
 		var (
 			h   clientHandle
 			err error
 		)
 		if r.inProcess {
-			h, err = startLocal(spec)
+			h, err = startLocal(sp)
 		} else {
-			h, err = startRemote(spec)
+			h, err = startRemote(sp)
 		}
 		if err != nil {
 			return err
 		}
 		r.cl = append(r.cl, h)
+		r.clGw = append(r.clGw, gwOf[i])
 	}
 	return nil
 }
@@ -126,7 +155,7 @@ func (r *runner) stopClients() {
 		st := c.close()
 		r.absorbLimits(st)
 	}
-	r.cl = nil
+	r.cl, r.clGw = nil, nil
 	// The next clients count from zero: start the per-second deltas again.
 	r.prevS = sampleState{}
 }
@@ -148,42 +177,25 @@ func (r *runner) absorbLimits(st poolStats) {
 // poll aggregates the client counters and histograms.
 func (r *runner) poll() poolStats {
 	var a poolStats
-	a.FailKinds, a.ErrCodes, a.CloseCodes = map[string]int64{}, map[string]int64{}, map[int]int64{}
-	for _, c := range r.cl {
+	if len(r.dial) > 1 {
+		a.PerGw = make([]poolStats, len(r.dial))
+	}
+	for i, c := range r.cl {
 		st := c.snapshot()
 		r.absorbLimits(st)
-		a.Target += st.Target
-		a.Dialed += st.Dialed
-		a.Handshaked += st.Handshaked
-		a.Subscribed += st.Subscribed
-		a.Open += st.Open
-		a.Failed += st.Failed
-		a.Frames += st.Frames
-		a.Reads += st.Reads
-		a.Data += st.Data
-		a.Bytes += st.Bytes
-		a.Gaps += st.Gaps
-		a.Dups += st.Dups
-		a.Acks += st.Acks
-		a.Pings += st.Pings
-		a.BadFrames += st.BadFrames
-		a.Unexpected += st.Unexpected
-		a.DialStop = a.DialStop || st.DialStop
-		a.ChurnLeft += st.ChurnLeft
-		a.ChurnJoined += st.ChurnJoined
-		a.CPUNanos += st.CPUNanos
-		a.RSS += st.RSS
-		for k, v := range st.FailKinds {
-			a.FailKinds[k] += v
-		}
-		for k, v := range st.ErrCodes {
-			a.ErrCodes[k] += v
-		}
-		for k, v := range st.CloseCodes {
-			a.CloseCodes[k] += v
-		}
+		a.add(st)
 		mergeSparse(st.Lat, r.latCum, r.latWin, r.latSec)
 		mergeSparse(st.Conn, r.connWin)
+		mergeSparse(st.Outage, r.outage)
+		mergeSparse(st.Back, r.back)
+		if a.PerGw != nil {
+			g := r.clGw[i]
+			a.PerGw[g].add(st)
+			mergeSparse(st.Lat, r.gwLatWin[g])
+		}
+	}
+	if a.FailKinds == nil {
+		a.FailKinds, a.ErrCodes, a.CloseCodes = map[string]int64{}, map[string]int64{}, map[int]int64{}
 	}
 	if r.inProcess {
 		// The client shares this process with the publisher.
@@ -193,19 +205,28 @@ func (r *runner) poll() poolStats {
 	return a
 }
 
+// resetWindow starts a new latency window.
+func (r *runner) resetWindow() {
+	r.latWin.Reset()
+	for _, h := range r.gwLatWin {
+		h.Reset()
+	}
+}
+
 // mark is a point-in-time reading of every counter, for deltas.
 type mark struct {
 	t        time.Time
+	gw       []gwReading // per gateway
 	gwCPU    time.Duration
+	gwRSS    int64
+	gwCtr    procCounters
+	gs       *gwStats // summed over the gateways; nil if one did not answer
 	redisCPU time.Duration
 	harness  time.Duration
 	cl       poolStats
-	gs       *gwStats
 	sent     [2]int64
 	recv     [2]int64
 	pubErr   int64
-	gwRSS    int64
-	gwWrites int64
 	machine  time.Duration // CPU used by every process of the machine
 	steal    time.Duration
 }
@@ -213,17 +234,17 @@ type mark struct {
 func (r *runner) mark() mark {
 	m := mark{t: time.Now(), cl: r.poll()}
 	m.machine, m.steal = machineCPU()
-	if r.gwPid > 0 {
-		m.gwCPU, _ = cpuOf(r.gwPid)
-		m.gwRSS = rssOf(r.gwPid)
-		m.gwWrites = writeSyscalls(r.gwPid)
-	}
+	m.readGateways(r.gws, true)
 	if r.redisPid > 0 {
 		m.redisCPU, _ = cpuOf(r.redisPid)
 	}
 	m.harness = time.Duration(selfCPU())
-	if gs, err := fetchStats(r.gwAddr); err == nil {
-		m.gs = gs
+	if m.gs == nil && len(r.gws) > 0 && !r.anyStatsAddr() && len(r.dial) > 0 {
+		// Behind a balancer with no -backends: the /stats of whichever
+		// gateway answers.
+		if gs, err := fetchStats(r.dial[0]); err == nil {
+			m.gs = gs
+		}
 	}
 	if p := r.pub; p != nil {
 		for k := range 2 {
@@ -235,13 +256,73 @@ func (r *runner) mark() mark {
 	return m
 }
 
+// readGateways reads every gateway into m (with stats: their /stats too).
+func (m *mark) readGateways(gws []*gwTarget, stats bool) {
+	m.gw = make([]gwReading, len(gws))
+	withAddr := make([]bool, len(gws))
+	for i, g := range gws {
+		m.gw[i] = g.read(stats)
+		withAddr[i] = stats && g.addr != ""
+	}
+	m.gwCPU, m.gwRSS, m.gwCtr, m.gs = sumReadings(m.gw, withAddr)
+}
+
+// measured reports whether any gateway's process is known (-pid, or
+// started here): its CPU, RSS and counters are read.
+func (r *runner) measured() bool {
+	for _, g := range r.gws {
+		if g.pid > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+func (r *runner) anyStatsAddr() bool {
+	for _, g := range r.gws {
+		if g.addr != "" {
+			return true
+		}
+	}
+	return false
+}
+
+// stats is the gateways' /stats summed (through the balancer when their
+// own addresses are not known).
+func (r *runner) stats() (*gwStats, error) {
+	if !r.anyStatsAddr() {
+		return fetchStats(r.dial[0])
+	}
+	var all []*gwStats
+	for _, g := range r.gws {
+		if g.addr == "" {
+			continue
+		}
+		gs, err := fetchStats(g.addr)
+		if err != nil {
+			return nil, fmt.Errorf("gateway %s: %w", g.addr, err)
+		}
+		all = append(all, gs)
+	}
+	return sumStats(all), nil
+}
+
 // clientCPU is the client side's CPU between two marks: the workers', or
 // this whole process when the client runs in it.
 func clientCPU(a, b mark) time.Duration { return time.Duration(b.cl.CPUNanos - a.cl.CPUNanos) }
 
+// gwMessages is the Redis messages the gateways received between two
+// marks (from /stats; from the publisher's count of messages Redis
+// delivered to a subscriber when /stats is missing).
+func gwMessages(a, b mark) int64 {
+	if a.gs != nil && b.gs != nil {
+		return int64(b.gs.Received - a.gs.Received)
+	}
+	return b.recv[0] + b.recv[1] - a.recv[0] - a.recv[1]
+}
+
 func (r *runner) cost(a, b mark, frames int64) *Cost {
 	s := b.t.Sub(a.t).Seconds()
-	gw := (b.gwCPU - a.gwCPU).Seconds()
 	cl := clientCPU(a, b).Seconds()
 	c := &Cost{
 		Seconds:           round3(s),
@@ -254,16 +335,29 @@ func (r *runner) cost(a, b mark, frames int64) *Cost {
 	if r.inProcess {
 		c.HarnessCPUSeconds = c.ClientCPUSeconds
 	}
-	if r.gwPid > 0 {
-		c.GwCPUSeconds = round3(gw)
-		c.GwCPUPercent = perUnit(100*gw, s)
-		c.GwCPUPerFrameUS = perUnit(gw*1e6, float64(frames))
-		c.GwWriteSyscalls = b.gwWrites - a.gwWrites
-		c.GwFramesPerWrite = perUnit(float64(frames), float64(c.GwWriteSyscalls))
+	if r.measured() {
+		c.gatewayCost(b.gwCPU-a.gwCPU, b.gwCtr.sub(a.gwCtr), s, frames, gwMessages(a, b))
 	}
 	c.ClientCPUPerFrameUS = perUnit(cl*1e6, float64(frames))
 	c.ClientFramesPerRead = perUnit(float64(b.cl.Data-a.cl.Data), float64(b.cl.Reads-a.cl.Reads))
 	return c
+}
+
+// gatewayCost fills the gateway's part of c: CPU, and the switches and
+// system calls per Redis message, over s seconds.
+func (c *Cost) gatewayCost(cpu time.Duration, d procCounters, s float64, frames, msgs int64) {
+	gw := cpu.Seconds()
+	c.GwCPUSeconds = round3(gw)
+	c.GwCPUPercent = perUnit(100*gw, s)
+	c.GwCPUPerFrameUS = perUnit(gw*1e6, float64(frames))
+	c.GwWriteSyscalls = d.Syscw
+	c.GwFramesPerWrite = perUnit(float64(frames), float64(d.Syscw))
+	c.GwMessages = msgs
+	c.GwVolCtx, c.GwInvolCtx, c.GwReadSyscalls = d.VolCtx, d.InvolCtx, d.Syscr
+	c.GwVolCtxPerMsg = perUnit(float64(d.VolCtx), float64(msgs))
+	c.GwInvolCtxPerMsg = perUnit(float64(d.InvolCtx), float64(msgs))
+	c.GwSyscrPerMsg = perUnit(float64(d.Syscr), float64(msgs))
+	c.GwSyscwPerMsg = perUnit(float64(d.Syscw), float64(msgs))
 }
 
 // noise is the machine's CPU use between two marks, ours and others'.
@@ -308,9 +402,9 @@ func (r *runner) wait(phase string, maxDur time.Duration, done func(a poolStats)
 func (r *runner) sample(phase string, a poolStats) {
 	now := time.Now()
 	s := sampleState{t: now, clCPU: a.CPUNanos, data: a.Data, conns: a.Subscribed, harness: time.Duration(selfCPU())}
-	if r.gwPid > 0 {
-		s.gwCPU, _ = cpuOf(r.gwPid)
-	}
+	var gm mark
+	gm.readGateways(r.gws, false)
+	s.gwCPU, s.gwCtr = gm.gwCPU, gm.gwCtr
 	if r.pub != nil {
 		s.pubSent = r.pub.published()
 	}
@@ -343,12 +437,14 @@ func (r *runner) sample(phase string, a poolStats) {
 		P99US:        sec.P99,
 		MaxUS:        sec.Max,
 		Gaps:         a.Gaps,
-		GwCPUPercent: round3(100 * (s.gwCPU - p.gwCPU).Seconds() / dt),
+		GwCPUPercent: round3(100 * max(s.gwCPU-p.gwCPU, 0).Seconds() / dt), // 0, not less, while a gateway restarts
 		ClCPUPercent: round3(100 * float64(s.clCPU-p.clCPU) / 1e9 / dt),
 		OtherCPU:     round3(100 * max((s.machine-p.machine)-(s.ours-p.ours), 0).Seconds() / dt),
+		GwRSS:        gm.gwRSS,
 	}
-	if r.gwPid > 0 {
-		smp.GwRSS = rssOf(r.gwPid)
+	if d := s.gwCtr.sub(p.gwCtr); r.measured() {
+		smp.GwCtxPS = round3(float64(d.VolCtx+d.InvolCtx) / dt)
+		smp.GwSyscallsPS = round3(float64(d.Syscr+d.Syscw) / dt)
 	}
 	r.rep.Timeline = append(r.rep.Timeline, smp)
 	if r.live != nil {
@@ -369,23 +465,32 @@ func (r *runner) sample(phase string, a poolStats) {
 
 // connectPhase opens n sockets with plan and records connects/s, the
 // connect latency, the gateway's CPU per connect and its RSS per socket.
-func (r *runner) connectPhase(plan subPlan, addr string, n int) (*ConnectResult, error) {
+func (r *runner) connectPhase(plan subPlan, n int) (*ConnectResult, error) {
 	mem := &Memory{}
-	if r.gwPid > 0 {
-		mem.GatewayRSSBefore = rssOf(r.gwPid)
-		if lim := nofileOf(r.gwPid); lim > 0 {
-			r.rep.Gateway.Nofile = lim
-			if lim < int64(n)+64 {
-				r.addLimit(fmt.Sprintf("the gateway's open-file limit is %d, below %d sockets: it cannot accept them all (raise its hard limit)", lim, n))
+	for i, g := range r.gws {
+		if g.pid <= 0 {
+			continue
+		}
+		if lim := nofileOf(g.pid); lim > 0 {
+			if i == 0 {
+				r.rep.Gateway.Nofile = lim
+			}
+			if share := int64(n / len(r.gws)); lim < share+64 {
+				r.addLimit(fmt.Sprintf("the open-file limit of gateway %d is %d, below its %d sockets: it cannot accept them all (raise its hard limit)", g.pid, lim, share))
 			}
 		}
 	}
 	r.connWin.Reset()
 	m0 := r.mark()
-	if err := r.startClients(plan, addr, n); err != nil {
+	if r.measured() {
+		mem.GatewayRSSBefore = m0.gwRSS
+	}
+	base := r.clientBase
+	base.Plan = plan
+	if err := r.startClients(base, r.dial, n); err != nil {
 		return nil, err
 	}
-	r.logf("connecting %d sockets to %s (%d client processes)...", n, addr, max(len(r.cl), 1))
+	r.logf("connecting %d sockets to %s (%d client processes)...", n, strings.Join(r.dial, ", "), max(len(r.cl), 1))
 	maxDur := r.cfg.ConnectTimeout
 	if maxDur <= 0 {
 		maxDur = 30*time.Second + time.Duration(n)*time.Millisecond
@@ -416,7 +521,11 @@ func (r *runner) connectPhase(plan subPlan, addr string, n int) (*ConnectResult,
 	if len(res.FailKinds) == 0 {
 		res.FailKinds = nil
 	}
-	if r.gwPid > 0 {
+	// Reconnecting clients (storm) try again instead of failing.
+	res.Retried = a.Retried - m0.cl.Retried
+	res.RetryKinds = diffCounts(m0.cl.RetryKinds, a.RetryKinds)
+	res.Refused503, res.RetryAfter = a.Refused503-m0.cl.Refused503, a.RetryAfter-m0.cl.RetryAfter
+	if r.measured() {
 		res.GwCPUPerConnectUS = perUnit((m1.gwCPU-m0.gwCPU).Seconds()*1e6, float64(a.Subscribed))
 	}
 	res.ClientCPUPerConnectUS = perUnit(clientCPU(m0, m1).Seconds()*1e6, float64(a.Subscribed))
@@ -427,9 +536,12 @@ func (r *runner) connectPhase(plan subPlan, addr string, n int) (*ConnectResult,
 	// Let the gateway settle before reading its memory: no GC is
 	// forced, this is the resident set a user would see.
 	sleepCtx(r.ctx, r.cfg.Settle)
-	if r.gwPid > 0 {
-		mem.GatewayRSSConnected = rssOf(r.gwPid)
+	if r.measured() {
+		var ms mark
+		ms.readGateways(r.gws, true)
+		mem.GatewayRSSConnected = ms.gwRSS
 		mem.PerSocketBytes = perUnit(float64(mem.GatewayRSSConnected-mem.GatewayRSSBefore), float64(a.Subscribed))
+		r.gatewayConnect(m0, m1, ms)
 	}
 	r.heapProfile()
 	a = r.poll()
@@ -446,7 +558,7 @@ func (r *runner) connectPhase(plan subPlan, addr string, n int) (*ConnectResult,
 // publishWindow publishes at rate for d with pick, waits for the
 // deliveries to drain, and returns the marks around the window.
 func (r *runner) publishWindow(phase string, rate float64, d time.Duration, pick target, expected func(m0, m mark) int64) (m0, m1 mark, pubSecs float64, err error) {
-	r.latWin.Reset()
+	r.resetWindow()
 	r.startProfile(d)
 	return r.publishUntil(phase, rate, d, pick, expected, nil)
 }
@@ -480,17 +592,22 @@ func (r *runner) publishUntil(phase string, rate float64, d time.Duration, pick 
 	// Drain: until every expected frame arrived, or nothing arrived for
 	// a second (drops), at most 10 s.
 	mp := r.mark()
-	want := m0.cl.Data + expected(m0, mp)
+	err = r.drain(phase, m0.cl.Data+expected(m0, mp))
+	m1 = r.mark()
+	return m0, m1, pubSecs, err
+}
+
+// drain waits until the clients have received want data frames in all,
+// or nothing arrived for a second (drops), at most 10 s.
+func (r *runner) drain(phase string, want int64) error {
 	var last int64 = -1
 	lastChange := time.Now()
-	err = r.wait(phase+"/drain", 10*time.Second, func(a poolStats) bool {
+	return r.wait(phase+"/drain", 10*time.Second, func(a poolStats) bool {
 		if a.Data != last {
 			last, lastChange = a.Data, time.Now()
 		}
 		return a.Data >= want || time.Since(lastChange) > time.Second
 	})
-	m1 = r.mark()
-	return m0, m1, pubSecs, err
 }
 
 // delivery computes the delivery figures of a publish window.
@@ -571,7 +688,7 @@ func hostInfo() Host {
 	soft, hard := raiseNofile()
 	return Host{
 		CPUs: runtime.NumCPU(), Kernel: kernelRelease(), GoVersion: runtime.Version(),
-		NofileSoft: soft, NofileHard: hard, EphemeralPorts: ephemeralPorts(), LoadAvg: loadAvg(),
+		NofileSoft: soft, NofileHard: hard, EphemeralPorts: ephemeralPorts(), LoadAvg: loadAvg(), Somaxconn: somaxconn(),
 	}
 }
 

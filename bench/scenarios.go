@@ -1,10 +1,8 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"math"
-	"sort"
 	"strconv"
 	"time"
 )
@@ -25,6 +23,8 @@ func (r *runner) runScenario() error {
 		return r.fairness()
 	case "floor":
 		return r.floorOnly()
+	case "storm":
+		return r.storm()
 	}
 	return fmt.Errorf("unknown scenario %q", r.cfg.Scenario)
 }
@@ -33,7 +33,8 @@ func (r *runner) runScenario() error {
 // duration with no traffic.
 func (r *runner) idle() error {
 	cfg := r.cfg
-	if _, err := r.connectPhase(subPlan{Prefix: cfg.Prefix, Channels: cfg.Channels}, r.gwAddr, cfg.N); err != nil {
+	plan := subPlan{Prefix: cfg.Prefix, Channels: cfg.Channels}
+	if _, err := r.connectPhase(plan, cfg.N); err != nil {
 		return err
 	}
 	m0 := r.mark()
@@ -45,19 +46,23 @@ func (r *runner) idle() error {
 	cl := clientCPU(m0, m1).Seconds()
 	open := m1.cl.Open
 	r.rep.Noise = r.noise(m0, m1)
+	r.gatewayWindow(m0, m1)
 	r.rep.Idle = &IdleResult{
 		HoldSeconds:      round3(s),
 		ClientCPUPercent: perUnit(100*cl, s),
 		StillOpen:        open,
 		Unexpected:       m1.cl.Unexpected - m0.cl.Unexpected,
 	}
-	if r.gwPid > 0 {
+	if r.measured() {
 		r.rep.Idle.GwCPUPercent = perUnit(100*gw, s)
 		r.rep.Idle.GwCPUPerSocketUSPerS = perUnit(gw*1e6/s, float64(open))
 		r.rep.Memory.GatewayRSSEnd = m1.gwRSS
 		if m := r.rep.Memory; m.GatewayRSSBefore > 0 {
 			m.PerSocketHeldBytes = perUnit(float64(m.GatewayRSSEnd-m.GatewayRSSBefore), float64(open))
 		}
+	}
+	if err == nil && cfg.Floor && r.rep.Connect != nil {
+		err = r.connectFloorPhase(plan, int(r.rep.Connect.Connected), r.rep.Connect.GwCPUPerConnectUS)
 	}
 	return err
 }
@@ -67,7 +72,7 @@ func (r *runner) idle() error {
 // the open sockets should have received between two marks.
 func (r *runner) oneChannel() (pick func(int64) (string, int), expected func(m0, m mark) int64, err error) {
 	cfg := r.cfg
-	if _, err := r.connectPhase(subPlan{Prefix: cfg.Prefix, Channels: 1}, r.gwAddr, cfg.N); err != nil {
+	if _, err := r.connectPhase(subPlan{Prefix: cfg.Prefix, Channels: 1}, cfg.N); err != nil {
 		return nil, nil, err
 	}
 	if err := r.ensurePublisher(); err != nil {
@@ -87,14 +92,14 @@ func (r *runner) fanout() error {
 		return err
 	}
 	return r.deliveryWindow(subPlan{Prefix: cfg.Prefix, Channels: 1}, pick, expected,
-		func(mark) float64 { return cfg.Rate })
+		func(mark) floorSpec { return floorSpec{rate: cfg.Rate} })
 }
 
 // deliveryWindow is the measured part of fanout and spread: it fills the
 // -stalled sockets (subscribed as plan says), publishes for one window,
-// reports the deliveries and, with -floor, measures the floor with each
-// socket receiving floorRate(m0) frames per second.
-func (r *runner) deliveryWindow(plan subPlan, pick target, expected func(m0, m mark) int64, floorRate func(m0 mark) float64) error {
+// reports the deliveries and, with -floor, measures the floor that
+// floor(m0) describes.
+func (r *runner) deliveryWindow(plan subPlan, pick target, expected func(m0, m mark) int64, floor func(m0 mark) floorSpec) error {
 	cfg := r.cfg
 	if err := r.stallBefore(plan, cfg.Rate, pick, expected); err != nil {
 		return err
@@ -106,7 +111,10 @@ func (r *runner) deliveryWindow(plan subPlan, pick target, expected func(m0, m m
 	r.finishDelivery(m0, m1, secs, expected(m0, m1))
 	if cfg.Floor {
 		r.stopStalled()
-		return r.floorPhase(int(m0.cl.Open), floorRate(m0), cfg.Duration, r.rep.Cost.GwCPUPerFrameUS, r.rep.Cost.GwFramesPerWrite)
+		fs := floor(m0)
+		fs.n, fs.d = int(m0.cl.Open), cfg.Duration
+		fs.gwPerFrame, fs.gwBatch = r.rep.Cost.GwCPUPerFrameUS, r.rep.Cost.GwFramesPerWrite
+		return r.floorPhase(fs)
 	}
 	return nil
 }
@@ -146,6 +154,7 @@ func (r *runner) finishDelivery(m0, m1 mark, secs float64, expected int64) {
 	r.rep.Histogram = logBars(r.latWin, 20)
 	r.rep.Cost = r.cost(m0, m1, d.Delivered)
 	r.rep.Noise = r.noise(m0, m1)
+	r.gatewayWindow(m0, m1)
 	if r.rep.Memory != nil {
 		r.rep.Memory.GatewayRSSEnd = m1.gwRSS
 	}
@@ -165,7 +174,7 @@ func (r *runner) finishDelivery(m0, m1 mark, secs float64, expected int64) {
 func (r *runner) spread() error {
 	cfg := r.cfg
 	pattern := cfg.Prefix + ":all:*"
-	if _, err := r.connectPhase(subPlan{Prefix: cfg.Prefix, Channels: 0, Pattern: pattern}, r.gwAddr, cfg.N); err != nil {
+	if _, err := r.connectPhase(subPlan{Prefix: cfg.Prefix, Channels: 0, Pattern: pattern}, cfg.N); err != nil {
 		return err
 	}
 	if err := r.ensurePublisher(); err != nil {
@@ -187,14 +196,19 @@ func (r *runner) spread() error {
 		return (m.recv[0] - m0.recv[0]) + (m.recv[1]-m0.recv[1])*m0.cl.Open
 	}
 	return r.deliveryWindow(subPlan{Prefix: cfg.Prefix, Channels: 0, Pattern: pattern}, pick, expected,
-		func(m0 mark) float64 { return r.rep.Delivery.DeliveredPerSec / float64(max(m0.cl.Open, 1)) })
+		func(m0 mark) floorSpec {
+			// The adaptive run has spread's shape; the write and writev
+			// runs write every message to every socket at the rate each
+			// socket received.
+			return floorSpec{rate: r.rep.Delivery.DeliveredPerSec / float64(max(m0.cl.Open, 1)), spread: cfg.Rate, every: every}
+		})
 }
 
 // churn: N sockets; ChurnRate per second of them leave (close handshake)
 // and come back (connect, upgrade, subscribe) for the duration.
 func (r *runner) churn() error {
 	cfg := r.cfg
-	if _, err := r.connectPhase(subPlan{Prefix: cfg.Prefix, Channels: cfg.Channels}, r.gwAddr, cfg.N); err != nil {
+	if _, err := r.connectPhase(subPlan{Prefix: cfg.Prefix, Channels: cfg.Channels}, cfg.N); err != nil {
 		return err
 	}
 	if cfg.Rate > 0 {
@@ -239,7 +253,7 @@ func (r *runner) churn() error {
 		ClientOpenEnd:  m1.cl.Open,
 		Gaps:           m1.cl.Gaps - m0.cl.Gaps,
 	}
-	if r.gwPid > 0 {
+	if r.measured() {
 		gw := (m1.gwCPU - m0.gwCPU).Seconds()
 		c.GwCPUPercent = perUnit(100*gw, m1.t.Sub(m0.t).Seconds())
 		c.GwCPUPerCycleUS = perUnit(gw*1e6, float64(joined))
@@ -262,7 +276,7 @@ func (r *runner) churn() error {
 // the last good and the first bad rate while the time budget lasts.
 func (r *runner) sweep() error {
 	cfg := r.cfg
-	if _, err := r.connectPhase(subPlan{Prefix: cfg.Prefix, Channels: 1}, r.gwAddr, cfg.N); err != nil {
+	if _, err := r.connectPhase(subPlan{Prefix: cfg.Prefix, Channels: 1}, cfg.N); err != nil {
 		return err
 	}
 	if err := r.ensurePublisher(); err != nil {
@@ -359,13 +373,15 @@ steps:
 		r.rep.Delivery = r.delivery(bestM[0], bestM[1], best.Rate, cfg.Step.Seconds(), expected(bestM[0], bestM[1]))
 		r.rep.Cost = r.cost(bestM[0], bestM[1], r.rep.Delivery.Delivered)
 		r.rep.Noise = r.noise(bestM[0], bestM[1])
+		r.gatewayWindow(bestM[0], bestM[1])
 		if cfg.Stalled > 0 {
 			r.rep.Stalled = &StalledResult{Sockets: cfg.Stalled, RcvBuf: stalledRcvBuf, GwDropped: r.rep.Delivery.GwDropped,
 				MeasuredLost: r.rep.Delivery.Gaps + r.rep.Delivery.Missing, ClosedByGateway: stalledClosedByGateway(bestM[1].cl.Open, cfg.Stalled, bestM[1].gs)}
 		}
 		if cfg.Floor {
 			r.stopStalled()
-			return r.floorPhase(int(bestM[0].cl.Open), best.Rate, cfg.Step, best.GwCPUPerFrameUS, r.rep.Cost.GwFramesPerWrite)
+			return r.floorPhase(floorSpec{n: int(bestM[0].cl.Open), rate: best.Rate, d: cfg.Step,
+				gwPerFrame: best.GwCPUPerFrameUS, gwBatch: r.rep.Cost.GwFramesPerWrite})
 		}
 	} else {
 		r.rep.Notes = append(r.rep.Notes, "no step passed: lower -rate")
@@ -375,111 +391,5 @@ steps:
 
 // floorOnly runs the CPU floor alone (no gateway, no Redis).
 func (r *runner) floorOnly() error {
-	return r.floorPhase(r.cfg.N, r.cfg.Rate, r.cfg.Duration, 0, 0)
-}
-
-// floorPhase measures the CPU floor for n sockets at rate messages per
-// second: the frame is shaped like the gateway's data frames for a
-// payload of Size bytes.
-func (r *runner) floorPhase(n int, rate float64, d time.Duration, gwPerFrame, gwBatch float64) error {
-	cfg := r.cfg
-	r.stopClients()
-	if n <= 0 || rate <= 0 {
-		return errors.New("floor: needs sockets and a rate")
-	}
-	payload := []byte(`{"type":"data","seq":1000000,"channel":"` + cfg.Prefix + `:0","data":`)
-	payload = benchPayload(payload, time.Now().UnixNano(), cfg.Size)
-	payload = append(payload, `,"timestamp":"2026-01-01T00:00:00.000Z"}`...)
-	frame := serverFrame(payload)
-	res := &FloorResult{Sockets: n, Rate: rate, FrameBytes: len(frame), Seconds: d.Seconds(),
-		GwCPUPerFrameUS: gwPerFrame, GwFramesPerWrite: gwBatch}
-	r.rep.Floor = res
-	fp, addr, err := startFloor(n)
-	if err != nil {
-		return err
-	}
-	defer fp.stop()
-	r.logf("floor: %d sockets, %.0f frames/s each, %d-byte frame", n, rate, len(frame))
-	if err := r.startClients(subPlan{Raw: true}, addr, n); err != nil {
-		return err
-	}
-	defer r.stopClients()
-	if err := r.wait("floor/connect", 30*time.Second+time.Duration(n)*time.Millisecond, func(a poolStats) bool {
-		return a.Subscribed+a.Failed >= int64(n)
-	}); err != nil {
-		return err
-	}
-	if _, err := fp.next(30 * time.Second); err != nil { // all accepted
-		return err
-	}
-	// write(2) per frame, writev(2) at the gateway's own batching (frames
-	// per write syscall, rounded) and at -floor-k.
-	ks := []int{1}
-	if k := int(math.Round(gwBatch)); k > 1 && k != cfg.FloorK {
-		ks = append(ks, k)
-	}
-	if cfg.FloorK > 1 {
-		ks = append(ks, cfg.FloorK)
-	}
-	sort.Ints(ks)
-	for _, k := range ks {
-		m0 := r.mark()
-		if err := fp.enc.Encode(floorCmd{Op: "run", Frame: frame, Rate: rate, Dur: d, K: k}); err != nil {
-			return err
-		}
-		got := make(chan floorMsg, 1)
-		errc := make(chan error, 1)
-		go func() {
-			m, err := fp.next(d + 60*time.Second)
-			if err != nil {
-				errc <- err
-				return
-			}
-			got <- m
-		}()
-		var fm floorMsg
-		phase := fmt.Sprintf("floor k=%d", k)
-		if err := r.wait(phase, d+60*time.Second, func(poolStats) bool {
-			select {
-			case fm = <-got:
-				return true
-			case err := <-errc:
-				fm.Error = err.Error()
-				return true
-			default:
-				return false
-			}
-		}); err != nil {
-			return err
-		}
-		if fm.Error != "" {
-			return errors.New(fm.Error)
-		}
-		want := m0.cl.Data + fm.Frames
-		var last int64 = -1
-		lastChange := time.Now()
-		_ = r.wait(phase+"/drain", 10*time.Second, func(a poolStats) bool {
-			if a.Data != last {
-				last, lastChange = a.Data, time.Now()
-			}
-			return a.Data >= want || time.Since(lastChange) > time.Second
-		})
-		m1 := r.mark()
-		run := FloorRun{
-			K: k, Mode: "write", Frames: fm.Frames, Syscalls: fm.Syscalls, Errors: fm.Errors,
-			Received:            m1.cl.Data - m0.cl.Data,
-			CPUSeconds:          round3(float64(fm.CPUNanos) / 1e9),
-			CPUPerFrameUS:       perUnit(float64(fm.CPUNanos)/1e3, float64(fm.Frames)),
-			ClientCPUPerFrameUS: perUnit(clientCPU(m0, m1).Seconds()*1e6, float64(m1.cl.Data-m0.cl.Data)),
-		}
-		if k > 1 {
-			run.Mode = "writev"
-		}
-		if gwPerFrame > 0 && run.CPUPerFrameUS > 0 {
-			run.GwRatio = round3(gwPerFrame / run.CPUPerFrameUS)
-		}
-		res.Runs = append(res.Runs, run)
-		r.logf("floor %s k=%d: %.3f µs CPU per frame", run.Mode, k, run.CPUPerFrameUS)
-	}
-	return nil
+	return r.floorPhase(floorSpec{n: r.cfg.N, rate: r.cfg.Rate, d: r.cfg.Duration})
 }

@@ -175,7 +175,7 @@ func (r *runner) startStalled(plan subPlan, k int) error {
 	if k <= 0 {
 		return nil
 	}
-	st, err := dialStalled(r.ctx, r.gwAddr, plan, k, r.cfg.HandshakeTimeout)
+	st, err := dialStalled(r.ctx, r.dial[0], plan, k, r.cfg.HandshakeTimeout)
 	if err != nil {
 		return err
 	}
@@ -194,7 +194,7 @@ func (r *runner) stopStalled() {
 	r.stalled.close()
 	r.stalled = nil
 	_ = r.wait("unstall", 10*time.Second, func(a poolStats) bool {
-		gs, err := fetchStats(r.gwAddr)
+		gs, err := r.stats()
 		return err != nil || gs.Connections <= a.Open
 	})
 }
@@ -205,7 +205,7 @@ func (r *runner) stopStalled() {
 // measured sockets' delivery during that lead-in and whether the gateway
 // dropped anything.
 func (r *runner) fillStalled(phase string, rate float64, pick target, expected func(m0, m mark) int64) (lead *Delivery, overflowed bool, err error) {
-	base, err := fetchStats(r.gwAddr)
+	base, err := r.stats()
 	if err != nil {
 		return nil, false, fmt.Errorf("%w: gateway /stats: %w", errStalled, err)
 	}
@@ -215,7 +215,7 @@ func (r *runner) fillStalled(phase string, rate float64, pick target, expected f
 		// second, not at every 100 ms poll.
 		if firstDrop.IsZero() && time.Since(lastAsk) >= 500*time.Millisecond {
 			lastAsk = time.Now()
-			if gs, err := fetchStats(r.gwAddr); err == nil && gs.Dropped > base.Dropped {
+			if gs, err := r.stats(); err == nil && gs.Dropped > base.Dropped {
 				firstDrop = time.Now()
 			}
 			return false

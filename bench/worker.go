@@ -25,11 +25,13 @@ const (
 )
 
 type workerCmd struct {
-	Op    string        `json:"op"` // connect, churn, stop
+	Op    string        `json:"op"` // connect, churn, storm, stop
 	Spec  *poolSpec     `json:"spec,omitempty"`
 	Rate  float64       `json:"rate,omitempty"`
 	Dur   time.Duration `json:"dur,omitempty"`
 	Extra string        `json:"extra,omitempty"`
+	At    int64         `json:"at,omitempty"`   // storm: the event, unix nanos
+	Drop  bool          `json:"drop,omitempty"` // storm: close every open socket at once
 }
 
 type workerMsg struct {
@@ -124,6 +126,12 @@ func workerMain(in io.Reader, out io.Writer) int {
 				p.churn(c.Rate, c.Dur)
 			}
 			pmu.Unlock()
+		case "storm":
+			pmu.Lock()
+			if p != nil {
+				p.storm(c.At, c.Drop)
+			}
+			pmu.Unlock()
 		case "stop":
 			return finish()
 		}
@@ -137,6 +145,9 @@ type clientHandle interface {
 	// since the previous snapshot.
 	snapshot() poolStats
 	churn(rate float64, d time.Duration)
+	// storm marks the event at (unix nanos); with drop, every open
+	// socket is closed at once and comes back by itself.
+	storm(at int64, drop bool)
 	close() poolStats
 	pid() int
 }
@@ -154,6 +165,7 @@ func startLocal(spec poolSpec) (*localClient, error) {
 
 func (l *localClient) snapshot() poolStats                 { return l.p.stats() }
 func (l *localClient) churn(rate float64, d time.Duration) { l.p.churn(rate, d) }
+func (l *localClient) storm(at int64, drop bool)           { l.p.storm(at, drop) }
 func (l *localClient) close() poolStats                    { return l.p.close() }
 func (l *localClient) pid() int                            { return os.Getpid() }
 
@@ -162,13 +174,14 @@ type remoteClient struct {
 	stdin io.WriteCloser
 	enc   *json.Encoder
 
-	mu        sync.Mutex
-	last      poolStats
-	lat, conn sparseHist
-	final     chan struct{}
-	gotFinal  bool
-	err       error
-	exited    chan struct{}
+	mu           sync.Mutex
+	last         poolStats
+	lat, conn    sparseHist
+	outage, back sparseHist
+	final        chan struct{}
+	gotFinal     bool
+	err          error
+	exited       chan struct{}
 }
 
 // startRemote starts a worker subprocess holding spec's sockets.
@@ -232,7 +245,9 @@ func (r *remoteClient) read(stdout io.Reader) {
 		if m.Stats != nil {
 			r.lat = appendSparse(r.lat, m.Stats.Lat)
 			r.conn = appendSparse(r.conn, m.Stats.Conn)
-			m.Stats.Lat, m.Stats.Conn = sparseHist{}, sparseHist{}
+			r.outage = appendSparse(r.outage, m.Stats.Outage)
+			r.back = appendSparse(r.back, m.Stats.Back)
+			m.Stats.Lat, m.Stats.Conn, m.Stats.Outage, m.Stats.Back = sparseHist{}, sparseHist{}, sparseHist{}, sparseHist{}
 			r.last = *m.Stats
 		}
 		if m.Final && !r.gotFinal {
@@ -247,8 +262,8 @@ func (r *remoteClient) snapshot() poolStats {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	st := r.last
-	st.Lat, st.Conn = r.lat, r.conn
-	r.lat, r.conn = sparseHist{}, sparseHist{}
+	st.Lat, st.Conn, st.Outage, st.Back = r.lat, r.conn, r.outage, r.back
+	r.lat, r.conn, r.outage, r.back = sparseHist{}, sparseHist{}, sparseHist{}, sparseHist{}
 	if r.err != nil {
 		st.Limits = append(append([]string(nil), st.Limits...), r.err.Error())
 	}
@@ -257,6 +272,10 @@ func (r *remoteClient) snapshot() poolStats {
 
 func (r *remoteClient) churn(rate float64, d time.Duration) {
 	_ = r.enc.Encode(workerCmd{Op: "churn", Rate: rate, Dur: d})
+}
+
+func (r *remoteClient) storm(at int64, drop bool) {
+	_ = r.enc.Encode(workerCmd{Op: "storm", At: at, Drop: drop})
 }
 
 func (r *remoteClient) close() poolStats {

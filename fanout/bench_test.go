@@ -3,11 +3,11 @@ package fanout
 import (
 	"io"
 	"log/slog"
+	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/gobwas/ws"
 	"github.com/redis/rueidis"
 
 	"github.com/wsgw/gateway/wsproto"
@@ -17,13 +17,16 @@ import (
 // control goroutine. The caller plays those parts itself.
 func newOfflineHub(tb testing.TB, shards, sendQueue int) *Hub {
 	tb.Helper()
+	wakers := make([]Waker, shards)
+	for i := range wakers {
+		wakers[i] = nopWaker{}
+	}
 	h, err := New(Config{
 		RedisAddr: "127.0.0.1:1",
-		Shards:    shards,
 		SendQueue: sendQueue,
 		Handoff:   64,
 		Logger:    slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
+	}, wakers)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -47,9 +50,9 @@ func addOffline(tb testing.TB, h *Hub, st *stream, n int) []*Subscriber {
 	sh := h.Shard(0)
 	subs := make([]*Subscriber, n)
 	for i := range subs {
-		subs[i] = h.NewSubscriber(0)
+		subs[i] = newSubscriber(h, 0)
 		st.refs.Add(1)
-		sh.add(subs[i], []*stream{st}, wsproto.NewAck("subscribed", []string{st.name}, nil, time.Now()))
+		sh.add(subs[i], []*stream{st}, wsproto.NewSubscribed([]string{st.name}, nil, time.Now()))
 	}
 	if got := drainShard(sh); got != n {
 		tb.Fatalf("drained %d acks, want %d", got, n)
@@ -181,8 +184,8 @@ func TestOnMessage(t *testing.T) {
 		h.onMessage(rueidis.PubSubMessage{Channel: "ch", Message: "2"})
 		recv(t, want{0, st, 2})
 		after := h.Stats()
-		if after.Dropped != before.Dropped+1 || after.MessagesReceived != before.MessagesReceived+1 {
-			t.Fatalf("Stats before %+v, after %+v: want one more dropped and received", before, after)
+		if after.HandoffDropped != before.HandoffDropped+1 || after.Dropped != before.Dropped || after.MessagesReceived != before.MessagesReceived+1 {
+			t.Fatalf("Stats before %+v, after %+v: want one more hand-off drop and received, no queue drop", before, after)
 		}
 		for len(sh.in) > 0 {
 			<-sh.in
@@ -194,9 +197,75 @@ func TestOnMessage(t *testing.T) {
 	})
 }
 
+// TestStatsDropUnits: frames a connection's full queue refused and
+// messages a shard's full hand-off channel refused are counted apart, each
+// in its own unit and read once per Stats, so that a snapshot taken while
+// hand-offs fail never shows them as connection drops (nor, subtracted
+// from one another, as a counter that wrapped around).
+func TestStatsDropUnits(t *testing.T) {
+	const (
+		sendQueue = 4 // the first ring is the whole queue
+		frames    = 10
+		messages  = 5000
+	)
+	h := newOfflineHub(t, 2, sendQueue)
+	st := newOfflineStream(h, "ch")
+	h.channels.Store("ch", st)
+	addOffline(t, h, st, 1) // shard 0, its ack drained
+
+	// A connection that does not read: its queue takes sendQueue frames
+	// and refuses the rest.
+	for i := range frames {
+		h.Shard(0).deliver(st, wsproto.BuildData(uint64(i+1), "ch", "", "1", time.Now()))
+	}
+	const queueDrops = frames - sendQueue
+	if s := h.Stats(); s.Dropped != queueDrops || s.HandoffDropped != 0 {
+		t.Fatalf("after a full queue: Dropped %d, HandoffDropped %d; want %d and 0", s.Dropped, s.HandoffDropped, queueDrops)
+	}
+
+	// Nobody consumes the shards' channels now: once both are full,
+	// every message is refused by both shards. Snapshots taken meanwhile
+	// must keep the connection drops as they were.
+	st.shardSubs[1].Store(1)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range messages {
+			h.onMessage(rueidis.PubSubMessage{Channel: "ch", Message: strconv.Itoa(i)})
+		}
+	}()
+	var last uint64
+	for running := true; running; {
+		select {
+		case <-done:
+			running = false
+		default:
+		}
+		s := h.Stats()
+		if s.Dropped != queueDrops {
+			t.Fatalf("Dropped = %d while only hand-offs failed, want %d (HandoffDropped %d)", s.Dropped, queueDrops, s.HandoffDropped)
+		}
+		if s.HandoffDropped < last {
+			t.Fatalf("HandoffDropped went back from %d to %d", last, s.HandoffDropped)
+		}
+		last = s.HandoffDropped
+	}
+	held := 0
+	for _, sh := range h.shards {
+		held += len(sh.in)
+		for len(sh.in) > 0 {
+			(<-sh.in).frame.Release()
+		}
+	}
+	if s := h.Stats(); s.HandoffDropped != uint64(2*messages-held) || s.Dropped != queueDrops {
+		t.Fatalf("after %d messages to 2 shards holding %d: HandoffDropped %d, Dropped %d; want %d and %d",
+			messages, held, s.HandoffDropped, s.Dropped, 2*messages-held, queueDrops)
+	}
+}
+
 // BenchmarkRingPushPop is one push and one pop on a warmed queue.
 func BenchmarkRingPushPop(b *testing.B) {
-	f := wsproto.NewControlFrame(ws.OpPing, []byte("x"))
+	f := wsproto.NewPong(nil, time.Now())
 	defer f.Release()
 	var q queue
 	for range 64 { // grow to the bound first
@@ -257,7 +326,7 @@ func BenchmarkOnMessage(b *testing.B) {
 		op.frame.Release()
 	}
 	b.StopTimer()
-	if d := h.Stats().Dropped; d != 0 {
+	if d := h.Stats().HandoffDropped; d != 0 {
 		b.Fatalf("%d hand-offs dropped", d)
 	}
 }

@@ -6,6 +6,9 @@
 // subscribes upstream, and the stream is unsubscribed once the last one
 // has left and Config.Linger (at most a second) has passed.
 //
+// The server builds the hub with one Waker per event loop (New; shard i
+// belongs to loop i), starts it, and closes it at shutdown.
+//
 // Goroutines:
 //   - rueidis's reader goroutine runs Hub.onMessage for each message. It
 //     never blocks: it stamps the message once (per-stream
@@ -18,7 +21,14 @@
 //     connection: (un)subscribes upstream, reconnects with backoff,
 //     resubscribes everything after a reconnect, and expires idle streams.
 //     Event loops reach it through a mutex-guarded request list that never
-//     blocks them (Hub.Subscribe, Unsubscribe, Remove).
+//     blocks them (Hub.Subscribe, Unsubscribe, Remove). The list is bounded
+//     (Config.MaxPending: beyond it Subscribe and Unsubscribe return
+//     ErrBusy), and so is the stream table (Config.MaxStreams). Upstream
+//     commands go out in chunks, pipelined in one round trip per batch of
+//     requests. Redis refusing a stream (an error reply such as NOPERM)
+//     fails the requests that asked for it, or drops the stream, never the
+//     link: the clients get an error frame, and the event loop a Refusal
+//     (Shard.TakeRefusals) so that its view of the connection matches.
 //   - one goroutine per shard (one shard per event loop) owns the
 //     subscriber lists of its loop's connections. It is the only producer
 //     of those connections' queues; the event loop is the only consumer.
@@ -34,9 +44,9 @@
 //     state (Hub.Init): an idle socket costs one allocation.
 //   - a shard wakes its event loop once per burst: a subscriber with new
 //     frames is marked pending and put in the shard's intrusive ready
-//     queue; if no flush is scheduled, the shard's waker submits one task
-//     to the loop, which drains every ready subscriber (Shard.NextReady,
-//     Subscriber.Pop) with one Writev each.
+//     queue; if no flush is scheduled, the shard calls its Waker, which
+//     submits one task to the loop, and the loop drains every ready
+//     subscriber (Shard.NextReady, Subscriber.Pop) with one Writev each.
 //
 // Frame ownership: onMessage builds a frame holding one reference, adds
 // one per shard it hands the frame to, and drops its own. A shard adds one

@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -22,6 +24,11 @@ import (
 var (
 	ErrConfig = errors.New("fanout: invalid configuration")
 	ErrClosed = errors.New("fanout: hub closed")
+	// ErrBusy refuses a subscribe or unsubscribe while Config.MaxPending
+	// requests already wait for the control goroutine (Redis is slow or
+	// the requests come faster than Redis answers): refused at once
+	// rather than queued without bound.
+	ErrBusy = errors.New("fanout: too many requests waiting for Redis")
 )
 
 // Config is the hub's part of the gateway configuration. Passed by value.
@@ -32,11 +39,11 @@ type Config struct {
 	// RESP2 forces RESP2 (miniredis, the embedded mode, speaks no RESP3
 	// pub/sub).
 	RESP2 bool
-	// Shards is the number of shards, one per event loop.
-	Shards int
-	// SendQueue bounds each connection's queue, in frames.
+	// SendQueue bounds each connection's queue, in frames (at most
+	// 1048576).
 	SendQueue int
-	// Handoff bounds each shard's inbound channel, in operations.
+	// Handoff bounds each shard's inbound channel, in operations; 0
+	// means 8192.
 	Handoff int
 	// Linger is how long a stream with no subscriber stays subscribed
 	// upstream before it is unsubscribed (within a second, as the protocol promises).
@@ -51,21 +58,54 @@ type Config struct {
 	// failover). 0 disables the canary.
 	CanaryInterval time.Duration
 	Logger         *slog.Logger
+
+	// MaxStreams bounds the upstream subscriptions (exact channels plus
+	// patterns, lingering ones included). A subscribe request that would
+	// create more is refused whole with server_busy. 0 = unlimited.
+	MaxStreams int
+	// MaxPending bounds the subscribe and unsubscribe requests waiting
+	// for the control goroutine; beyond it Subscribe and Unsubscribe
+	// return ErrBusy. Closing connections are never refused. 0 =
+	// unlimited.
+	MaxPending int
 }
 
-func (c *Config) validate() error {
+// maxSendQueue bounds Config.SendQueue: a million frames owed to one
+// connection is already far more than a reader that is alive needs.
+const maxSendQueue = 1 << 20
+
+// Check returns the first field whose value is out of its bounds and the
+// rule it breaks ("SendQueue", "must be between 1 and 1048576"), or two
+// empty strings. It is the one place these bounds are checked: Validate
+// reports its answer as an error, and cmd/gateway under the name of the
+// setting bound to the field.
+func (c *Config) Check() (field, rule string) {
 	switch {
 	case c.RedisAddr == "":
-		return fmt.Errorf("%w: empty Redis address", ErrConfig)
-	case c.Shards < 1:
-		return fmt.Errorf("%w: shards %d < 1", ErrConfig, c.Shards)
-	case c.SendQueue < 1 || c.SendQueue > 1<<24:
-		// Ring indices are int32 to keep an idle subscriber small.
-		return fmt.Errorf("%w: send queue %d outside [1, 16777216]", ErrConfig, c.SendQueue)
+		return "RedisAddr", "must not be empty"
+	case c.SendQueue < 1 || c.SendQueue > maxSendQueue:
+		return "SendQueue", "must be between 1 and 1048576"
+	case c.Handoff < 0:
+		return "Handoff", "must not be negative"
 	case c.Linger < 0 || c.Linger > time.Second:
-		return fmt.Errorf("%w: linger %v outside [0, 1s]", ErrConfig, c.Linger)
+		return "Linger", "must be between 0 and 1s"
+	case c.CanaryInterval < 0:
+		return "CanaryInterval", "must not be negative"
+	case c.MaxStreams < 0:
+		return "MaxStreams", "must not be negative"
+	case c.MaxPending < 0:
+		return "MaxPending", "must not be negative"
 	}
-	if c.Handoff < 1 {
+	return "", ""
+}
+
+// Validate checks the configuration (Check) and fills the defaults of
+// fields left zero. New calls it.
+func (c *Config) Validate() error {
+	if field, rule := c.Check(); field != "" {
+		return fmt.Errorf("%w: %s %s", ErrConfig, field, rule)
+	}
+	if c.Handoff == 0 {
 		c.Handoff = 8192
 	}
 	if c.RetryMin <= 0 {
@@ -76,9 +116,6 @@ func (c *Config) validate() error {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
-	}
-	if c.CanaryInterval < 0 {
-		return fmt.Errorf("%w: canary interval %v < 0", ErrConfig, c.CanaryInterval)
 	}
 	return nil
 }
@@ -104,11 +141,15 @@ type Stats struct {
 	Streams          int    `json:"streams"`
 	MessagesReceived uint64 `json:"messages_received"`
 	Delivered        uint64 `json:"messages_delivered"`
-	Dropped          uint64 `json:"messages_dropped"`
-	RedisUp          bool   `json:"redis_up"`
-	Reconnects       uint64 `json:"redis_reconnects"`
-	// HandoffDropped is the part of Dropped lost because a shard's
-	// channel was full (the Redis reader outpaced a shard).
+	// Dropped counts frames a connection's full queue refused (a slow
+	// reader): one per connection and frame.
+	Dropped    uint64 `json:"frames_dropped"`
+	RedisUp    bool   `json:"redis_up"`
+	Reconnects uint64 `json:"redis_reconnects"`
+	// HandoffDropped counts messages a shard never received because its
+	// hand-off channel was full (the Redis reader outpaced the shard):
+	// one per shard and message, however many of the shard's
+	// connections follow the stream. It is not part of Dropped.
 	HandoffDropped uint64 `json:"handoff_dropped"`
 	// CanaryRTT is the last round trip of the canary through Redis
 	// pub/sub; 0 before the first.
@@ -135,6 +176,7 @@ type request struct {
 	reqID   []byte
 	st      *stream
 	streams []*stream // reqSubscribe: the streams joined, set by join
+	full    bool      // reqSubscribe: refused by join, MaxStreams reached
 }
 
 // Hub subscribes to Redis on behalf of all connections and fans each
@@ -155,7 +197,6 @@ type Hub struct {
 	idle    map[*stream]struct{}
 	client  rueidis.Client
 	dc      rueidis.DedicatedClient
-	dcClose func()
 	dcWait  <-chan error
 	// retry fires the next connection attempt. linkDown re-arms it, as
 	// it runs on more paths than the dcWait case (a failed upstream
@@ -180,15 +221,43 @@ type Hub struct {
 	upSince    time.Time                      // control goroutine only
 	everUp     bool                           // control goroutine only
 
+	// canaryOff: Redis refused the canary's SUBSCRIBE on this link (an
+	// ACL without the canary channel), so its absence proves nothing.
+	canaryOff atomic.Bool
+	// The largest sizes of streams and idle since they were last
+	// rebuilt (control goroutine only): see shrinkMaps.
+	streamsPeak, idlePeak int
+
+	// ctx bounds the control goroutine's Redis commands; Close cancels
+	// it when its own deadline passes, so that a command a wedged Redis
+	// never answers does not outlive the hub.
+	ctx     context.Context
+	cancel  context.CancelFunc
+	started bool // by Start
 	done    chan struct{}
 	stopped chan struct{}
 	once    sync.Once
 }
 
-// New validates cfg and builds a hub. Nothing connects until Start.
-func New(cfg Config) (*Hub, error) {
-	if err := cfg.validate(); err != nil {
+// Waker wakes one event loop so that it drains its shard: the loop calls
+// Shard.BeginFlush, then Shard.NextReady and Subscriber.Pop until
+// NextReady returns nil. A shard calls Wake from its own goroutine (and
+// from its loop, in Shard.Requeue) once per burst of subscribers made
+// ready, never while a flush it asked for has not begun. Wake must not
+// block.
+type Waker interface {
+	Wake()
+}
+
+// New validates cfg and builds a hub with one shard per waker: shard i
+// serves the connections of one event loop and wakes it through
+// wakers[i]. Nothing connects until Start.
+func New(cfg Config, wakers []Waker) (*Hub, error) {
+	if err := cfg.Validate(); err != nil {
 		return nil, err
+	}
+	if len(wakers) == 0 || slices.Contains(wakers, nil) {
+		return nil, fmt.Errorf("%w: one waker per shard, none nil (got %d)", ErrConfig, len(wakers))
 	}
 	h := &Hub{
 		cfg:     cfg,
@@ -202,9 +271,10 @@ func New(cfg Config) (*Hub, error) {
 	var id [8]byte
 	_, _ = rand.Read(id[:])
 	h.canaryChan = "__ws_gateway:canary:" + hex.EncodeToString(id[:])
-	h.shards = make([]*Shard, cfg.Shards)
+	h.ctx, h.cancel = context.WithCancel(context.Background())
+	h.shards = make([]*Shard, len(wakers))
 	for i := range h.shards {
-		sh := &Shard{idx: i, hub: h, in: make(chan shardOp, cfg.Handoff)}
+		sh := &Shard{idx: i, hub: h, in: make(chan shardOp, cfg.Handoff), waker: wakers[i]}
 		sh.ready.init()
 		h.shards[i] = sh
 	}
@@ -216,22 +286,32 @@ func (h *Hub) Shard(i int) *Shard { return h.shards[i] }
 
 // Start launches the shard goroutines and the control goroutine, which
 // connects to Redis in the background (the gateway starts while Redis is
-// down and delivers once it appears).
+// down and delivers once it appears). Call it once, not concurrently with
+// Close.
 func (h *Hub) Start() {
+	h.started = true
 	for _, sh := range h.shards {
 		go sh.run(h.done)
 	}
 	go h.control()
 }
 
-// Close unsubscribes upstream, stops every goroutine of the hub and waits
-// for the control goroutine (bounded by ctx).
+// Close stops the hub: the control goroutine finishes the Redis command
+// in flight, unsubscribes every stream upstream and closes its Redis
+// connections, and every goroutine of the hub returns. Close waits for
+// that until ctx ends; then it cancels the command in flight (a wedged
+// Redis never answers one) and returns ctx's error at once, leaving the
+// control goroutine to close the connections.
 func (h *Hub) Close(ctx context.Context) error {
 	h.once.Do(func() { close(h.done) })
+	if !h.started {
+		return nil // no goroutine to wait for
+	}
 	select {
 	case <-h.stopped:
 		return nil
 	case <-ctx.Done():
+		h.cancel()
 		return fmt.Errorf("fanout: close: %w", ctx.Err())
 	}
 }
@@ -247,7 +327,6 @@ func (h *Hub) Stats() Stats {
 		MessagesReceived: h.received.Load(),
 		RedisUp:          h.up.Load(),
 		Reconnects:       h.reconnects.Load(),
-		Dropped:          h.handoff.Load(),
 		HandoffDropped:   h.handoff.Load(),
 		CanaryRTT:        time.Duration(h.canaryRTT.Load()),
 	}
@@ -267,47 +346,53 @@ func (h *Hub) Init(s *Subscriber, shard int) {
 	*s = Subscriber{shard: h.shards[shard]}
 }
 
-// NewSubscriber allocates a Subscriber and Inits it. Safe for concurrent
-// use.
-func (h *Hub) NewSubscriber(shard int) *Subscriber {
-	s := new(Subscriber)
-	h.Init(s, shard)
-	return s
-}
-
 // Subscribe joins s to the streams in add (channels it does not follow
 // yet) and then queues a "subscribed" ack naming all, after any frame
-// already queued for s. Safe for concurrent use; never blocks.
-func (h *Hub) Subscribe(s *Subscriber, add, all []string, requestID []byte) {
-	h.enqueue(request{kind: reqSubscribe, sub: s, changed: add, all: all, reqID: requestID})
+// already queued for s. The request may still be refused as a whole, with
+// an error frame instead of the ack and a Refusal for the event loop (see
+// Shard.TakeRefusals): when it would take the hub past MaxStreams, or when
+// Redis refuses one of its new streams. It returns ErrBusy, and queues
+// nothing, while MaxPending requests are waiting. Safe for concurrent
+// use; never blocks.
+func (h *Hub) Subscribe(s *Subscriber, add, all []string, requestID []byte) error {
+	return h.enqueue(request{kind: reqSubscribe, sub: s, changed: add, all: all, reqID: requestID}, true)
 }
 
-// Unsubscribe is Subscribe's converse, acked with "unsubscribed".
-func (h *Hub) Unsubscribe(s *Subscriber, del, all []string, requestID []byte) {
-	h.enqueue(request{kind: reqUnsubscribe, sub: s, changed: del, all: all, reqID: requestID})
+// Unsubscribe is Subscribe's converse, acked with "unsubscribed". It is
+// refused only with ErrBusy, like Subscribe.
+func (h *Hub) Unsubscribe(s *Subscriber, del, all []string, requestID []byte) error {
+	return h.enqueue(request{kind: reqUnsubscribe, sub: s, changed: del, all: all, reqID: requestID}, true)
 }
 
 // Remove drops s from every stream and releases whatever is queued for
 // it. The caller (the connection's event loop, on close) must not call
-// s.Pop afterwards. Safe for concurrent use; never blocks.
+// s.Pop afterwards. Never refused: it only gives resources back. Safe for
+// concurrent use; never blocks.
 func (h *Hub) Remove(s *Subscriber) {
-	h.enqueue(request{kind: reqRemove, sub: s})
+	_ = h.enqueue(request{kind: reqRemove, sub: s}, false)
 }
 
-func (h *Hub) enqueue(r request) {
+// enqueue appends r to the requests of the control goroutine. A
+// refusable request is refused with ErrBusy once MaxPending are waiting.
+func (h *Hub) enqueue(r request, refusable bool) error {
 	h.mu.Lock()
+	if refusable && h.cfg.MaxPending > 0 && len(h.pending) >= h.cfg.MaxPending {
+		h.mu.Unlock()
+		return ErrBusy
+	}
 	h.pending = append(h.pending, r)
 	h.mu.Unlock()
 	select {
 	case h.kick <- struct{}{}:
 	default:
 	}
+	return nil
 }
 
 // release is called by a shard goroutine when a subscription of st ends.
 func (h *Hub) release(st *stream) {
 	if st.refs.Add(-1) == 0 {
-		h.enqueue(request{kind: reqIdle, st: st})
+		_ = h.enqueue(request{kind: reqIdle, st: st}, false)
 	}
 }
 
@@ -364,8 +449,8 @@ func (h *Hub) onMessage(m rueidis.PubSubMessage) {
 // Redis commands.
 func (h *Hub) control() {
 	defer close(h.stopped)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	defer h.cancel()
+	ctx := h.ctx
 	backoff := h.cfg.RetryMin
 	retry := time.NewTimer(0)
 	defer retry.Stop()
@@ -406,29 +491,48 @@ func (h *Hub) process(ctx context.Context) {
 	batch := h.pending
 	h.pending = nil
 	h.mu.Unlock()
-	// Every stream new in this batch is subscribed upstream with one
-	// command (chunked), not one round trip per request: thousands of
-	// clients each on their own channel connect at once (the spread
-	// scenario). The shard operations then go out in request order, each
-	// after the upstream subscription of its streams.
+	// Every stream new in this batch is subscribed upstream in one
+	// pipelined round trip (chunked commands), not one round trip per
+	// request: thousands of clients each on their own channel connect at
+	// once (the spread scenario). The shard operations then go out in
+	// request order, each after the upstream subscription of its streams.
 	var fresh []*stream
 	for i := range batch {
 		if batch[i].kind == reqSubscribe {
 			fresh = h.join(&batch[i], fresh)
 		}
 	}
+	var refused map[*stream]struct{}
 	if len(fresh) > 0 && h.dc != nil {
-		if err := h.upstream(ctx, fresh, true); err != nil {
+		bad, err := h.upstream(ctx, fresh, true)
+		if err != nil {
 			// The streams stay in the table; they are subscribed
 			// again when the link is back.
 			h.linkDown(err)
 		}
+		if len(bad) > 0 {
+			// Refused by Redis, not broken: those streams (never
+			// acked) are dropped and their requests fail; the link
+			// and every other stream carry on.
+			refused = make(map[*stream]struct{}, len(bad))
+			for _, b := range bad {
+				refused[b.st] = struct{}{}
+				h.drop(b.st)
+			}
+			h.log.Warn("redis refused subscriptions", "streams", len(bad), "first", bad[0].st.name, "err", bad[0].err)
+		}
 	}
+	now := time.Now()
 	for i := range batch {
 		r := &batch[i]
 		switch r.kind {
 		case reqSubscribe:
-			ack := wsproto.NewAck("subscribed", r.all, r.reqID, time.Now())
+			if f := h.refusal(r, refused, now); f != nil {
+				h.unjoin(r, refused, now)
+				h.toShard(r.sub.shard, shardOp{kind: opRefuse, sub: r.sub, names: r.changed, frame: f})
+				continue
+			}
+			ack := wsproto.NewSubscribed(r.all, r.reqID, now)
 			h.toShard(r.sub.shard, shardOp{kind: opAdd, sub: r.sub, streams: r.streams, frame: ack})
 		case reqUnsubscribe:
 			streams := make([]*stream, 0, len(r.changed))
@@ -437,17 +541,73 @@ func (h *Hub) process(ctx context.Context) {
 					streams = append(streams, st)
 				}
 			}
-			ack := wsproto.NewAck("unsubscribed", r.all, r.reqID, time.Now())
+			ack := wsproto.NewUnsubscribed(r.all, r.reqID, now)
 			h.toShard(r.sub.shard, shardOp{kind: opDel, sub: r.sub, streams: streams, frame: ack})
 		case reqRemove:
 			h.toShard(r.sub.shard, shardOp{kind: opRemove, sub: r.sub})
 		case reqIdle:
 			if r.st.refs.Load() == 0 && h.streams[r.st.name] == r.st {
-				r.st.idleSince = time.Now()
-				h.idle[r.st] = struct{}{}
+				h.setIdle(r.st, now)
 			}
 		}
 	}
+}
+
+// refusal returns the error frame that refuses subscribe request r, or nil
+// when r goes ahead: r was refused by join (MaxStreams), or names a stream
+// Redis refused. Control goroutine only.
+func (h *Hub) refusal(r *request, refused map[*stream]struct{}, now time.Time) *wsproto.Frame {
+	if r.full {
+		return wsproto.NewStreamCapReached(h.cfg.MaxStreams, r.changed, r.reqID, now)
+	}
+	var names []string
+	for _, st := range r.streams {
+		if _, ok := refused[st]; ok {
+			names = append(names, st.name)
+		}
+	}
+	if names == nil {
+		return nil
+	}
+	return wsproto.NewUpstreamRefused(names, r.reqID, now)
+}
+
+// unjoin gives back the references join took for a request that is
+// refused after all; a stream left without one lingers as usual. Streams
+// in dropped are gone already. Control goroutine only.
+func (h *Hub) unjoin(r *request, dropped map[*stream]struct{}, now time.Time) {
+	for _, st := range r.streams {
+		if _, ok := dropped[st]; ok {
+			continue
+		}
+		if st.refs.Add(-1) == 0 && h.streams[st.name] == st {
+			h.setIdle(st, now)
+		}
+	}
+	r.streams = nil
+}
+
+// setIdle starts st's linger. Control goroutine only.
+func (h *Hub) setIdle(st *stream, now time.Time) {
+	st.idleSince = now
+	h.idle[st] = struct{}{}
+	h.idlePeak = max(h.idlePeak, len(h.idle))
+}
+
+// drop removes st from the stream table without an upstream unsubscribe:
+// Redis refused it, so it was never subscribed. Control goroutine only.
+func (h *Hub) drop(st *stream) {
+	if h.streams[st.name] != st {
+		return
+	}
+	delete(h.streams, st.name)
+	delete(h.idle, st)
+	if st.pattern {
+		h.patterns.Delete(st.name)
+	} else {
+		h.channels.Delete(st.name)
+	}
+	h.nstreams.Add(-1)
 }
 
 // toShard hands op to sh from the control goroutine. It waits while the
@@ -464,6 +624,18 @@ func (h *Hub) toShard(sh *Shard, op shardOp) {
 // join takes a reference on each stream r names, creating the missing
 // ones, and appends the created ones to fresh. Control goroutine only.
 func (h *Hub) join(r *request, fresh []*stream) []*stream {
+	if h.cfg.MaxStreams > 0 {
+		n := 0
+		for _, name := range r.changed {
+			if h.streams[name] == nil {
+				n++
+			}
+		}
+		if n > 0 && len(h.streams)+n > h.cfg.MaxStreams {
+			r.full = true
+			return fresh
+		}
+	}
 	streams := make([]*stream, 0, len(r.changed))
 	for _, name := range r.changed {
 		st := h.streams[name]
@@ -475,6 +647,7 @@ func (h *Hub) join(r *request, fresh []*stream) []*stream {
 				shardSubs: make([]atomic.Int32, len(h.shards)),
 			}
 			h.streams[name] = st
+			h.streamsPeak = max(h.streamsPeak, len(h.streams))
 			if st.pattern {
 				h.patterns.Store(name, st)
 			} else {
@@ -515,8 +688,39 @@ func (h *Hub) expire(ctx context.Context, now time.Time) {
 		gone = append(gone, st)
 	}
 	if len(gone) > 0 && h.dc != nil {
-		if err := h.upstream(ctx, gone, false); err != nil {
+		bad, err := h.upstream(ctx, gone, false)
+		if err != nil {
 			h.linkDown(err)
+		} else if len(bad) > 0 {
+			// The stream is gone from the table whatever Redis
+			// says: its messages, if any, find no subscriber.
+			h.log.Warn("redis refused unsubscribes", "streams", len(bad), "first", bad[0].st.name, "err", bad[0].err)
 		}
 	}
+	h.shrinkMaps()
+}
+
+// shrinkMaps rebuilds the stream table and the idle set once they hold
+// less than a quarter of their peak: Go maps never give buckets back, so
+// the memory of a burst of streams (thousands of clients on channels of
+// their own, or churn) would otherwise stay for the process's life.
+// Control goroutine only.
+func (h *Hub) shrinkMaps() {
+	const floor = 1024 // below this, a rebuild saves too little to bother
+	if h.streamsPeak > floor && len(h.streams) < h.streamsPeak/4 {
+		h.streams = rebuilt(h.streams)
+		h.streamsPeak = len(h.streams)
+	}
+	if h.idlePeak > floor && len(h.idle) < h.idlePeak/4 {
+		h.idle = rebuilt(h.idle)
+		h.idlePeak = len(h.idle)
+	}
+}
+
+// rebuilt copies m into a map sized for its current length (maps.Clone
+// may keep the source's capacity).
+func rebuilt[K comparable, V any](m map[K]V) map[K]V {
+	out := make(map[K]V, len(m))
+	maps.Copy(out, m)
+	return out
 }

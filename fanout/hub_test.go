@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -132,6 +133,7 @@ type loop struct {
 	wake     chan struct{}
 	do       chan func()
 	overflow atomic.Bool
+	refusals chan Refusal // what TakeRefusals returned, for the test
 }
 
 func (l *loop) run(stop <-chan struct{}) {
@@ -149,6 +151,13 @@ func (l *loop) run(stop <-chan struct{}) {
 
 func (l *loop) flush() {
 	l.sh.BeginFlush()
+	for _, r := range l.sh.TakeRefusals() {
+		select {
+		case l.refusals <- r:
+		default:
+			l.overflow.Store(true)
+		}
+	}
 	n := 0
 	for s := l.sh.NextReady(); s != nil; s = l.sh.NextReady() {
 		v, _ := l.owners.Load(s)
@@ -176,6 +185,14 @@ func (l *loop) flush() {
 		}
 	}
 	l.sh.AddDelivered(n)
+}
+
+// Wake is the shard's waker.
+func (l *loop) Wake() {
+	select {
+	case l.wake <- struct{}{}:
+	default:
+	}
 }
 
 // onLoop runs fn on l's goroutine and waits for it.
@@ -229,10 +246,12 @@ type harness struct {
 	logs   *logRecorder
 }
 
+// testShards is the number of shards (and stand-in loops) of startHub.
+const testShards = 2
+
 func testConfig(addr string) Config {
 	return Config{
 		RedisAddr: addr,
-		Shards:    2,
 		SendQueue: 64,
 		Linger:    50 * time.Millisecond,
 		RetryMin:  20 * time.Millisecond,
@@ -246,22 +265,23 @@ func startHub(tb testing.TB, cfg Config) *harness {
 	tb.Helper()
 	logs := &logRecorder{}
 	cfg.Logger = slog.New(logs)
-	h, err := New(cfg)
+	hs := &harness{logs: logs}
+	wakers := make([]Waker, testShards)
+	for i := range wakers {
+		l := &loop{wake: make(chan struct{}, 1), do: make(chan func()), owners: &hs.owners,
+			refusals: make(chan Refusal, 64)}
+		hs.loops = append(hs.loops, l)
+		wakers[i] = l
+	}
+	h, err := New(cfg, wakers)
 	if err != nil {
 		tb.Fatalf("New: %v", err)
 	}
-	hs := &harness{h: h, logs: logs}
+	hs.h = h
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
-	for i := range cfg.Shards {
-		l := &loop{sh: h.Shard(i), wake: make(chan struct{}, 1), do: make(chan func()), owners: &hs.owners}
-		l.sh.SetWaker(func() {
-			select {
-			case l.wake <- struct{}{}:
-			default:
-			}
-		})
-		hs.loops = append(hs.loops, l)
+	for i, l := range hs.loops {
+		l.sh = h.Shard(i)
 		wg.Add(1)
 		go func() { defer wg.Done(); l.run(stop) }()
 	}
@@ -286,12 +306,20 @@ func startHub(tb testing.TB, cfg Config) *harness {
 func (hs *harness) newClient(tb testing.TB, name string, shard int) *client {
 	tb.Helper()
 	c := &client{name: name, frames: make(chan []byte, 1<<14)}
-	c.sub = hs.h.NewSubscriber(shard)
+	c.sub = newSubscriber(hs.h, shard)
 	hs.owners.Store(c.sub, c)
-	if c.sub.Shard().Index() != shard {
-		tb.Fatalf("subscriber in shard %d, want %d", c.sub.Shard().Index(), shard)
+	if c.sub.shard.idx != shard {
+		tb.Fatalf("subscriber in shard %d, want %d", c.sub.shard.idx, shard)
 	}
 	return c
+}
+
+// newSubscriber allocates a Subscriber of shard (the server embeds one in
+// its connection instead).
+func newSubscriber(h *Hub, shard int) *Subscriber {
+	s := new(Subscriber)
+	h.Init(s, shard)
+	return s
 }
 
 // subscribe subscribes c to channels and checks the ack.
@@ -305,7 +333,7 @@ func (hs *harness) subscribe(tb testing.TB, c *client, channels []string, reqID 
 // stops popping it first.
 func (hs *harness) remove(tb testing.TB, c *client) {
 	tb.Helper()
-	hs.loops[c.sub.Shard().Index()].onLoop(tb, func() {
+	hs.loops[c.sub.shard.idx].onLoop(tb, func() {
 		c.gone = true
 		hs.h.Remove(c.sub)
 	})
@@ -648,6 +676,20 @@ func TestHubDrops(t *testing.T) {
 	slow.expectNothingQueued(t) // one notice per loss
 }
 
+// TestHubCloseWithoutStart: a hub that never started has nothing to wait
+// for (a server that failed to listen, or was never started).
+func TestHubCloseWithoutStart(t *testing.T) {
+	h, err := New(testConfig("127.0.0.1:1"), []Waker{nopWaker{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	if err := h.Close(ctx); err != nil {
+		t.Fatalf("Close: %v, want nil at once", err)
+	}
+}
+
 // TestHubConfig covers New's validation.
 func TestHubConfig(t *testing.T) {
 	ok := testConfig("127.0.0.1:1")
@@ -658,7 +700,6 @@ func TestHubConfig(t *testing.T) {
 	}{
 		{"valid", func(*Config) {}, true},
 		{"no address", func(c *Config) { c.RedisAddr = "" }, false},
-		{"no shard", func(c *Config) { c.Shards = 0 }, false},
 		{"no queue", func(c *Config) { c.SendQueue = 0 }, false},
 		{"negative linger", func(c *Config) { c.Linger = -1 }, false},
 		{"linger over a second", func(c *Config) { c.Linger = 2 * time.Second }, false},
@@ -667,7 +708,7 @@ func TestHubConfig(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := ok
 			tc.mutate(&cfg)
-			h, err := New(cfg)
+			h, err := New(cfg, []Waker{nopWaker{}})
 			if tc.valid != (err == nil) {
 				t.Fatalf("New: err = %v, want valid %v", err, tc.valid)
 			}
@@ -682,14 +723,31 @@ func TestHubConfig(t *testing.T) {
 			}
 		})
 	}
+	for _, tc := range []struct {
+		name   string
+		wakers []Waker
+	}{
+		{"no waker", nil},
+		{"a nil waker", []Waker{nopWaker{}, nil}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := New(ok, tc.wakers); !errors.Is(err, ErrConfig) {
+				t.Fatalf("New: err = %v, want ErrConfig", err)
+			}
+		})
+	}
 }
 
-// TestHubRecoversFromFailedSubscribe: an upstream SUBSCRIBE that fails
-// (here NOPERM from an ACL channel rule) takes the link down from the
-// control goroutine's request path rather than from the link's own
-// error channel. The hub must still reconnect and resubscribe once the
-// offending stream is gone.
-func TestHubRecoversFromFailedSubscribe(t *testing.T) {
+// nopWaker is the waker of a shard whose loop the test plays itself.
+type nopWaker struct{}
+
+func (nopWaker) Wake() {}
+
+// TestHubRefusedStreamKeepsLink: an upstream SUBSCRIBE that Redis refuses
+// (NOPERM from an ACL channel rule of the gateway's Redis user) fails the
+// request that asked for it, whole, and drops the stream; the link, its
+// health and every other stream carry on, with no upstream_interrupted.
+func TestHubRefusedStreamKeepsLink(t *testing.T) {
 	srv := redistest.Start(t)
 	if r := srv.Do(t, "ACL", "SETUSER", "gw", "on", ">pw", "~*", "resetchannels", "&ok:*", "+@all"); r != "OK" {
 		t.Fatalf("ACL SETUSER = %q", r)
@@ -704,22 +762,39 @@ func TestHubRecoversFromFailedSubscribe(t *testing.T) {
 	publishWhenSubscribed(t, srv, "ok:1", "1")
 	c.expectData(t, "ok:1", "", "1")
 
-	// Forbidden upstream: the link goes down and c hears about it.
+	// A request naming an allowed and a refused stream fails whole.
+	hs.h.Subscribe(c.sub, []string{"ok:2", "forbidden", "ok:1*"}, []string{"ok:1", "ok:2", "forbidden", "ok:1*"}, []byte(`"r"`))
+	m := c.next(t)
+	if m.Type != "error" || m.Code != "upstream_refused" || string(m.RequestID) != `"r"` ||
+		!slices.Equal(m.Channels, []string{"forbidden", "ok:1*"}) {
+		t.Fatalf("got %+v, want upstream_refused for forbidden and ok:1* (Redis compares patterns as strings)", m)
+	}
+	select {
+	case r := <-hs.loops[0].refusals:
+		if r.Sub != c.sub || !slices.Equal(r.Channels, []string{"ok:2", "forbidden", "ok:1*"}) {
+			t.Fatalf("refusal %+v, want every channel the request added", r)
+		}
+	case <-time.After(waitTimeout):
+		t.Fatal("no Refusal for the loop")
+	}
+	if !hs.h.Healthy() {
+		t.Fatal("a refused stream took the link down")
+	}
+	redistest.WaitFor(t, waitTimeout, "ok:2 to be dropped after its linger", func() bool { return hs.h.Stats().Streams == 1 })
+	if n := numsub(t, srv, "ok:2"); n != 0 {
+		t.Fatalf("NUMSUB ok:2 = %d after the request was refused", n)
+	}
+	// Delivery never stopped: the seq is contiguous, no interruption.
+	srv.Publish(t, "ok:1", "2")
+	if m := c.expectData(t, "ok:1", "", "2"); m.Seq != 2 {
+		t.Fatalf("seq %d, want 2: the link must not have gone down", m.Seq)
+	}
+	if n := hs.h.Stats().Reconnects; n != 0 {
+		t.Fatalf("%d reconnects", n)
+	}
+	// The same stream may be asked for again, and is refused again.
 	hs.h.Subscribe(c.sub, []string{"forbidden"}, []string{"forbidden"}, nil)
-	if m := c.next(t); m.Type != "error" || m.Code != "upstream_interrupted" || !slices.Equal(m.Channels, []string{"ok:1"}) {
-		t.Fatalf("got %+v, want upstream_interrupted for ok:1", m)
-	}
-	c.expectAck(t, "subscribed", []string{"forbidden"}, "")
-	if hs.h.Healthy() {
-		t.Fatal("Healthy() after a failed upstream subscribe")
-	}
-
-	// Once the forbidden stream has expired, reconnecting succeeds.
-	hs.h.Unsubscribe(c.sub, []string{"forbidden"}, []string{"forbidden"}, nil)
-	c.expectAck(t, "unsubscribed", []string{"forbidden"}, "")
-	waitHealthy(t, hs.h, true)
-	publishWhenSubscribed(t, srv, "ok:1", "2")
-	if m := c.expectData(t, "ok:1", "", "2"); m.Seq < 3 {
-		t.Fatalf("seq %d after the outage, want >= 3", m.Seq)
+	if m := c.next(t); m.Code != "upstream_refused" {
+		t.Fatalf("got %+v, want upstream_refused", m)
 	}
 }

@@ -13,48 +13,105 @@ import (
 	"time"
 
 	"github.com/redis/rueidis"
+
+	"github.com/wsgw/gateway/wsproto"
 )
 
+// upstreamChunk bounds the streams named by one upstream command, so that
+// no single command is huge.
+const upstreamChunk = 512
+
+// upstreamTimeout bounds one pipelined round trip of upstream.
+const upstreamTimeout = 5 * time.Second
+
+// streamError is a stream Redis refused with an error reply.
+type streamError struct {
+	st  *stream
+	err error
+}
+
 // upstream sends SUBSCRIBE/PSUBSCRIBE (or their converses) for streams,
-// in chunks so that no single command is huge.
-func (h *Hub) upstream(ctx context.Context, streams []*stream, sub bool) error {
-	const chunk = 512
-	var chans, pats []string
+// pipelined in one round trip of chunked commands. An error reply (NOPERM
+// when the gateway's Redis user has channel ACLs, say) concerns the
+// streams of its command only: they are returned in refused, and the link
+// is fine. err is non-nil only when the link itself failed (or timed out);
+// refused is then incomplete. Control goroutine only.
+func (h *Hub) upstream(ctx context.Context, streams []*stream, sub bool) (refused []streamError, err error) {
+	ctx, cancel := context.WithTimeout(ctx, upstreamTimeout)
+	defer cancel()
+	var chans, pats []*stream
 	for _, st := range streams {
 		if st.pattern {
-			pats = append(pats, st.name)
+			pats = append(pats, st)
 		} else {
-			chans = append(chans, st.name)
+			chans = append(chans, st)
 		}
 	}
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	for len(chans) > 0 || len(pats) > 0 {
-		var cmd rueidis.Completed
+	var groups [][]*stream
+	for _, list := range [][]*stream{chans, pats} {
+		for len(list) > 0 {
+			n := min(upstreamChunk, len(list))
+			groups = append(groups, list[:n])
+			list = list[n:]
+		}
+	}
+	again, refused, err := h.pipeline(ctx, groups, sub)
+	if err != nil || len(again) == 0 {
+		return refused, err
+	}
+	// Redis checks the channels of a command as a whole (ACLs), so one
+	// refused name fails its chunk: ask again, one stream per command,
+	// to learn which streams Redis refuses.
+	groups = groups[:0]
+	for _, g := range again {
+		for i := range g {
+			groups = append(groups, g[i:i+1])
+		}
+	}
+	_, more, err := h.pipeline(ctx, groups, sub)
+	return append(refused, more...), err
+}
+
+// pipeline sends one command per group with a single DoMulti. Groups of
+// one stream that Redis refuses go to refused, larger ones to again.
+func (h *Hub) pipeline(ctx context.Context, groups [][]*stream, sub bool) (again [][]*stream, refused []streamError, err error) {
+	if len(groups) == 0 {
+		return nil, nil, nil
+	}
+	cmds := make(rueidis.Commands, len(groups))
+	names := make([]string, 0, upstreamChunk)
+	for i, g := range groups {
+		names = names[:0]
+		for _, st := range g {
+			names = append(names, st.name)
+		}
 		b := h.dc.B()
 		switch {
-		case len(chans) > 0:
-			n := min(chunk, len(chans))
-			if sub {
-				cmd = b.Subscribe().Channel(chans[:n]...).Build()
-			} else {
-				cmd = b.Unsubscribe().Channel(chans[:n]...).Build()
-			}
-			chans = chans[n:]
+		case !g[0].pattern && sub:
+			cmds[i] = b.Subscribe().Channel(names...).Build()
+		case !g[0].pattern:
+			cmds[i] = b.Unsubscribe().Channel(names...).Build()
+		case sub:
+			cmds[i] = b.Psubscribe().Pattern(names...).Build()
 		default:
-			n := min(chunk, len(pats))
-			if sub {
-				cmd = b.Psubscribe().Pattern(pats[:n]...).Build()
-			} else {
-				cmd = b.Punsubscribe().Pattern(pats[:n]...).Build()
-			}
-			pats = pats[n:]
-		}
-		if err := h.dc.Do(ctx, cmd).Error(); err != nil {
-			return fmt.Errorf("fanout: upstream (un)subscribe: %w", err)
+			cmds[i] = b.Punsubscribe().Pattern(names...).Build()
 		}
 	}
-	return nil
+	for i, res := range h.dc.DoMulti(ctx, cmds...) {
+		e := res.Error()
+		if e == nil {
+			continue
+		}
+		if _, ok := rueidis.IsRedisErr(e); !ok {
+			return nil, nil, fmt.Errorf("fanout: upstream (un)subscribe: %w", e)
+		}
+		if len(groups[i]) > 1 {
+			again = append(again, groups[i])
+			continue
+		}
+		refused = append(refused, streamError{groups[i][0], e})
+	}
+	return again, refused, nil
 }
 
 // connect opens the pub/sub connection and subscribes every stream in
@@ -75,11 +132,12 @@ func (h *Hub) connect(ctx context.Context) error {
 		h.client = c
 		h.publisher.Store(&c)
 	}
-	dc, closeFn := h.client.Dedicate()
+	dc, _ := h.client.Dedicate() // never handed back: see linkDown
 	wait := dc.SetPubSubHooks(rueidis.PubSubHooks{OnMessage: h.onMessage})
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	err := dc.Do(pctx, dc.B().Ping().Build()).Error()
 	cancel()
+	var refused []streamError
 	if err == nil {
 		h.dc = dc
 		all := make([]*stream, 0, len(h.streams))
@@ -89,7 +147,7 @@ func (h *Hub) connect(ctx context.Context) error {
 		if h.cfg.CanaryInterval > 0 {
 			all = append(all, &stream{name: h.canaryChan})
 		}
-		err = h.upstream(ctx, all, true)
+		refused, err = h.upstream(ctx, all, true)
 	}
 	if err != nil {
 		h.dc = nil
@@ -97,7 +155,7 @@ func (h *Hub) connect(ctx context.Context) error {
 		dc.Close()
 		return err
 	}
-	h.dc, h.dcClose, h.dcWait = dc, closeFn, wait
+	h.dc, h.dcWait = dc, wait
 	if h.reconnects.Load() > 0 || h.everUp {
 		h.log.Info("redis link restored", "addr", h.cfg.RedisAddr, "streams", len(h.streams))
 	} else {
@@ -106,7 +164,38 @@ func (h *Hub) connect(ctx context.Context) error {
 	h.everUp = true
 	h.upSince = time.Now()
 	h.up.Store(true)
+	h.canaryOff.Store(false)
+	h.refusedOnConnect(refused)
 	return nil
+}
+
+// refusedOnConnect handles the streams Redis refused while the link was
+// being (re)established: an ACL changed while the link was down, or the
+// gateway's Redis user may not read the canary's channel. A refused
+// stream is dropped and its subscribers get an error frame naming it (and
+// a Refusal for their event loop); the link and the other streams carry
+// on. Control goroutine only.
+func (h *Hub) refusedOnConnect(refused []streamError) {
+	now := time.Now()
+	for _, r := range refused {
+		if r.st.name == h.canaryChan {
+			h.canaryOff.Store(true)
+			h.log.Warn("redis refused the canary channel: grant the gateway's Redis user &__ws_gateway:canary:*; the canary is off on this link",
+				"channel", h.canaryChan, "err", r.err)
+			continue
+		}
+		h.log.Warn("redis refused a stream on reconnect", "stream", r.st.name, "err", r.err)
+		h.drop(r.st)
+		f := wsproto.NewUpstreamRefused([]string{r.st.name}, nil, now)
+		for _, sh := range h.shards {
+			if r.st.shardSubs[sh.idx].Load() == 0 {
+				continue
+			}
+			f.Retain(1)
+			h.toShard(sh, shardOp{kind: opDrop, st: r.st, frame: f})
+		}
+		f.Release()
+	}
 }
 
 // linkDown handles a broken pub/sub link: health goes red, every stream's
@@ -120,7 +209,7 @@ func (h *Hub) linkDown(err error) {
 	h.up.Store(false)
 	h.reconnects.Add(1)
 	dc := h.dc
-	h.dc, h.dcClose, h.dcWait = nil, nil, nil
+	h.dc, h.dcWait = nil, nil
 	h.retry.Reset(h.cfg.RetryMin)
 	// Every shard gets the same snapshot of the streams, read-only: a
 	// shard reads only its own st.subs[idx] (see Shard.interrupted).
@@ -132,10 +221,10 @@ func (h *Hub) linkDown(err error) {
 	for _, sh := range h.shards {
 		h.toShard(sh, shardOp{kind: opInterrupted, streams: all})
 	}
-	// Close the connection rather than hand it back to rueidis's pool
-	// (dcClose): recycling sends UNSUBSCRIBE without a deadline, which on
-	// a wedged link (the canary's case) blocks this goroutine until
-	// rueidis's own keepalive gives up, about 10 s. Close is bounded (1 s).
+	// Close the connection rather than hand it back to rueidis's pool:
+	// recycling sends UNSUBSCRIBE without a deadline, which on a wedged
+	// link (the canary's case) blocks this goroutine until rueidis's own
+	// keepalive gives up, about 10 s. Close is bounded (1 s).
 	dc.Close()
 }
 
@@ -145,10 +234,12 @@ func (h *Hub) shutdown(ctx context.Context) {
 		for _, st := range h.streams {
 			all = append(all, st)
 		}
-		if err := h.upstream(ctx, all, false); err != nil {
+		if _, err := h.upstream(ctx, all, false); err != nil {
 			h.log.Warn("upstream unsubscribe at shutdown", "err", err)
 		}
-		h.dcClose()
+		// Closed, not recycled, as in linkDown: the unsubscribe above was
+		// bounded by Close's deadline, rueidis's clean-up would not be.
+		h.dc.Close()
 		h.dc = nil
 	}
 	if h.client != nil {
@@ -163,7 +254,7 @@ var errCanaryLost = errors.New("fanout: canary did not come back through pub/sub
 // for three intervals. Control goroutine only.
 func (h *Hub) canaryLost(now time.Time) bool {
 	iv := h.cfg.CanaryInterval
-	if iv <= 0 || h.dc == nil || now.Sub(h.upSince) < 3*iv {
+	if iv <= 0 || h.dc == nil || h.canaryOff.Load() || now.Sub(h.upSince) < 3*iv {
 		return false
 	}
 	last := time.Unix(0, h.canaryLast.Load())
@@ -187,7 +278,7 @@ func (h *Hub) canary() {
 		case <-t.C:
 		}
 		c := h.publisher.Load()
-		if c == nil || !h.up.Load() {
+		if c == nil || !h.up.Load() || h.canaryOff.Load() {
 			continue
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), h.cfg.CanaryInterval)

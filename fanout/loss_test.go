@@ -86,18 +86,19 @@ func TestLossReport(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			h, err := New(testConfig("127.0.0.1:1"))
+			h, err := New(testConfig("127.0.0.1:1"), []Waker{nopWaker{}})
 			if err != nil {
 				t.Fatal(err)
 			}
-			s := h.NewSubscriber(0)
+			s := new(Subscriber)
+			h.Init(s, 0)
 			for _, d := range tt.drops {
 				f := wsproto.BuildData(d.seq, d.st.name, "", "1", time.Now())
 				s.drop(d.st, f)
 				f.Release()
 			}
 			// A dropped reply is counted, never reported.
-			ack := wsproto.NewAck("subscribed", []string{"a"}, nil, time.Now())
+			ack := wsproto.NewSubscribed([]string{"a"}, nil, time.Now())
 			s.drop(nil, ack)
 			ack.Release()
 			if got := s.Dropped(); got != uint64(len(tt.drops)+1) {
@@ -131,11 +132,12 @@ func TestLossReport(t *testing.T) {
 // report change hands only through the slot's swaps.
 func TestLossHandOff(t *testing.T) {
 	const n = 20000
-	h, err := New(testConfig("127.0.0.1:1"))
+	h, err := New(testConfig("127.0.0.1:1"), []Waker{nopWaker{}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := h.NewSubscriber(0)
+	s := new(Subscriber)
+	h.Init(s, 0)
 	st := &stream{name: "firehose"}
 	frames := make([]*wsproto.Frame, n)
 	for i := range frames {
@@ -188,11 +190,12 @@ func TestLossHandOff(t *testing.T) {
 // costs no allocation while nothing was lost, nor after a notice was
 // claimed.
 func TestTakeLossHappyPath(t *testing.T) {
-	h, err := New(testConfig("127.0.0.1:1"))
+	h, err := New(testConfig("127.0.0.1:1"), []Waker{nopWaker{}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := h.NewSubscriber(0)
+	s := new(Subscriber)
+	h.Init(s, 0)
 	check := func(when string) {
 		t.Helper()
 		if a := testing.AllocsPerRun(1000, func() {

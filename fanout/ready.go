@@ -8,7 +8,9 @@ import "sync/atomic"
 // subscriber is in the queue at most once at a time: its pending flag is
 // set when it is pushed and cleared by the consumer when it is popped.
 //
-// Producers: the shard goroutine. Consumer: the shard's event loop.
+// Producers: the shard goroutine (a subscriber given a frame while not
+// pending) and the event loop (Shard.Requeue; pop also re-inserts the
+// stub). Consumer: the event loop.
 type readyQueue struct {
 	head atomic.Pointer[Subscriber] // last pushed; producers swap it
 	tail *Subscriber                // consumer only
@@ -28,8 +30,11 @@ func (q *readyQueue) push(s *Subscriber) {
 }
 
 // pop returns the next subscriber, or nil when the queue is empty or a
-// producer is between its two stores (the producer then schedules another
-// flush, so nothing is stranded). Consumer only.
+// producer is between its two stores. That producer can only be the shard
+// goroutine (the loop's own pushes are complete when it pops), and after
+// the push it asks for a flush at the end of its burst: it wakes the loop,
+// or finds a flush scheduled that has not begun and so pops after the
+// push. Nothing is stranded. Consumer only.
 func (q *readyQueue) pop() *Subscriber {
 	tail := q.tail
 	next := tail.readyNext.Load()

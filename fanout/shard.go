@@ -1,6 +1,8 @@
 package fanout
 
 import (
+	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -15,6 +17,8 @@ const (
 	opDel                           // sub leaves streams, then ack
 	opRemove                        // sub leaves everything; drain its queue
 	opInterrupted                   // tell every subscriber its streams lost messages
+	opRefuse                        // sub's subscribe request was refused: error frame and Refusal
+	opDrop                          // st is gone (Redis refused it): every subscriber leaves, told why
 )
 
 // shardOp is one unit of work for a shard. Data deliveries and
@@ -26,22 +30,37 @@ type shardOp struct {
 	frame   *wsproto.Frame // reference owned by the op
 	sub     *Subscriber
 	streams []*stream
+	names   []string // opRefuse: the channels the request would have added
 }
 
-// Shard owns the subscriber lists of the connections of one event loop.
-// Its goroutine is the only producer for those connections' queues; the
-// event loop is the only consumer. Nothing on the delivery path takes a
-// lock: frames go into the queues with atomics, and the loop is woken once
-// per burst through the Waker.
+// Refusal tells the event loop that its connection's subscriber does not
+// follow Channels after all: the hub refused the subscribe request that
+// added them (Redis refused a stream, or the gateway follows MaxStreams
+// streams), or dropped a stream it followed (Redis refused it on a
+// reconnect). The error frame that tells the client is queued for Sub.
+type Refusal struct {
+	Sub      *Subscriber
+	Channels []string
+}
+
+// Shard owns the subscriber lists of the connections of one event loop
+// (each stream's subs[idx], each Subscriber's members): only its goroutine
+// touches them. That goroutine is the only producer of those connections'
+// queues; the event loop is their only consumer until the connection is
+// removed (Hub.Remove), after which the shard empties the queue itself.
+// The ready queue has two producers, the shard goroutine and the loop
+// (Requeue), and one consumer, the loop. Nothing on the delivery path
+// takes a lock: frames go into the queues with atomics, and the loop is
+// woken once per burst through the Waker.
 type Shard struct {
 	idx int
 	hub *Hub
 	in  chan shardOp
 
 	ready      readyQueue
-	scheduled  atomic.Bool // a flush is queued on the loop and has not started
+	scheduled  atomic.Bool // set by whoever calls Wake (shard or loop), cleared by BeginFlush
 	wakeNeeded bool        // shard goroutine only: ready queue grew in this burst
-	waker      func()
+	waker      Waker       // set by New
 
 	// queues counts this shard's subscribers holding a ring: +1 when
 	// the producer allocates one from nothing, -1 when the consumer
@@ -49,14 +68,15 @@ type Shard struct {
 	queues atomic.Int64
 
 	delivered atomic.Uint64 // frames written by the loop (counted by the loop)
-	dropped   atomic.Uint64 // frames dropped for full queues or a full hand-off
-}
+	dropped   atomic.Uint64 // frames the shard's connections' full queues refused
 
-// SetWaker installs the function the shard calls (from its own goroutine)
-// when subscribers became ready and no flush is queued. It must not block:
-// the server's waker submits one task to the event loop. Call before
-// Hub.Start.
-func (sh *Shard) SetWaker(w func()) { sh.waker = w }
+	// Refusals for the event loop (TakeRefusals): appended by the shard
+	// goroutine, taken by the loop. Rare, so a mutex; hasRefusals keeps
+	// the loop's every flush off it.
+	refMu       sync.Mutex
+	refusals    []Refusal
+	hasRefusals atomic.Bool
+}
 
 // BeginFlush must be called by the event loop at the start of each flush,
 // before the first NextReady, so that a subscriber made ready during the
@@ -82,26 +102,33 @@ func (sh *Shard) Requeue(s *Subscriber) {
 	if s.pending.CompareAndSwap(false, true) {
 		sh.ready.push(s)
 	}
-	if sh.scheduled.CompareAndSwap(false, true) && sh.waker != nil {
-		sh.waker()
+	if sh.scheduled.CompareAndSwap(false, true) {
+		sh.waker.Wake()
 	}
+}
+
+// TakeRefusals returns the refusals recorded since the last call, or nil.
+// A Refusal is recorded before its error frame is queued, so once the loop
+// has popped that frame, TakeRefusals returns it (or returned it before).
+// The loop calls it at the start of each flush and before it acts on a
+// client's command, and removes the channels from its view of each
+// connection that is still open. One atomic load when there is none.
+// Event-loop only.
+func (sh *Shard) TakeRefusals() []Refusal {
+	if !sh.hasRefusals.Load() {
+		return nil
+	}
+	sh.refMu.Lock()
+	r := sh.refusals
+	sh.refusals = nil
+	sh.hasRefusals.Store(false)
+	sh.refMu.Unlock()
+	return r
 }
 
 // AddDelivered counts frames written to sockets. Event-loop only (one
 // uncontended atomic per flush, not per frame).
 func (sh *Shard) AddDelivered(n int) { sh.delivered.Add(uint64(n)) }
-
-// Delivered is the number of frames the shard's loop wrote to sockets.
-// Safe for concurrent use (metrics).
-func (sh *Shard) Delivered() uint64 { return sh.delivered.Load() }
-
-// Dropped is the number of frames not queued for one of the shard's
-// connections because its queue (or, for a reply, the shard's hand-off)
-// was full. Safe for concurrent use (metrics).
-func (sh *Shard) Dropped() uint64 { return sh.dropped.Load() }
-
-// Index is the shard's number, equal to its event loop's.
-func (sh *Shard) Index() int { return sh.idx }
 
 func (sh *Shard) run(done <-chan struct{}) {
 	for {
@@ -123,8 +150,8 @@ func (sh *Shard) run(done <-chan struct{}) {
 		}
 		if sh.wakeNeeded {
 			sh.wakeNeeded = false
-			if sh.scheduled.CompareAndSwap(false, true) && sh.waker != nil {
-				sh.waker()
+			if sh.scheduled.CompareAndSwap(false, true) {
+				sh.waker.Wake()
 			}
 		}
 	}
@@ -142,7 +169,49 @@ func (sh *Shard) handle(op shardOp) {
 		sh.remove(op.sub)
 	case opInterrupted:
 		sh.interrupted(op.streams)
+	case opRefuse:
+		sh.refuse(op.sub, op.names, op.frame)
+	case opDrop:
+		sh.drop(op.st, op.frame)
 	}
+}
+
+// refuse records the Refusal for the loop and queues the error frame of a
+// refused subscribe request. Nothing was joined. The Refusal comes first:
+// a loop that has written the frame (and so may read the client's next
+// command) is then sure to find it in TakeRefusals.
+func (sh *Shard) refuse(s *Subscriber, names []string, f *wsproto.Frame) {
+	if s.q.removed {
+		f.Release()
+		return
+	}
+	if len(names) > 0 {
+		sh.record(Refusal{Sub: s, Channels: names})
+	}
+	sh.reply(s, f)
+}
+
+// drop takes every subscriber of this shard off st, which the hub has
+// dropped, and tells each with a share of f.
+func (sh *Shard) drop(st *stream, f *wsproto.Frame) {
+	subs := slices.Clone(st.subs[sh.idx])
+	for _, s := range subs {
+		sh.leave(s, st)
+		sh.record(Refusal{Sub: s, Channels: []string{st.name}}) // before the frame, as in refuse
+		f.Retain(1)
+		sh.reply(s, f)
+	}
+	f.Release()
+}
+
+// record hands r to the loop and makes sure it is woken even if the
+// subscriber's queue was full. Shard goroutine only.
+func (sh *Shard) record(r Refusal) {
+	sh.refMu.Lock()
+	sh.refusals = append(sh.refusals, r)
+	sh.hasRefusals.Store(true)
+	sh.refMu.Unlock()
+	sh.wakeNeeded = true
 }
 
 // deliver hands f to every subscriber of st in this shard. The op's
@@ -263,8 +332,7 @@ func (sh *Shard) interrupted(streams []*stream) {
 			for i, m := range s.members {
 				names[i] = m.st.name
 			}
-			f := wsproto.NewError(wsproto.CodeUpstreamInterrupted,
-				"the link to Redis was interrupted: messages may have been lost; seq will jump", names, nil, now)
+			f := wsproto.NewUpstreamInterrupted(names, now)
 			if !s.enqueue(f, nil) {
 				f.Release()
 			}

@@ -78,9 +78,6 @@ func (s *Subscriber) Dropped() uint64 {
 	return 0
 }
 
-// Shard is the shard this subscriber belongs to. Safe for concurrent use.
-func (s *Subscriber) Shard() *Shard { return s.shard }
-
 // enqueue offers f, a data frame of stream st or (st nil) a reply or
 // notice, to the subscriber's queue and marks it ready. It takes one
 // reference of f on success; on failure the caller keeps it and the drop

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -73,46 +74,127 @@ type Config struct {
 	// 0 means DefaultEchoMaxMessageBytes.
 	EchoMaxMessageBytes int
 
+	// MaxNewStreamsPerSecond bounds the channels a connection newly
+	// subscribes to per second, with a burst of MaxChannels (beyond it:
+	// stream_rate_limited). Each may be a new upstream stream, so this
+	// is what keeps subscribe/unsubscribe churn from flooding Redis.
+	// 0 = unlimited.
+	MaxNewStreamsPerSecond int
+
+	// PartialMessageTimeout bounds the time from the first byte of an
+	// inbound message to its last: a fragmented message, or a frame
+	// still arriving. Past it the connection is closed with 1008. 0 =
+	// unbounded.
+	PartialMessageTimeout time.Duration
+	// MaxPartialBytes bounds the bytes of unfinished inbound messages
+	// held across all connections (reassembled fragments and frames
+	// still arriving); the connection whose bytes pass it is closed with
+	// 1009. 0 = unbounded. It must hold one largest message.
+	MaxPartialBytes int
+
+	// StatsPrivate keeps /stats off the public port (404 there): its
+	// counters include admin-only channels' traffic. The caller serves
+	// Server.Stats elsewhere (cmd on its admin listener).
+	StatsPrivate bool
+
 	Version string
 	Logger  *slog.Logger
 }
 
-// Validate checks the configuration and fills derived defaults.
-func (c *Config) Validate() error {
-	positive := []struct {
-		name string
-		v    int
+// Bounds checked by Check.
+const (
+	// maxLoops is the most event loops gnet runs (its connection ids hold
+	// a loop index of 8 bits); the server makes one loop state and one
+	// fanout shard per loop.
+	maxLoops = 256
+	// maxMessagesPerSecond: the rate limit counts whole nanoseconds per
+	// message (GCRA).
+	maxMessagesPerSecond = 1_000_000
+	minMessageBytes      = 256
+	maxMessageBytes      = 64 << 20
+	maxEchoMessageBytes  = 1 << 30
+	minOutboundBytes     = 4096
+	maxCloseLinger       = time.Minute
+)
+
+// Check returns the first field whose value is out of its bounds and the
+// rule it breaks ("MaxMessageBytes", "must be between 256 and 67108864"),
+// or two empty strings. It is the one place these bounds are checked:
+// Validate reports its answer as an error, and cmd/gateway under the name
+// of the setting bound to the field.
+func (c *Config) Check() (field, rule string) {
+	for _, n := range []struct {
+		field string
+		v     int
 	}{
-		{"loops", c.Loops},
-		{"max message bytes", c.MaxMessageBytes},
-		{"max channels per client", c.MaxChannels},
-		{"max messages per second", c.MaxMessagesPerSecond},
-		{"max outbound bytes", c.MaxOutboundBytes},
-	}
-	for _, p := range positive {
-		if p.v < 1 {
-			return fmt.Errorf("%w: %s must be at least 1 (got %d)", ErrConfig, p.name, p.v)
+		{"MaxHeaderBytes", c.MaxHeaderBytes},
+		{"MaxWildcards", c.MaxWildcards},
+		{"MaxConnections", c.MaxConnections},
+		{"MaxConnectionsPerIP", c.MaxConnectionsPerIP},
+		{"MaxConnectionsPerSecond", c.MaxConnectionsPerSecond},
+		{"MaxSockets", c.MaxSockets},
+		{"MaxNewStreamsPerSecond", c.MaxNewStreamsPerSecond},
+		{"MaxPartialBytes", c.MaxPartialBytes},
+	} {
+		if n.v < 0 {
+			return n.field, "must not be negative"
 		}
 	}
 	switch {
-	case c.MaxWildcards < 0:
-		return fmt.Errorf("%w: max wildcard subscriptions must not be negative", ErrConfig)
-	case c.MaxConnections < 0 || c.MaxConnectionsPerIP < 0:
-		return fmt.Errorf("%w: connection limits must not be negative", ErrConfig)
+	case c.Loops < 1 || c.Loops > maxLoops:
+		return "Loops", "must be between 1 and 256"
+	case c.MaxMessageBytes < minMessageBytes || c.MaxMessageBytes > maxMessageBytes:
+		return "MaxMessageBytes", "must be between 256 and 67108864"
+	case c.MaxChannels < 1:
+		return "MaxChannels", "must be at least 1"
+	case c.MaxMessagesPerSecond < 1 || c.MaxMessagesPerSecond > maxMessagesPerSecond:
+		return "MaxMessagesPerSecond", "must be between 1 and 1000000"
 	case c.HandshakeTimeout <= 0:
-		return fmt.Errorf("%w: handshake timeout must be positive", ErrConfig)
-	case c.PingInterval <= 0 || c.PingTimeout <= 0:
-		return fmt.Errorf("%w: ping interval and timeout must be positive", ErrConfig)
-	case c.EchoMaxMessageBytes < 0:
-		return fmt.Errorf("%w: echo max message bytes must not be negative", ErrConfig)
-	case c.CloseLinger < 0:
-		return fmt.Errorf("%w: close linger must not be negative", ErrConfig)
+		return "HandshakeTimeout", "must be positive"
+	case c.MaxOutboundBytes < minOutboundBytes:
+		return "MaxOutboundBytes", "must be at least 4096"
+	case c.PingInterval <= 0:
+		return "PingInterval", "must be positive"
+	case c.PingTimeout <= c.PingInterval:
+		return "PingTimeout", "must be longer than PingInterval"
+	case c.SlowClientTimeout < 0:
+		return "SlowClientTimeout", "must not be negative"
+	case c.EchoMaxMessageBytes != 0 && (c.EchoMaxMessageBytes < minMessageBytes || c.EchoMaxMessageBytes > maxEchoMessageBytes):
+		return "EchoMaxMessageBytes", "must be between 256 and 1073741824"
+	case c.MaxNewStreamsPerSecond > maxMessagesPerSecond:
+		// The bucket counts in whole nanoseconds per stream.
+		return "MaxNewStreamsPerSecond", "must be between 0 and 1000000"
+	case c.PartialMessageTimeout < 0:
+		return "PartialMessageTimeout", "must not be negative"
+	case c.CloseLinger < 0 || c.CloseLinger > maxCloseLinger:
+		return "CloseLinger", "must be between 0 and 1m"
 	}
-	if c.CloseLinger == 0 {
-		c.CloseLinger = DefaultCloseLinger
+	if c.MaxPartialBytes > 0 {
+		// Partial messages are bounded in all, so the bound must hold
+		// the largest single message or that message could never be
+		// received.
+		largest := c.MaxMessageBytes
+		if c.Echo {
+			largest = max(largest, cmp.Or(c.EchoMaxMessageBytes, DefaultEchoMaxMessageBytes))
+		}
+		if c.MaxPartialBytes < largest {
+			return "MaxPartialBytes", "must be at least MaxMessageBytes (and EchoMaxMessageBytes when Echo is on)"
+		}
+	}
+	return "", ""
+}
+
+// Validate checks the configuration (Check) and fills the defaults of
+// fields left zero.
+func (c *Config) Validate() error {
+	if field, rule := c.Check(); field != "" {
+		return fmt.Errorf("%w: %s %s", ErrConfig, field, rule)
 	}
 	if c.Echo && c.EchoMaxMessageBytes == 0 {
 		c.EchoMaxMessageBytes = DefaultEchoMaxMessageBytes
+	}
+	if c.CloseLinger == 0 {
+		c.CloseLinger = DefaultCloseLinger
 	}
 	if c.MaxHeaderBytes == 0 {
 		c.MaxHeaderBytes = 8 << 10

@@ -108,6 +108,12 @@ type connCold struct {
 	skip        bool   // inbound bytes are discarded unparsed
 	peerClosed  bool   // the client's close frame has arrived
 	removed     bool   // Hub.Remove was called
+
+	// An unfinished inbound message (see trackPartial): the bytes it
+	// holds, as counted in Server.partial, and when it started; 0 when
+	// none.
+	partialHeld  int64
+	partialSince int64
 }
 
 // c returns the cold state, allocating it.
@@ -146,6 +152,7 @@ func (s *Server) frames(cn *conn) gnet.Action {
 	}
 	off := 0
 	action := gnet.None
+	completed := false
 	for off < len(buf) && cn.state < stateClosed && action == gnet.None {
 		ev, n, err := cn.reader.Next(buf[off:])
 		if err != nil {
@@ -165,7 +172,15 @@ func (s *Server) frames(cn *conn) gnet.Action {
 		off += n
 		cn.lastRead = time.Now().UnixNano()
 		cn.flags &^= flagPinged
+		completed = completed || ev.Kind == wsproto.KindMessage
 		action = s.event(cn, ev)
+	}
+	if held := cn.reader.Partial() + len(buf) - off; held > 0 || (cn.cold != nil && cn.cold.partialHeld != 0) {
+		if !s.trackPartial(cn, held, completed) && action == gnet.None {
+			s.releasePartial(cn)
+			cn.fail(wsproto.ClosePartialFull)
+			return gnet.Close
+		}
 	}
 	// Every byte up to off belongs to frames handled above; their
 	// payloads are not referenced past this point. Discard(0) would
@@ -188,6 +203,41 @@ func (s *Server) frames(cn *conn) gnet.Action {
 		return cn.lingerRead(off)
 	}
 	return action
+}
+
+// trackPartial records that cn holds held bytes of an unfinished message
+// (its reassembled fragments plus the unread bytes of the frame in
+// progress) and when that message started: when cn held nothing, or
+// when a message completed during this read. It reports false when the
+// bytes held across all connections have grown past MaxPartialBytes.
+// Event-loop only.
+func (s *Server) trackPartial(cn *conn, held int, completed bool) bool {
+	c := cn.c()
+	delta := int64(held) - c.partialHeld
+	c.partialHeld = int64(held)
+	total := s.partial.Add(delta)
+	switch {
+	case held == 0:
+		c.partialSince = 0
+	case c.partialSince == 0 || completed:
+		c.partialSince = time.Now().UnixNano()
+	}
+	return delta <= 0 || s.cfg.MaxPartialBytes == 0 || total <= int64(s.cfg.MaxPartialBytes)
+}
+
+// releasePartial drops cn's unfinished message, its reassembly buffer
+// and its share of the bytes held: on close, or when cn is closed for
+// holding them. Event-loop only.
+func (s *Server) releasePartial(cn *conn) {
+	cn.reader.Reset()
+	if cn.cold == nil {
+		return
+	}
+	cn.cold.stage = nil
+	if cn.cold.partialHeld != 0 {
+		s.partial.Add(-cn.cold.partialHeld)
+	}
+	cn.cold.partialHeld, cn.cold.partialSince = 0, 0
 }
 
 // stageAbove: once this many bytes of one incomplete frame are buffered,
@@ -245,7 +295,7 @@ func (s *Server) event(cn *conn, ev wsproto.Event) gnet.Action {
 		}
 		if ev.Op != ws.OpText {
 			now := time.Now()
-			if s.rateLimited(cn, now) {
+			if s.rateLimited(cn, now, 1, 0, nil) {
 				return gnet.None
 			}
 			s.ctr.command(0, resultBadRequest)

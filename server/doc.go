@@ -2,12 +2,15 @@
 // answers the HTTP upgrade with gobwas/ws (or /health, /stats and 404 as
 // plain HTTP on the same port), reads WebSocket frames straight from
 // gnet's inbound buffer, executes client commands, and writes the frames
-// fanout queues for each connection.
+// fanout queues for each connection. It builds the fanout Hub with one
+// shard per event loop, each loop's state being its shard's Waker, starts
+// it with the engine and closes it at the end of Shutdown.
 //
 // Goroutines:
 //   - gnet's event loops (Config.Loops of them) run every callback of
 //     Server (OnOpen, OnTraffic, OnClose) and every task the server
-//     submits (flush, tick, shutdown). A connection and its state are
+//     submits (flush, and tick, which also paces the closes of a
+//     shutdown). A connection and its state are
 //     touched only on its loop; other goroutines reach it
 //     through EventLoop.Execute. Nothing on a loop blocks: Redis work is
 //     handed to fanout's control goroutine.
@@ -17,8 +20,11 @@
 //   - gnet's ticker goroutine calls OnTick every 100 ms, which submits one
 //     tick task per loop: blocked connections are resumed, closing ones
 //     moved along (closing.go), and once a second the loop sweeps its
-//     connections for handshake timeouts, pings, idle peers and expired
-//     tokens. No timer or goroutine exists per connection.
+//     connections for handshake timeouts, pings, idle peers, expired
+//     tokens and messages not completed within
+//     Config.PartialMessageTimeout, and interns the channel names
+//     subscribed since the last sweep that are still followed. No timer
+//     or goroutine exists per connection.
 //
 // Upgrades: each loop owns a gobwas/ws Upgrader whose callbacks record the
 // request target, Origin and Authorization in reusable state
@@ -34,7 +40,15 @@
 // never referenced after the callback. Only fragmented messages are
 // copied, into a pooled reassembly buffer owned by the connection's
 // wsproto.Reader, and frames still incomplete after 64 KiB (the echo's
-// large messages), into the connection's stage (see stageAbove).
+// large messages), into the connection's stage (see stageAbove). The bytes
+// of unfinished messages are counted across all connections and bounded
+// (Config.MaxPartialBytes; trackPartial).
+//
+// Commands: a subscribe is checked against the cheap limits (channels and
+// patterns per connection, new channels per second) before the ACL, whose
+// pattern checks are the costly part; the hub may still refuse it later
+// (Redis refused a stream, or MaxStreams), and the loop then drops the
+// channels from its view of the connection (fanout.Shard.TakeRefusals).
 //
 // Outbound bytes: shared data frames are written by reference and
 // released right after Writev; gnet copies whatever the socket did not

@@ -52,7 +52,6 @@ func defaultOptions(redisAddr string) options {
 		},
 		hub: fanout.Config{
 			RedisAddr: redisAddr,
-			Shards:    2,
 			SendQueue: 1024,
 			Linger:    100 * time.Millisecond,
 			RetryMin:  50 * time.Millisecond,
@@ -80,29 +79,23 @@ func startGateway(tb testing.TB, rs *redistest.Server, mutate ...func(*options))
 	for _, m := range mutate {
 		m(&o)
 	}
-	o.hub.Shards = o.srv.Loops
-	hub, err := fanout.New(o.hub)
-	if err != nil {
-		tb.Fatalf("fanout.New: %v", err)
-	}
 	authn, err := auth.NewAuthenticator(o.auth, o.acl)
 	if err != nil {
 		tb.Fatalf("auth.NewAuthenticator: %v", err)
 	}
-	srv, err := server.New(o.srv, hub, authn, o.acl)
+	srv, err := server.New(o.srv, o.hub, authn, o.acl)
 	if err != nil {
 		tb.Fatalf("server.New: %v", err)
 	}
-	hub.Start()
 	if err := srv.Start(); err != nil {
 		tb.Fatalf("server.Start: %v", err)
 	}
+	hub := srv.Hub()
 	g := &gateway{srv: srv, hub: hub, redis: rs, addr: srv.Addr()}
 	tb.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		_ = srv.Shutdown(ctx)
-		_ = hub.Close(ctx)
+		_ = srv.Shutdown(ctx) // closes the hub too
 	})
 	if rs != nil {
 		redistest.WaitFor(tb, 10*time.Second, "gateway's Redis link", hub.Healthy)

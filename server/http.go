@@ -44,7 +44,11 @@ type Stats struct {
 	Streams           int    `json:"streams"`
 	MessagesReceived  uint64 `json:"messages_received"`
 	MessagesDelivered uint64 `json:"messages_delivered"`
-	MessagesDropped   uint64 `json:"messages_dropped"`
+	// MessagesDropped counts frames refused by a connection's full
+	// queue, one per connection; HandoffDropped counts messages a shard
+	// missed because it fell behind the Redis reader, one per shard.
+	MessagesDropped uint64 `json:"messages_dropped"`
+	HandoffDropped  uint64 `json:"handoff_dropped"`
 	// Queues is how many connections hold a send queue right now: an
 	// idle one gives its queue back within seconds.
 	Queues        int64   `json:"queues"`
@@ -65,6 +69,7 @@ func (s *Server) Stats() Stats {
 	st.MessagesReceived = hs.MessagesReceived
 	st.MessagesDelivered = hs.Delivered
 	st.MessagesDropped = hs.Dropped
+	st.HandoffDropped = hs.HandoffDropped
 	st.Queues = hs.Queues
 	st.UptimeSeconds = time.Since(s.started).Seconds()
 	st.Redis.Connected = hs.RedisUp
@@ -90,6 +95,9 @@ func (s *Server) plainHTTP(method, path string, upgrade bool) []byte {
 			"redis":  up,
 		})
 	case "/stats":
+		if s.cfg.StatsPrivate {
+			break // served on the admin listener instead
+		}
 		return jsonResponse(http.StatusOK, s.Stats())
 	case "/ws":
 		return httpError(http.StatusBadRequest, "this endpoint speaks WebSocket: send an Upgrade request")

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"sync/atomic"
 	"time"
 
 	"github.com/gobwas/ws"
@@ -20,12 +21,15 @@ const (
 )
 
 // loopState is everything one event loop owns besides its connections'
-// own state. Event-loop only, except the fields set at creation.
+// own state. Event-loop only, except the fields set by New and el (see
+// bind).
 type loopState struct {
 	srv   *Server
-	el    gnet.EventLoop
 	idx   int
 	shard *fanout.Shard
+	// el is the gnet loop, set once by bind, which then sets bound.
+	el    gnet.EventLoop
+	bound atomic.Bool
 
 	up *upgradeState // the loop's WebSocket upgrader (upgrade.go)
 
@@ -36,11 +40,48 @@ type loopState struct {
 	blocked []*conn // connections that stopped draining on a full outbound buffer
 	closing []*conn // connections in stateClosing, each once (closing.go)
 
+	// recent holds the connections that subscribed lately (see
+	// recentSubs, commands.go); nil when none.
+	recent map[*conn]*recentSubs
+
 	// Scratch for one Writev, reused across connections.
 	iov    [][]byte
 	frames []*wsproto.Frame
 
 	lastSweep time.Time
+}
+
+func newLoopState(s *Server, idx int) *loopState {
+	l := &loopState{srv: s, idx: idx, up: newUpgradeState()}
+	l.flushTask = gnet.RunnableFunc(l.flush)
+	l.tickTask = gnet.RunnableFunc(l.tick)
+	return l
+}
+
+// bind ties the state to gnet's loop el, on el, before its first
+// connection is set up (loopFor).
+func (l *loopState) bind(el gnet.EventLoop) {
+	l.el = el
+	l.bound.Store(true)
+}
+
+// Wake is the shard's fanout.Waker: it submits one flush task to the
+// loop. The shard calls it for frames queued for this loop's connections,
+// so the loop is bound by then: the connection's subscription reached the
+// shard through the hub after bind. Any goroutine; never blocks (gnet's
+// task queue is unbounded, and the shard asks for one flush at a time).
+func (l *loopState) Wake() {
+	if !l.bound.Load() {
+		// No connection, so nothing to flush: let the next frame ask
+		// again.
+		l.shard.BeginFlush()
+		return
+	}
+	if err := l.el.Execute(context.Background(), l.flushTask); err != nil {
+		// Only during engine shutdown; the queues are released by
+		// the hub then.
+		l.shard.BeginFlush()
+	}
 }
 
 func (l *loopState) add(cn *conn) {
@@ -72,10 +113,23 @@ func (l *loopState) owner(sub *fanout.Subscriber) *conn {
 	return l.conns[i]
 }
 
+// applyRefusals takes the subscriptions the hub refused or dropped (their
+// error frames are queued) out of the loop's view of each connection.
+// Called at each flush and before each command, so a client that has read
+// the error never finds the channels still counted. Event-loop only.
+func (l *loopState) applyRefusals() {
+	for _, r := range l.shard.TakeRefusals() {
+		if cn := l.owner(r.Sub); cn != nil && cn.state == stateOpen {
+			cn.leave(l.recent[cn], r.Channels)
+		}
+	}
+}
+
 // flush drains the queues of every subscriber the shard marked ready.
 // It runs as one task per burst, submitted by the shard's waker.
 func (l *loopState) flush(context.Context) error {
 	l.shard.BeginFlush()
+	l.applyRefusals()
 	for sub := l.shard.NextReady(); sub != nil; sub = l.shard.NextReady() {
 		cn := l.owner(sub)
 		if cn != nil && cn.state == stateOpen && !cn.is(flagBlocked) {
@@ -186,6 +240,7 @@ func (l *loopState) tick(context.Context) error {
 	if now.Sub(l.lastSweep) >= sweepEvery {
 		l.lastSweep = now
 		l.sweep(now)
+		l.settleRecent(now.UnixNano())
 	}
 	return nil
 }
@@ -220,6 +275,13 @@ func (l *loopState) sweep(now time.Time) {
 			case cn.state != stateOpen:
 			case cn.expires != 0 && n >= cn.expires:
 				cn.startClose(wsproto.CloseTokenExpired)
+			case cfg.PartialMessageTimeout > 0 && cn.cold != nil && cn.cold.partialSince != 0 &&
+				n-cn.cold.partialSince > int64(cfg.PartialMessageTimeout):
+				// Fragments or a trickled frame, however lively the
+				// peer otherwise is (pings), hold memory: a message
+				// has this long to complete.
+				l.srv.releasePartial(cn)
+				cn.startClose(wsproto.ClosePartialTimeout)
 			case cn.is(flagPinged) && n-cn.lastRead > int64(cfg.PingTimeout):
 				// Only once a ping has gone unanswered: with a
 				// PingTimeout close to the sweep period, a peer

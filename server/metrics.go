@@ -56,6 +56,8 @@ const (
 	resultTooManyChannels
 	resultTooManyWildcards
 	resultRateLimited
+	resultStreamRateLimited
+	resultServerBusy
 	numCmdResults
 )
 
@@ -67,6 +69,9 @@ var cmdResultNames = [numCmdResults]string{
 	resultTooManyChannels:  string(wsproto.CodeTooManyChannels),
 	resultTooManyWildcards: string(wsproto.CodeTooManyWildcards),
 	resultRateLimited:      string(wsproto.CodeRateLimited),
+
+	resultStreamRateLimited: string(wsproto.CodeStreamRateLimited),
+	resultServerBusy:        string(wsproto.CodeServerBusy),
 }
 
 // resultOf maps the error code a command was refused with to its result.
@@ -219,8 +224,7 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	}
 	counter(m.received, hs.MessagesReceived)
 	counter(m.delivered, hs.Delivered)
-	// hs.Dropped also counts the hand-off drops, exported apart.
-	counter(m.dropped, hs.Dropped-hs.HandoffDropped)
+	counter(m.dropped, hs.Dropped)
 	counter(m.handoff, hs.HandoffDropped)
 	counter(m.slow, s.ctr.slowDisconnect.Load())
 	counter(m.reconnects, hs.Reconnects)

@@ -24,24 +24,20 @@ import (
 // tests that look at a loop's state.
 func startInternal(tb testing.TB, rs *redistest.Server, cfg Config, sendQueue int) *Server {
 	tb.Helper()
-	hub, err := fanout.New(fanout.Config{
-		RedisAddr: rs.Addr(), Shards: cfg.Loops, SendQueue: sendQueue,
+	hubCfg := fanout.Config{
+		RedisAddr: rs.Addr(), SendQueue: sendQueue,
 		Linger: 100 * time.Millisecond, RetryMin: 50 * time.Millisecond, RetryMax: 500 * time.Millisecond,
 		Logger: cfg.Logger,
-	})
-	if err != nil {
-		tb.Fatal(err)
 	}
 	acl := auth.DefaultACL()
 	authn, err := auth.NewAuthenticator(auth.Config{DefaultRole: "user", RoleClaim: "role"}, acl)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	s, err := New(cfg, hub, authn, acl)
+	s, err := New(cfg, hubCfg, authn, acl)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	hub.Start()
 	if err := s.Start(); err != nil {
 		tb.Fatal(err)
 	}
@@ -49,9 +45,8 @@ func startInternal(tb testing.TB, rs *redistest.Server, cfg Config, sendQueue in
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		_ = s.Shutdown(ctx)
-		_ = hub.Close(ctx)
 	})
-	redistest.WaitFor(tb, 10*time.Second, "the Redis link", hub.Healthy)
+	redistest.WaitFor(tb, 10*time.Second, "the Redis link", s.hub.Healthy)
 	return s
 }
 

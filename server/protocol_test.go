@@ -45,7 +45,7 @@ func TestHTTPEndpoints(t *testing.T) {
 		if err := json.Unmarshal(body, &m); err != nil {
 			t.Fatal(err)
 		}
-		for _, k := range []string{"connections", "streams", "messages_received", "messages_delivered", "messages_dropped", "uptime_seconds", "redis"} {
+		for _, k := range []string{"connections", "streams", "messages_received", "messages_delivered", "messages_dropped", "handoff_dropped", "uptime_seconds", "redis"} {
 			if _, ok := m[k]; !ok {
 				t.Errorf("/stats lacks %q: %s", k, body)
 			}

@@ -36,8 +36,9 @@ const (
 	sweepEvery = time.Second
 )
 
-// Server is the gnet event handler: it owns the listener, the event loops
-// and every connection's state. Create it with New, then Start.
+// Server is the gnet event handler: it owns the listener, the event loops,
+// every connection's state and the fanout Hub that feeds them. Create it
+// with New, then Start.
 type Server struct {
 	gnet.BuiltinEventEngine
 
@@ -57,8 +58,15 @@ type Server struct {
 
 	conns   atomic.Int64 // upgraded WebSocket connections
 	sockets atomic.Int64 // accepted TCP connections, upgraded or not
+	// partial is the bytes of unfinished inbound messages held by every
+	// connection (Config.MaxPartialBytes; see trackPartial).
+	partial atomic.Int64
+	// loops[i] is the state of the event loop served by fanout shard i,
+	// all made by New; gnet's loops are bound to them in order of first
+	// sight (loopFor), bound of them so far, under loopsMu.
 	loopsMu sync.Mutex
 	loops   []*loopState
+	bound   int
 	// roles are the ACL's role names; a connection keeps an index.
 	roles    []string
 	perIPMu  sync.Mutex
@@ -73,18 +81,19 @@ type Server struct {
 	ctr counters // exported by Metrics (metrics.go)
 }
 
-// New builds a server. cfg is validated here.
-func New(cfg Config, hub *fanout.Hub, authn *auth.Authenticator, acl *auth.ACL) (*Server, error) {
+// New builds a server and its fanout Hub, with one shard per event loop
+// (hubCfg's Redis settings, queue size and linger). cfg is validated here,
+// hubCfg by fanout.New.
+func New(cfg Config, hubCfg fanout.Config, authn *auth.Authenticator, acl *auth.ACL) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if hub == nil || authn == nil || acl == nil {
-		return nil, fmt.Errorf("%w: hub, authenticator and ACL are required", ErrConfig)
+	if authn == nil || acl == nil {
+		return nil, fmt.Errorf("%w: authenticator and ACL are required", ErrConfig)
 	}
 	s := &Server{
 		cfg:    cfg,
 		log:    cfg.Logger,
-		hub:    hub,
 		authn:  authn,
 		acl:    acl,
 		booted: make(chan struct{}),
@@ -101,10 +110,27 @@ func New(cfg Config, hub *fanout.Hub, authn *auth.Authenticator, acl *auth.ACL) 
 	s.upgrader = ws.Upgrader{}
 	s.acceptRate.rate = float64(cfg.MaxConnectionsPerSecond)
 	s.ctr.latency = newLatencyHistogram()
+	// Each loop's state is the waker of its shard, so the hub is built
+	// complete: nothing is installed in it once its goroutines run.
+	s.loops = make([]*loopState, cfg.Loops)
+	wakers := make([]fanout.Waker, cfg.Loops)
+	for i := range s.loops {
+		s.loops[i] = newLoopState(s, i)
+		wakers[i] = s.loops[i]
+	}
+	hub, err := fanout.New(hubCfg, wakers)
+	if err != nil {
+		return nil, err
+	}
+	s.hub = hub
+	for i, l := range s.loops {
+		l.shard = hub.Shard(i)
+	}
 	return s, nil
 }
 
-// Start listens and returns once the engine is accepting connections.
+// Start listens, starts the hub (which connects to Redis in the
+// background) and returns once the engine is accepting connections.
 func (s *Server) Start() error {
 	if !s.started.IsZero() {
 		return ErrStarted
@@ -129,6 +155,9 @@ func (s *Server) Start() error {
 	}()
 	select {
 	case <-s.booted:
+		// Requests of connections accepted before this wait in the
+		// hub's queue.
+		s.hub.Start()
 		return nil
 	case <-s.done:
 		return fmt.Errorf("server: listen on %s: %w", s.cfg.Addr, s.runErr)
@@ -176,33 +205,22 @@ func (s *Server) roleIndex(role string) (uint16, error) {
 	return 0, fmt.Errorf("%w: role %q is not in the ACL", ErrConfig, role)
 }
 
-// loopFor returns the state of event loop el, creating it the first time
-// the loop is seen. Loop states are numbered in order of first sight; the
-// number is the loop's fanout shard. Event-loop only (takes loopsMu once
+// loopFor returns the state of event loop el, binding the next unbound
+// state to it the first time the loop is seen: gnet assigns connections
+// to loops, and the state's index is the loop's fanout shard. gnet runs
+// Config.Loops loops, one per state. Event-loop only (takes loopsMu once
 // per connection).
 func (s *Server) loopFor(el gnet.EventLoop) *loopState {
 	s.loopsMu.Lock()
 	defer s.loopsMu.Unlock()
-	for _, l := range s.loops {
+	for _, l := range s.loops[:s.bound] {
 		if l.el == el {
 			return l
 		}
 	}
-	l := &loopState{srv: s, el: el, idx: len(s.loops), shard: s.hub.Shard(len(s.loops))}
-	l.up = newUpgradeState()
-	l.flushTask = gnet.RunnableFunc(l.flush)
-	l.tickTask = gnet.RunnableFunc(l.tick)
-	// The waker is installed before any subscriber of this shard exists:
-	// every later shard operation is ordered after this through the hub's
-	// request queue, so the shard goroutine sees it.
-	l.shard.SetWaker(func() {
-		if err := el.Execute(context.Background(), l.flushTask); err != nil {
-			// Only during engine shutdown; the queues are
-			// released by the hub then.
-			l.shard.BeginFlush()
-		}
-	})
-	s.loops = append(s.loops, l)
+	l := s.loops[s.bound]
+	l.bind(el)
+	s.bound++
 	return l
 }
 
@@ -232,6 +250,7 @@ func (s *Server) OnClose(c gnet.Conn, err error) gnet.Action {
 		return gnet.None
 	}
 	cn.loop.remove(cn)
+	delete(cn.loop.recent, cn)
 	if cn.state >= stateOpen {
 		s.conns.Add(-1)
 		s.releaseIP(c.RemoteAddr())
@@ -249,7 +268,7 @@ func (s *Server) OnClose(c gnet.Conn, err error) gnet.Action {
 			"duration", time.Since(time.Unix(0, cn.since)).Round(time.Millisecond),
 			"frames_sent", cn.sent, "dropped", cn.sub.Dropped(), "reason", reason)
 	}
-	cn.reader.Reset()
+	s.releasePartial(cn)
 	cn.state = stateClosed
 	return gnet.None
 }
@@ -270,7 +289,7 @@ func (s *Server) OnTraffic(c gnet.Conn) gnet.Action {
 // ticker goroutine, so it only submits tasks.
 func (s *Server) OnTick() (time.Duration, gnet.Action) {
 	s.loopsMu.Lock()
-	loops := s.loops
+	loops := s.loops[:s.bound]
 	s.loopsMu.Unlock()
 	for _, l := range loops {
 		_ = l.el.Execute(context.Background(), l.tickTask)
@@ -308,13 +327,12 @@ func (s *Server) releaseIP(a net.Addr) {
 	}
 }
 
-// Connections is the number of open WebSocket connections. Safe for
-// concurrent use.
-func (s *Server) Connections() int64 { return s.conns.Load() }
-
 // Shutdown closes every connection with 1001 (going away), waits for the
-// close handshakes up to ctx's deadline, then stops the engine. New
-// upgrades are refused with 503 meanwhile. Safe for concurrent use.
+// close handshakes, stops the engine and closes the hub, all within ctx:
+// past its deadline Shutdown returns ctx's error while the engine or the
+// hub is still stopping. New upgrades are refused with 503 meanwhile. It
+// also closes the hub of an engine that stopped by itself (Done). Safe
+// for concurrent use.
 func (s *Server) Shutdown(ctx context.Context) error {
 	if !s.draining.CompareAndSwap(false, true) {
 		return ErrShutdown
@@ -335,16 +353,22 @@ wait:
 		select {
 		case <-ctx.Done():
 			break wait
+		case <-s.done: // nothing left to close
+			break wait
 		case <-t.C:
 		}
 	}
-	stopCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := s.eng.Stop(stopCtx); err != nil {
-		return fmt.Errorf("server: stop engine: %w", err)
+	var err error
+	select {
+	case <-s.done: // stopped by itself
+	default:
+		if err = s.eng.Stop(ctx); err != nil {
+			err = fmt.Errorf("server: stop engine: %w", err)
+		} else {
+			<-s.done
+		}
 	}
-	<-s.done
-	return nil
+	return errors.Join(err, s.hub.Close(ctx))
 }
 
 // gnetLogger routes gnet's own log lines to slog.

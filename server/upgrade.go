@@ -10,6 +10,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"slices"
@@ -269,7 +270,7 @@ func (s *Server) open(cn *conn, echo bool, id auth.Identity, role uint16, resp [
 	cn.set(flagEcho, echo)
 	cn.role = role
 	if !id.Expires.IsZero() {
-		cn.expires = id.Expires.UnixNano()
+		cn.expires = expiryNanos(id.Expires)
 	}
 	cn.lastRead = now
 	cn.reader.MaxMessage = s.cfg.MaxMessageBytes
@@ -281,6 +282,20 @@ func (s *Server) open(cn *conn, echo bool, id auth.Identity, role uint16, resp [
 		s.log.Info("connection opened", "remote", c.RemoteAddr().String(), "role", id.Role, "auth", id.Method)
 	}
 	return gnet.None
+}
+
+// maxExpiry is the latest instant whose Unix nanoseconds fit an int64
+// (April 2262). time.Time.UnixNano is undefined past it, and a token's
+// exp may lie far beyond (9999-12-31, or 1e13 seconds).
+var maxExpiry = time.Unix(0, math.MaxInt64)
+
+// expiryNanos is t in Unix nanoseconds, clamped to maxExpiry: a token
+// valid past 2262 is valid for the connection's whole life.
+func expiryNanos(t time.Time) int64 {
+	if t.After(maxExpiry) {
+		return math.MaxInt64
+	}
+	return t.UnixNano()
 }
 
 // refuse answers the upgrade with an HTTP error and closes: a refused

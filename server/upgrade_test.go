@@ -50,10 +50,6 @@ func (c *fakeConn) RemoteAddr() net.Addr        { return c.addr }
 func benchServer(tb testing.TB, secret []byte, origins ...string) *Server {
 	tb.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	hub, err := fanout.New(fanout.Config{RedisAddr: "127.0.0.1:1", Shards: 1, SendQueue: 1024, Logger: log})
-	if err != nil {
-		tb.Fatal(err)
-	}
 	acl := auth.DefaultACL()
 	authn, err := auth.NewAuthenticator(auth.Config{DefaultRole: "user", RoleClaim: "role", JWTSecret: secret, Leeway: 5 * time.Second}, acl)
 	if err != nil {
@@ -64,7 +60,7 @@ func benchServer(tb testing.TB, secret []byte, origins ...string) *Server {
 		MaxChannels: 50, MaxWildcards: 5, MaxMessagesPerSecond: 1000, HandshakeTimeout: 5 * time.Second,
 		MaxOutboundBytes: 4 << 20, PingInterval: 25 * time.Second, PingTimeout: time.Minute, Logger: log,
 		AllowedOrigins: origins, Echo: true,
-	}, hub, authn, acl)
+	}, fanout.Config{RedisAddr: "127.0.0.1:1", SendQueue: 1024, Logger: log}, authn, acl)
 	if err != nil {
 		tb.Fatal(err)
 	}

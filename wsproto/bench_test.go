@@ -59,18 +59,29 @@ func BenchmarkBuildDataString(b *testing.B) {
 	}
 }
 
+// parseCommandCases are the commands BenchmarkParseCommand and, for the
+// encoding/json figures to compare with, BenchmarkParseCommandReference
+// parse.
+var parseCommandCases = []struct{ name, in string }{
+	{"subscribe1", `{"action":"subscribe","channels":["market:tick:NIFTY"],"requestId":"r1"}`},
+	{"subscribe", `{"action":"subscribe","channels":["orders.eu","orders.us","prices.*"],"requestId":"req-42"}`},
+	{"since", `{"action":"subscribe","channels":["engine:signal:*","market:tick:NIFTY"],"since":{"engine:signal:*":"1764660000000-0"},"requestId":"r"}`},
+	{"ping", `{"action":"ping","requestId":7}`},
+	{"bad channel", `{"action":"subscribe","channels":["ok","not ok"]}`},
+}
+
 func BenchmarkParseCommand(b *testing.B) {
-	for _, tc := range []struct{ name, in string }{
-		{"subscribe", `{"action":"subscribe","channels":["orders.eu","orders.us","prices.*"],"requestId":"req-42"}`},
-		{"ping", `{"action":"ping","requestId":7}`},
-		{"bad channel", `{"action":"subscribe","channels":["ok","not ok"]}`},
-	} {
+	benchParseCommand(b, ParseCommand)
+}
+
+func benchParseCommand(b *testing.B, parse func([]byte) (Command, *CommandError)) {
+	for _, tc := range parseCommandCases {
 		in := []byte(tc.in)
 		b.Run(tc.name, func(b *testing.B) {
 			b.ReportAllocs()
 			b.SetBytes(int64(len(in)))
 			for b.Loop() {
-				ParseCommand(in)
+				parse(in)
 			}
 		})
 	}

@@ -38,6 +38,13 @@ var (
 	CloseSlowConsumer  = CloseReason{StatusTryAgainLater, "too slow: messages dropped"}
 	CloseIdle          = CloseReason{ws.StatusGoingAway, "no traffic within ping timeout"}
 	CloseInternalError = CloseReason{ws.StatusInternalServerError, "internal error"}
+
+	// ClosePartialTimeout: a message was not completed within the
+	// server's time limit (its fragments or a frame trickled in).
+	ClosePartialTimeout = CloseReason{ws.StatusPolicyViolation, "message not completed in time"}
+	// ClosePartialFull: the server holds as many bytes of unfinished
+	// messages, across all connections, as it allows.
+	ClosePartialFull = CloseReason{ws.StatusMessageTooBig, "too many unfinished messages on the server"}
 )
 
 // ValidCloseCode reports whether code may appear in a close frame received

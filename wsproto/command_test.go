@@ -108,6 +108,48 @@ func TestParseCommand(t *testing.T) {
 			wantErr: CodeBadRequest, wantErrChans: []string{"a\x7fb"}},
 		{name: "several bad names", in: `{"action":"subscribe","channels":["ok"," x","fine","y\n"],"requestId":"s"}`,
 			wantErr: CodeBadRequest, wantErrChans: []string{" x", "y\n"}, wantErrReqID: `"s"`},
+		{name: "null name", in: `{"action":"subscribe","channels":["a",null]}`,
+			wantErr: CodeBadRequest, wantMsg: badName, wantErrChans: []string{""}},
+		{name: "zero width space", in: `{"action":"subscribe","channels":["a\u200bb"]}`,
+			wantErr: CodeBadRequest, wantErrChans: []string{"a\u200bb"}},
+
+		// Field names match without regard to case, as encoding/json
+		// matched them; the last of repeated fields wins.
+		{name: "upper-case fields", in: `{"ACTION":"subscribe","Channels":["a"],"RequestId":1}`,
+			want: Command{Action: ActionSubscribe, Channels: []string{"a"}, RequestID: []byte(`1`)}},
+		{name: "repeated action", in: `{"action":"subscribe","action":"ping"}`, want: Command{Action: ActionPing}},
+		{name: "lone surrogate", in: `{"action":"subscribe","channels":["a\ud800b"]}`,
+			want: Command{Action: ActionSubscribe, Channels: []string{"a\ufffdb"}}},
+		{name: "invalid UTF-8 name", in: "{\"action\":\"subscribe\",\"channels\":[\"a\xffb\"]}",
+			want: Command{Action: ActionSubscribe, Channels: []string{"a\ufffdb"}}},
+
+		// since.
+		{name: "since", in: `{"action":"subscribe","channels":["e:s:*","m:t"],"since":{"e:s:*":"1764660000000-0"},"requestId":"r"}`,
+			want: Command{Action: ActionSubscribe, Channels: []string{"e:s:*", "m:t"},
+				Since: []SinceEntry{{"e:s:*", "1764660000000-0"}}, RequestID: []byte(`"r"`)}},
+		{name: "since in key order, repeated key keeps its place and last ID",
+			in: `{"action":"subscribe","channels":["a","b","c"],"since":{"b":"1","a":"2","b":"3"}}`,
+			want: Command{Action: ActionSubscribe, Channels: []string{"a", "b", "c"},
+				Since: []SinceEntry{{"b", "3"}, {"a", "2"}}}},
+		{name: "since null", in: `{"action":"subscribe","channels":["a"],"since":null}`,
+			want: Command{Action: ActionSubscribe, Channels: []string{"a"}}},
+		{name: "since empty", in: `{"action":"subscribe","channels":["a"],"since":{}}`,
+			want: Command{Action: ActionSubscribe, Channels: []string{"a"}}},
+		{name: "since ignored by unsubscribe", in: `{"action":"unsubscribe","channels":["a"],"since":[1]}`,
+			want: Command{Action: ActionUnsubscribe, Channels: []string{"a"}}},
+		{name: "since IDs unchecked", in: `{"action":"subscribe","channels":["a"],"since":{"a":"99999999999999999999-0"}}`,
+			want: Command{Action: ActionSubscribe, Channels: []string{"a"}, Since: []SinceEntry{{"a", "99999999999999999999-0"}}}},
+		{name: "since array", in: `{"action":"subscribe","channels":["a"],"since":["a"],"requestId":3}`,
+			wantErr: CodeBadRequest, wantMsg: `"since" must be an object of strings`, wantErrReqID: `3`},
+		{name: "since number ID", in: `{"action":"subscribe","channels":["a"],"since":{"a":1}}`,
+			wantErr: CodeBadRequest, wantMsg: `"since" must be an object of strings`},
+		{name: "since null ID", in: `{"action":"subscribe","channels":["a"],"since":{"a":null}}`,
+			wantErr: CodeBadRequest, wantMsg: `"since" must be an object of strings`},
+		{name: "since names another channel", in: `{"action":"subscribe","channels":["a"],"since":{"b":"1","a":"1","c":"2"}}`,
+			wantErr: CodeBadRequest, wantMsg: `not in "channels"`, wantErrChans: []string{"b", "c"}},
+		{name: "since too long", in: `{"action":"subscribe","channels":["a"],"since":{` +
+			strings.Repeat(`"a":"1",`, MaxSinceEntries) + `"a":"2"}}`,
+			wantErr: CodeBadRequest, wantMsg: "more than 1024 entries"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -122,16 +164,17 @@ func TestParseCommand(t *testing.T) {
 					t.Fatalf("error %v (%+v), want %+v", cerr, cerr, tt.want)
 				}
 				if cmd.Action != tt.want.Action || !slices.Equal(cmd.Channels, tt.want.Channels) ||
+					!slices.Equal(cmd.Since, tt.want.Since) || (cmd.Since == nil) != (tt.want.Since == nil) ||
 					string(cmd.RequestID) != string(tt.want.RequestID) || (cmd.RequestID == nil) != (tt.want.RequestID == nil) {
-					t.Fatalf("got %v %q %s, want %v %q %s", cmd.Action, cmd.Channels, cmd.RequestID,
-						tt.want.Action, tt.want.Channels, tt.want.RequestID)
+					t.Fatalf("got %v %q %q %s, want %v %q %q %s", cmd.Action, cmd.Channels, cmd.Since, cmd.RequestID,
+						tt.want.Action, tt.want.Channels, tt.want.Since, tt.want.RequestID)
 				}
 				return
 			}
 			if cerr == nil {
 				t.Fatalf("no error, got %+v; want %s", cmd, tt.wantErr)
 			}
-			if cmd.Action != 0 || cmd.Channels != nil || cmd.RequestID != nil {
+			if cmd.Action != 0 || cmd.Channels != nil || cmd.Since != nil || cmd.RequestID != nil {
 				t.Errorf("failed parse returned a non-zero command %+v", cmd)
 			}
 			if cerr.Code != tt.wantErr {
@@ -165,6 +208,36 @@ func TestParseCommandRequestIDIsCopied(t *testing.T) {
 	}
 	if string(cmd.RequestID) != "12345" {
 		t.Fatalf("RequestID aliases the input: %q", cmd.RequestID)
+	}
+}
+
+// TestParseCommandAllocs: a command allocates what it keeps and nothing
+// else (the parser runs on the event loop for every connecting socket).
+func TestParseCommandAllocs(t *testing.T) {
+	tests := []struct {
+		name string
+		in   string
+		want float64
+	}{
+		{"subscribe one channel", `{"action":"subscribe","channels":["market:tick:NIFTY"]}`, 2},            // slice, name
+		{"with requestId", `{"action":"subscribe","channels":["market:tick:NIFTY"],"requestId":"r-1"}`, 3}, // + requestId
+		{"numeric requestId", `{"action":"subscribe","channels":["orders"],"requestId":12}`, 3},
+		{"escaped name", `{"action":"subscribe","channels":["market:tick:\u004eIFTY"]}`, 2},
+		{"repeated name", `{"action":"subscribe","channels":["aa","aa","bb","aa"]}`, 3}, // slice, aa, bb
+		{"ping", `{"action":"ping","requestId":"\u0072-1"}`, 1},
+		{"since", `{"action":"subscribe","channels":["s:*"],"since":{"s:*":"1-0"}}`, 4}, // + since slice, ID
+		{"skipped values", `{"action":"ping","x":{"y":[1,2,{"z":"\u00e9"}]},"Since":{"a":1}}`, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			in := []byte(tt.in)
+			if _, cerr := ParseCommand(in); cerr != nil {
+				t.Fatal(cerr)
+			}
+			if got := testing.AllocsPerRun(1000, func() { ParseCommand(in) }); got != tt.want {
+				t.Fatalf("ParseCommand allocates %v times, want %v", got, tt.want)
+			}
+		})
 	}
 }
 
@@ -233,6 +306,8 @@ func FuzzParseCommand(f *testing.F) {
 		`{"action":"ping","requestId":-0.0e-0}`,
 		`{"action":"subscribe","channels":["` + strings.Repeat("\u00e9", 200) + `"]}`,
 		"{\"action\":\"subscribe\",\"channels\":[\"\xff\"]}",
+		`{"action":"subscribe","channels":["a","b"],"since":{"a":"1-0","b":"2","a":"3"}}`,
+		`{"action":"subscribe","channels":["a"],"since":{"c":"1"}}`,
 		`[1]`, `{`, ``, `null`,
 	} {
 		f.Add([]byte(s))
@@ -246,7 +321,7 @@ func FuzzParseCommand(f *testing.F) {
 			if cerr.RequestID != nil && !json.Valid(cerr.RequestID) {
 				t.Fatalf("error requestId %q is not valid JSON", cerr.RequestID)
 			}
-			if cmd.Action != 0 || cmd.Channels != nil || cmd.RequestID != nil {
+			if cmd.Action != 0 || cmd.Channels != nil || cmd.Since != nil || cmd.RequestID != nil {
 				t.Fatalf("failed parse returned %+v", cmd)
 			}
 			for _, c := range cerr.Channels {
@@ -270,6 +345,14 @@ func FuzzParseCommand(f *testing.F) {
 				t.Fatalf("ping with channels %q", cmd.Channels)
 			}
 		case ActionSubscribe, ActionUnsubscribe:
+			if cmd.Since != nil && (cmd.Action != ActionSubscribe || len(cmd.Since) == 0 || len(cmd.Since) > len(cmd.Channels)) {
+				t.Fatalf("%v with since %q for channels %q", cmd.Action, cmd.Since, cmd.Channels)
+			}
+			for i, e := range cmd.Since {
+				if !slices.Contains(cmd.Channels, e.Channel) || slices.ContainsFunc(cmd.Since[:i], func(o SinceEntry) bool { return o.Channel == e.Channel }) {
+					t.Fatalf("since %q: entry %q not one per channel of %q", cmd.Since, e.Channel, cmd.Channels)
+				}
+			}
 			if len(cmd.Channels) == 0 {
 				t.Fatal("subscribe/unsubscribe without channels")
 			}

@@ -1,15 +1,20 @@
 // Package wsproto is the gateway's wire protocol: WebSocket frame building
 // and parsing (RFC 6455) on top of github.com/gobwas/ws primitives, the JSON
 // messages the gateway sends (data, subscribed, unsubscribed, pong, error),
-// and the parser for the JSON commands clients send.
+// and the parser for the JSON commands clients send. Every message's shape
+// and text is here; the other packages only choose which to send.
 //
 // Who calls it:
 //   - fanout's dispatch (the rueidis pub/sub callback goroutine) calls
 //     BuildData once per Redis message; the resulting *Frame is shared by
-//     every subscriber and never mutated.
+//     every subscriber and never mutated. fanout's control goroutine builds
+//     the subscribe acks (NewSubscribed, NewUnsubscribed) and its shard
+//     goroutines the link-loss notices (NewUpstreamInterrupted), each
+//     queued in order with the data.
 //   - server's event loops call Reader.Next on bytes peeked from gnet's
-//     inbound buffer, ParseCommand on complete text messages, and the Append*
-//     builders for per-connection replies.
+//     inbound buffer, ParseCommand on complete text messages, NewPong and
+//     NewError for per-connection replies, and the Append* builders for
+//     control frames.
 //
 // Nothing here blocks, does I/O or takes a lock. Frame is safe for
 // concurrent use (reference counted with atomics); Reader is owned by one

@@ -23,13 +23,17 @@ var (
 )
 
 // Frame is one complete, immutable server-to-client WebSocket frame
-// (header and payload), shared by reference between every connection it
-// is delivered to. Safe for concurrent use.
+// (header and payload). A data frame is shared by reference between every
+// connection it is delivered to; a reply or notice belongs to one. Safe for
+// concurrent use by holders of a reference: Bytes, Len, Received and
+// Retain are valid only while the caller holds one.
 //
-// Lifecycle: NewFrame returns a frame holding one reference (the
-// builder's). Retain adds references for holders that keep it beyond the
-// builder's reference; each holder calls Release exactly once. The last
-// Release returns the bytes to the pool.
+// Lifecycle: each builder (BuildData, NewSubscribed, NewError, ...)
+// returns a frame holding one reference, the caller's. Retain adds
+// references for further holders (a shard hand-off, a queue slot); each
+// holder calls Release exactly once. The last Release returns the bytes
+// and the Frame itself to their pools, so nothing may touch the frame
+// after its own Release.
 type Frame struct {
 	buf  *bytebufferpool.ByteBuffer
 	off  int // start of the frame within buf.B (after the unused part of headerRoom)
@@ -129,17 +133,6 @@ func (f *Frame) Release() {
 	framePool.Put(f)
 }
 
-// NewControlFrame builds a standalone ping, pong or close frame (payload
-// at most 125 bytes, RFC 6455 §5.5). The caller owns the one reference.
-func NewControlFrame(op ws.OpCode, payload []byte) *Frame {
-	if len(payload) > 125 {
-		payload = payload[:125]
-	}
-	f := newFrame()
-	f.buf.B = append(f.buf.B, payload...)
-	return f.seal(op)
-}
-
 // AppendControl appends an unmasked control frame (ping, pong or close)
 // to dst. Payloads over 125 bytes are truncated, as §5.5 requires.
 func AppendControl(dst []byte, op ws.OpCode, payload []byte) []byte {
@@ -166,12 +159,4 @@ func AppendClose(dst []byte, code ws.StatusCode, reason string) []byte {
 	}
 	n := 2 + copy(body[2:], reason)
 	return AppendControl(dst, ws.OpClose, body[:n])
-}
-
-// AppendTextHeader appends the header of one unfragmented text frame with
-// a payload of n bytes.
-func AppendTextHeader(dst []byte, n int) []byte {
-	var hdr [ws.MaxHeaderSize]byte
-	hl := putHeader(hdr[:], ws.OpText, n)
-	return append(dst, hdr[:hl]...)
 }

@@ -27,6 +27,16 @@ const (
 	// CodeMessagesLost: the gateway dropped messages for this connection
 	// (it did not read fast enough); see NewMessagesLost.
 	CodeMessagesLost ErrorCode = "messages_lost"
+	// CodeStreamRateLimited: the connection subscribed to new channels
+	// faster than MAX_NEW_STREAMS_PER_SECOND allows.
+	CodeStreamRateLimited ErrorCode = "stream_rate_limited"
+	// CodeServerBusy: the gateway refused the request for its own sake
+	// (MAX_STREAMS reached, or too much Redis work waiting); retry later.
+	CodeServerBusy ErrorCode = "server_busy"
+	// CodeUpstreamRefused: Redis refused to subscribe the gateway to the
+	// channels named (an ACL of the gateway's Redis user); the request
+	// failed, or the stream was dropped, and the link is fine.
+	CodeUpstreamRefused ErrorCode = "upstream_refused"
 )
 
 // timeLayout is RFC 3339 in UTC with milliseconds; the literal Z is right
@@ -174,9 +184,49 @@ func appendTail(b []byte, requestID []byte, now time.Time) []byte {
 	return append(b, '}')
 }
 
-// NewAck builds a "subscribed" or "unsubscribed" reply frame. typ must be
-// one of those two words. The caller owns the returned reference.
-func NewAck(typ string, channels []string, requestID []byte, now time.Time) *Frame {
+// NewSubscribed builds the reply to a "subscribe" command, naming every
+// channel the command named (those followed already included). The
+// caller owns the returned reference.
+func NewSubscribed(channels []string, requestID []byte, now time.Time) *Frame {
+	return newAck("subscribed", channels, requestID, now)
+}
+
+// NewUnsubscribed is NewSubscribed's converse.
+func NewUnsubscribed(channels []string, requestID []byte, now time.Time) *Frame {
+	return newAck("unsubscribed", channels, requestID, now)
+}
+
+// NewUpstreamInterrupted builds the error telling a client that the link
+// to Redis broke while it followed channels: messages on them may have been
+// lost, and their seq jumps when the link is back. The caller owns the
+// returned reference.
+func NewUpstreamInterrupted(channels []string, now time.Time) *Frame {
+	return NewError(CodeUpstreamInterrupted,
+		"the link to Redis was interrupted: messages may have been lost; seq will jump", channels, nil, now)
+}
+
+// NewStreamCapReached refuses a subscribe request whose new streams would
+// take the gateway past its stream cap (limit), naming the channels it
+// asked for.
+func NewStreamCapReached(limit int, channels []string, requestID []byte, now time.Time) *Frame {
+	return NewError(CodeServerBusy,
+		"the gateway follows as many streams as it may ("+strconv.Itoa(limit)+"): try again later",
+		channels, requestID, now)
+}
+
+// NewUpstreamRefused tells a client that Redis refused the gateway's
+// subscription to channels: with requestID, the subscribe request that
+// needed them was refused whole; without, streams it followed were
+// dropped when the link was re-established.
+func NewUpstreamRefused(channels []string, requestID []byte, now time.Time) *Frame {
+	msg := "Redis refused to subscribe the gateway to these channels; nothing of the request was subscribed"
+	if requestID == nil {
+		msg = "Redis refused to subscribe the gateway to these channels: they are no longer subscribed"
+	}
+	return NewError(CodeUpstreamRefused, msg, channels, requestID, now)
+}
+
+func newAck(typ string, channels []string, requestID []byte, now time.Time) *Frame {
 	f := newFrame()
 	b := append(f.buf.B, `{"type":"`...)
 	b = append(b, typ...)

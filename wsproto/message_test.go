@@ -212,25 +212,25 @@ func TestReplies(t *testing.T) {
 	tests := []reply{
 		{
 			name:     "subscribed with string id",
-			build:    func() *Frame { return NewAck("subscribed", []string{"a", "b.c"}, []byte(`"r-1"`), now) },
+			build:    func() *Frame { return NewSubscribed([]string{"a", "b.c"}, []byte(`"r-1"`), now) },
 			wantKeys: []string{"type", "channels", "requestId", "timestamp"}, wantType: "subscribed",
 			wantChans: []string{"a", "b.c"}, wantReqID: `"r-1"`,
 		},
 		{
 			name:     "unsubscribed with number id",
-			build:    func() *Frame { return NewAck("unsubscribed", []string{"x"}, []byte(`42`), now) },
+			build:    func() *Frame { return NewUnsubscribed([]string{"x"}, []byte(`42`), now) },
 			wantKeys: []string{"type", "channels", "requestId", "timestamp"}, wantType: "unsubscribed",
 			wantChans: []string{"x"}, wantReqID: `42`,
 		},
 		{
 			name:     "ack without id",
-			build:    func() *Frame { return NewAck("subscribed", []string{"é\"q"}, nil, now) },
+			build:    func() *Frame { return NewSubscribed([]string{"é\"q"}, nil, now) },
 			wantKeys: []string{"type", "channels", "timestamp"}, wantType: "subscribed",
 			wantChans: []string{"é\"q"},
 		},
 		{
 			name:     "ack with empty channels",
-			build:    func() *Frame { return NewAck("unsubscribed", []string{}, nil, now) },
+			build:    func() *Frame { return NewUnsubscribed([]string{}, nil, now) },
 			wantKeys: []string{"type", "channels", "timestamp"}, wantType: "unsubscribed",
 			wantChans: []string{},
 		},
@@ -273,6 +273,17 @@ func TestReplies(t *testing.T) {
 			wantChans: []string{"secret", "bad\ufffdname"},
 			check: func(t *testing.T, vals map[string]json.RawMessage) {
 				if c := jsonString(t, vals["code"]); c != string(CodeForbidden) {
+					t.Errorf("code %q", c)
+				}
+			},
+		},
+		{
+			name:     "upstream interrupted",
+			build:    func() *Frame { return NewUpstreamInterrupted([]string{"a", "b:*"}, now) },
+			wantKeys: []string{"type", "code", "message", "channels", "timestamp"}, wantType: "error",
+			wantChans: []string{"a", "b:*"},
+			check: func(t *testing.T, vals map[string]json.RawMessage) {
+				if c := jsonString(t, vals["code"]); c != string(CodeUpstreamInterrupted) {
 					t.Errorf("code %q", c)
 				}
 			},
@@ -460,9 +471,8 @@ func TestBuildDataAllocs(t *testing.T) {
 		chans := []string{"a", "b"}
 		allocs := testing.AllocsPerRun(1000, func() {
 			NewPong(id, now).Release()
-			NewAck("subscribed", chans, id, now).Release()
+			NewSubscribed(chans, id, now).Release()
 			NewError(CodeForbidden, "no", chans, id, now).Release()
-			NewControlFrame(ws.OpPing, nil).Release()
 		})
 		if allocs != 0 {
 			t.Fatalf("reply builders allocate %v times in steady state, want 0", allocs)

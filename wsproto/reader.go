@@ -86,6 +86,17 @@ func (r *Reader) Reset() {
 	r.pendDone = 0
 }
 
+// Partial is the number of payload bytes of an unfinished fragmented
+// message held in the reassembly buffer (0 when none, or when the last
+// message completed and is still being returned). The caller bounds the
+// time and the memory partial messages may hold.
+func (r *Reader) Partial() int {
+	if r.frag == nil || r.release {
+		return 0
+	}
+	return len(r.frag.B)
+}
+
 // Next parses at most one frame from the front of buf, which holds the
 // connection's unread inbound bytes. It returns the number of bytes
 // consumed (0 means buf does not yet hold a whole frame: wait for more) and

@@ -3,8 +3,6 @@ package wsproto
 import (
 	"testing"
 	"time"
-
-	"github.com/gobwas/ws"
 )
 
 // TestFrameReceived: a data frame carries its Redis receipt time for the
@@ -21,10 +19,9 @@ func TestFrameReceived(t *testing.T) {
 	}{
 		{"data", func() *Frame { return BuildData(1, "ch", "", `{"a":1}`, received) }, received.UnixNano()},
 		{"data with pattern", func() *Frame { return BuildData(2, "ch", "c*", "text", received) }, received.UnixNano()},
-		{"ack", func() *Frame { return NewAck("subscribed", []string{"ch"}, nil, now) }, 0},
+		{"ack", func() *Frame { return NewSubscribed([]string{"ch"}, nil, now) }, 0},
 		{"pong", func() *Frame { return NewPong(nil, now) }, 0},
 		{"error", func() *Frame { return NewError(CodeForbidden, "no", nil, nil, now) }, 0},
-		{"control", func() *Frame { return NewControlFrame(ws.OpPing, nil) }, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -52,7 +53,7 @@ func startAdmin(addr string, gw *server.Server, log *slog.Logger) (*adminServer,
 	errLog := slog.NewLogLogger(log.Handler(), slog.LevelWarn)
 	a := &adminServer{
 		hs: &http.Server{
-			Handler:           adminMux(reg, errLog),
+			Handler:           adminMux(reg, errLog, gw),
 			ReadHeaderTimeout: 5 * time.Second,
 			IdleTimeout:       2 * time.Minute,
 			// No WriteTimeout: /debug/pprof/profile and /trace
@@ -75,9 +76,15 @@ func startAdmin(addr string, gw *server.Server, log *slog.Logger) (*adminServer,
 
 // adminMux routes the admin endpoints on a private ServeMux: importing
 // net/http/pprof also registers its handlers on http.DefaultServeMux, which
-// nothing here serves.
-func adminMux(reg *prometheus.Registry, errLog promhttp.Logger) *http.ServeMux {
+// nothing here serves. /stats is served here too, the same JSON as on the
+// public port (where STATS_ADMIN_ONLY turns it off).
+func adminMux(reg *prometheus.Registry, errLog promhttp.Logger, gw *server.Server) *http.ServeMux {
 	mux := http.NewServeMux()
+	mux.HandleFunc("GET /stats", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "no-store")
+		_ = json.NewEncoder(w).Encode(gw.Stats())
+	})
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{
 		ErrorLog: errLog,
 		Registry: reg, // counts failed scrapes in promhttp_metric_handler_errors_total

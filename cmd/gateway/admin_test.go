@@ -20,10 +20,6 @@ import (
 func newIdleServer(tb testing.TB) *server.Server {
 	tb.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	hub, err := fanout.New(fanout.Config{RedisAddr: "127.0.0.1:1", Shards: 1, SendQueue: 16, Logger: log})
-	if err != nil {
-		tb.Fatal(err)
-	}
 	acl := auth.DefaultACL()
 	authn, err := auth.NewAuthenticator(auth.Config{DefaultRole: "user", RoleClaim: "role"}, acl)
 	if err != nil {
@@ -33,7 +29,7 @@ func newIdleServer(tb testing.TB) *server.Server {
 		Addr: "127.0.0.1:0", Loops: 1, MaxMessageBytes: 1024, MaxChannels: 1, MaxMessagesPerSecond: 1,
 		MaxOutboundBytes: 4096, HandshakeTimeout: time.Second, PingInterval: time.Second, PingTimeout: 2 * time.Second,
 		Version: "test-version", Logger: log,
-	}, hub, authn, acl)
+	}, fanout.Config{RedisAddr: "127.0.0.1:1", SendQueue: 16, Logger: log}, authn, acl)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -92,4 +88,31 @@ func TestAdminListener(t *testing.T) {
 			t.Fatalf("second listener on %s: err = %v, want errAdmin", a.addr, err)
 		}
 	})
+}
+
+// TestStatsAdminOnly: STATS_ADMIN_ONLY needs an admin listener, which
+// serves /stats (the public port then answers 404: server tests).
+func TestStatsAdminOnly(t *testing.T) {
+	if _, err := load([]string{"-admin-addr", ""}, map[string]string{"STATS_ADMIN_ONLY": "true"}); err == nil ||
+		!strings.Contains(err.Error(), "STATS_ADMIN_ONLY") {
+		t.Fatalf("STATS_ADMIN_ONLY without ADMIN_ADDR: %v, want an error naming it", err)
+	}
+	cfg, err := load(nil, map[string]string{"STATS_ADMIN_ONLY": "true"})
+	if err != nil || !cfg.Server.StatsPrivate {
+		t.Fatalf("STATS_ADMIN_ONLY=true: %+v, %v", cfg.Server.StatsPrivate, err)
+	}
+	a, err := startAdmin("127.0.0.1:0", newIdleServer(t), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(a.close)
+	resp, err := http.Get("http://" + a.addr + "/stats")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || !strings.Contains(string(body), `"connections":0`) || !strings.Contains(string(body), `"version":"test-version"`) {
+		t.Fatalf("admin /stats: %d %s", resp.StatusCode, body)
+	}
 }

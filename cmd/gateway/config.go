@@ -6,102 +6,116 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"reflect"
 	"runtime"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/wsgw/gateway/auth"
+	"github.com/wsgw/gateway/fanout"
+	"github.com/wsgw/gateway/server"
 )
 
 // config is every setting of the gateway, read once at start from the
 // environment and the command line (a flag wins over its variable) and
 // then passed down by value. Nothing reads the environment afterwards.
+//
+// The packages' configurations are held as they are: the settings table
+// binds straight into Server, Fanout and Auth, and serve hands those on
+// without copying a field. The fields below them are cmd's own.
 type config struct {
-	RedisHost, RedisUsername, RedisPassword string
-	RedisPort                               int
-	Host                                    string
-	Port                                    int
-	EventLoops                              int
+	Server server.Config
+	Fanout fanout.Config
+	Auth   auth.Config // JWTPublicKeyPEM is read from JWTPublicKeyFile by serve
 
-	MaxChannels, MaxWildcards, MaxMessagesPerSecond int
-	MaxMessageBytes                                 int
-	EchoMaxMessageBytes                             int // only with Echo
-	MaxConnections, MaxConnectionsPerIP             int
-	HandshakeTimeout                                time.Duration
-	AllowedOrigins                                  []string
-
-	RequireAuth                                   bool
-	APIKey, DefaultRole                           string
-	JWTSecret, JWTPublicKeyFile                   string
-	JWTIssuer, JWTAudience, JWTRoleClaim, ACLFile string
-
-	SendQueueSize    int
-	MaxOutboundBytes int
-	PingInterval     time.Duration
-	PingTimeout      time.Duration
+	RedisHost        string // with RedisPort: Fanout.RedisAddr (derive)
+	RedisPort        int
+	Host             string // with Port: Server.Addr (derive)
+	Port             int
+	ACLFile          string
+	JWTPublicKeyFile string
 	ShutdownTimeout  time.Duration
-
-	SlowClientTimeout       time.Duration
-	SlowClientMaxDrops      int
-	CloseLinger             time.Duration
-	MaxConnectionsPerSecond int
-	CanaryInterval          time.Duration
-
-	EmbeddedRedis bool
-	Demo          bool
-	Echo          bool
-	LogLevel      string
-	LogFormat     string
-	AdminAddr     string
+	EmbeddedRedis    bool
+	Demo             bool
+	LogLevel         string
+	LogFormat        string
+	AdminAddr        string
 }
 
 // setting binds one configuration field to its environment variable and
-// flag. The table below is the single source of the names, defaults and
-// help text.
+// flag.
 type setting struct {
 	env, flag, def, help string
 	bind                 func(c *config) any // pointer to the field
 }
 
+// emptyMeans reports whether an empty value is a choice for s rather than
+// no value: its help says what empty means, "(empty: disabled)". Such a
+// variable set to "" overrides the default (ADMIN_ADDR= turns the admin
+// listener off); any other variable set to "" is ignored, as if unset.
+func (s setting) emptyMeans() bool { return strings.Contains(s.help, "(empty: ") }
+
+// settings is the single source of the settings' names, defaults and help
+// texts: -help and docs/CONFIGURATION.md are made from it.
+//
+// To add a setting: add its field to the package's Config (server.Config,
+// fanout.Config, auth.Config), check its bounds in that package's Check
+// (server.Config.Check, fanout.Config.Check: the one place they are
+// checked; the field at fault is reported under the setting's variable),
+// and add one line here whose bind returns a pointer to the field. Nothing
+// else: loadConfig fills the field, serve passes the package's Config on as
+// it is. Only a setting that cmd itself uses gets a field in config above
+// and a check in validate; a value computed from settings goes in derive.
+// A help text with "(empty: ...)" makes an empty variable a value (see
+// emptyMeans). Then regenerate docs/CONFIGURATION.md:
+// go test ./cmd/gateway -run TestConfigurationDoc -update
 var settings = []setting{
 	{"REDIS_HOST", "redis-host", "localhost", "Redis host", func(c *config) any { return &c.RedisHost }},
 	{"REDIS_PORT", "redis-port", "6379", "Redis port", func(c *config) any { return &c.RedisPort }},
-	{"REDIS_USERNAME", "redis-username", "", "Redis ACL user name (empty: none)", func(c *config) any { return &c.RedisUsername }},
-	{"REDIS_PASSWORD", "redis-password", "", "Redis password (empty: none)", func(c *config) any { return &c.RedisPassword }},
+	{"REDIS_USERNAME", "redis-username", "", "Redis ACL user name (empty: none)", func(c *config) any { return &c.Fanout.RedisUsername }},
+	{"REDIS_PASSWORD", "redis-password", "", "Redis password (empty: none)", func(c *config) any { return &c.Fanout.RedisPassword }},
 	{"REDIS_WS_GATEWAY_HOST", "host", "0.0.0.0", "address to listen on", func(c *config) any { return &c.Host }},
 	{"REDIS_WS_GATEWAY_PORT", "port", "8889", "port to listen on (0 picks a free one)", func(c *config) any { return &c.Port }},
 	{"ADMIN_ADDR", "admin-addr", "127.0.0.1:8890", "host:port of the private admin listener: /metrics (Prometheus) and /debug/pprof; keep it off the public network (empty: disabled)", func(c *config) any { return &c.AdminAddr }},
-	{"EVENT_LOOPS", "event-loops", "0", "gnet event loops (0: one per CPU)", func(c *config) any { return &c.EventLoops }},
-	{"MAX_CHANNELS_PER_CLIENT", "max-channels-per-client", "50", "channels and patterns per connection", func(c *config) any { return &c.MaxChannels }},
-	{"MAX_WILDCARD_SUBSCRIPTIONS", "max-wildcard-subscriptions", "5", "pattern subscriptions per connection", func(c *config) any { return &c.MaxWildcards }},
-	{"MAX_MESSAGES_PER_SECOND", "max-messages-per-second", "1000", "inbound client messages per second per connection", func(c *config) any { return &c.MaxMessagesPerSecond }},
-	{"MAX_MESSAGE_BYTES", "max-message-bytes", "65536", "largest inbound client message, fragments included (1009 above)", func(c *config) any { return &c.MaxMessageBytes }},
-	{"MAX_CONNECTIONS", "max-connections", "0", "open WebSocket connections in all (0: unlimited; 503 above)", func(c *config) any { return &c.MaxConnections }},
-	{"MAX_CONNECTIONS_PER_IP", "max-connections-per-ip", "0", "open WebSocket connections per client address (0: unlimited; 503 above)", func(c *config) any { return &c.MaxConnectionsPerIP }},
-	{"HANDSHAKE_TIMEOUT", "handshake-timeout", "5s", "time from accept to a completed upgrade", func(c *config) any { return &c.HandshakeTimeout }},
-	{"ALLOWED_ORIGINS", "allowed-origins", "", "comma-separated Origins allowed to upgrade (empty: any)", func(c *config) any { return &c.AllowedOrigins }},
-	{"REQUIRE_AUTH", "require-auth", "false", "refuse clients without a token", func(c *config) any { return &c.RequireAuth }},
-	{"GATEWAY_API_KEY", "api-key", "", "API key granting role admin (empty: disabled)", func(c *config) any { return &c.APIKey }},
-	{"DEFAULT_ROLE", "default-role", "user", "role of clients without a token when auth is not required", func(c *config) any { return &c.DefaultRole }},
-	{"JWT_SECRET", "jwt-secret", "", "HMAC secret for HS256/384/512 tokens (empty: disabled)", func(c *config) any { return &c.JWTSecret }},
+	{"EVENT_LOOPS", "event-loops", "0", "gnet event loops (0: one per CPU)", func(c *config) any { return &c.Server.Loops }},
+	{"MAX_CHANNELS_PER_CLIENT", "max-channels-per-client", "50", "channels and patterns per connection", func(c *config) any { return &c.Server.MaxChannels }},
+	{"MAX_WILDCARD_SUBSCRIPTIONS", "max-wildcard-subscriptions", "5", "pattern subscriptions per connection", func(c *config) any { return &c.Server.MaxWildcards }},
+	{"MAX_MESSAGES_PER_SECOND", "max-messages-per-second", "1000", "inbound client messages per second per connection", func(c *config) any { return &c.Server.MaxMessagesPerSecond }},
+	{"MAX_MESSAGE_BYTES", "max-message-bytes", "65536", "largest inbound client message, fragments included (1009 above)", func(c *config) any { return &c.Server.MaxMessageBytes }},
+	{"MAX_CONNECTIONS", "max-connections", "0", "open WebSocket connections in all (0: unlimited; 503 above)", func(c *config) any { return &c.Server.MaxConnections }},
+	{"MAX_CONNECTIONS_PER_IP", "max-connections-per-ip", "0", "open WebSocket connections per client address (0: unlimited; 503 above)", func(c *config) any { return &c.Server.MaxConnectionsPerIP }},
+	{"HANDSHAKE_TIMEOUT", "handshake-timeout", "5s", "time from accept to a completed upgrade", func(c *config) any { return &c.Server.HandshakeTimeout }},
+	{"ALLOWED_ORIGINS", "allowed-origins", "", "comma-separated Origins allowed to upgrade (empty: any)", func(c *config) any { return &c.Server.AllowedOrigins }},
+	{"REQUIRE_AUTH", "require-auth", "false", "refuse clients without a token", func(c *config) any { return &c.Auth.RequireAuth }},
+	{"GATEWAY_API_KEY", "api-key", "", "API key granting role admin (empty: disabled)", func(c *config) any { return &c.Auth.APIKey }},
+	{"DEFAULT_ROLE", "default-role", "user", "role of clients without a token when auth is not required", func(c *config) any { return &c.Auth.DefaultRole }},
+	{"JWT_SECRET", "jwt-secret", "", "HMAC secret for HS256/384/512 tokens (empty: disabled)", func(c *config) any { return &c.Auth.JWTSecret }},
 	{"JWT_PUBLIC_KEY_FILE", "jwt-public-key-file", "", "PEM public key for RS256, ES256 or EdDSA tokens (empty: disabled)", func(c *config) any { return &c.JWTPublicKeyFile }},
-	{"JWT_ISSUER", "jwt-issuer", "", "required iss claim (empty: not checked)", func(c *config) any { return &c.JWTIssuer }},
-	{"JWT_AUDIENCE", "jwt-audience", "", "required aud claim (empty: not checked)", func(c *config) any { return &c.JWTAudience }},
-	{"JWT_ROLE_CLAIM", "jwt-role-claim", "role", "claim holding the role", func(c *config) any { return &c.JWTRoleClaim }},
+	{"JWT_ISSUER", "jwt-issuer", "", "required iss claim (empty: not checked)", func(c *config) any { return &c.Auth.Issuer }},
+	{"JWT_AUDIENCE", "jwt-audience", "", "required aud claim (empty: not checked)", func(c *config) any { return &c.Auth.Audience }},
+	{"JWT_ROLE_CLAIM", "jwt-role-claim", "role", "claim holding the role", func(c *config) any { return &c.Auth.RoleClaim }},
 	{"ACL_FILE", "acl-file", "", "JSON file of role → allowed channel patterns (empty: built-in roles)", func(c *config) any { return &c.ACLFile }},
-	{"SEND_QUEUE_SIZE", "send-queue-size", "1024", "frames queued per connection before drops", func(c *config) any { return &c.SendQueueSize }},
-	{"MAX_OUTBOUND_BYTES", "max-outbound-bytes", "262144", "bytes buffered per socket before its queue stops draining", func(c *config) any { return &c.MaxOutboundBytes }},
-	{"PING_INTERVAL", "ping-interval", "25s", "ping a connection silent for this long", func(c *config) any { return &c.PingInterval }},
-	{"PING_TIMEOUT", "ping-timeout", "60s", "close a pinged connection silent for this long", func(c *config) any { return &c.PingTimeout }},
-	{"SHUTDOWN_TIMEOUT", "shutdown-timeout", "10s", "time allowed for close handshakes at shutdown", func(c *config) any { return &c.ShutdownTimeout }},
-	{"SLOW_CLIENT_TIMEOUT", "slow-client-timeout", "10s", "close with 1013 a connection whose queue keeps overflowing this long (0: never)", func(c *config) any { return &c.SlowClientTimeout }},
-	{"SLOW_CLIENT_MAX_DROPS", "slow-client-max-drops", "10000", "close with 1013 a connection that lost more frames than this (0: never)", func(c *config) any { return &c.SlowClientMaxDrops }},
-	{"CLOSE_LINGER", "close-linger", "2s", "how long a connection the gateway closes waits for the client to read the close frame and answer, what the client still sends being read and discarded (restarted while the client reads what it is owed)", func(c *config) any { return &c.CloseLinger }},
-	{"MAX_CONNECTIONS_PER_SECOND", "max-connections-per-second", "0", "accepted upgrades per second, 503 with Retry-After beyond (0: unlimited)", func(c *config) any { return &c.MaxConnectionsPerSecond }},
-	{"CANARY_INTERVAL", "canary-interval", "2s", "period of the pub/sub canary; 3 missed means the link is broken (0: off)", func(c *config) any { return &c.CanaryInterval }},
+	{"SEND_QUEUE_SIZE", "send-queue-size", "1024", "frames queued per connection before drops", func(c *config) any { return &c.Fanout.SendQueue }},
+	{"MAX_OUTBOUND_BYTES", "max-outbound-bytes", "262144", "bytes buffered per socket before its queue stops draining", func(c *config) any { return &c.Server.MaxOutboundBytes }},
+	{"PING_INTERVAL", "ping-interval", "25s", "ping a connection silent for this long", func(c *config) any { return &c.Server.PingInterval }},
+	{"PING_TIMEOUT", "ping-timeout", "60s", "close a pinged connection silent for this long", func(c *config) any { return &c.Server.PingTimeout }},
+	{"SHUTDOWN_TIMEOUT", "shutdown-timeout", "10s", "time allowed for the whole shutdown: paced closes and their handshakes, then the upstream unsubscribe", func(c *config) any { return &c.ShutdownTimeout }},
+	{"SLOW_CLIENT_TIMEOUT", "slow-client-timeout", "10s", "close with 1013 a connection whose queue keeps overflowing this long (0: never)", func(c *config) any { return &c.Server.SlowClientTimeout }},
+	{"SLOW_CLIENT_MAX_DROPS", "slow-client-max-drops", "10000", "close with 1013 a connection that lost more frames than this (0: never)", func(c *config) any { return &c.Server.SlowClientMaxDrops }},
+	{"CLOSE_LINGER", "close-linger", "2s", "how long a connection the gateway closes waits for the client to read the close frame and answer, what the client still sends being read and discarded (restarted while the client reads what it is owed)", func(c *config) any { return &c.Server.CloseLinger }},
+	{"MAX_CONNECTIONS_PER_SECOND", "max-connections-per-second", "0", "accepted upgrades per second, 503 with Retry-After beyond (0: unlimited)", func(c *config) any { return &c.Server.MaxConnectionsPerSecond }},
+	{"CANARY_INTERVAL", "canary-interval", "2s", "period of the pub/sub canary; 3 missed means the link is broken (0: off)", func(c *config) any { return &c.Fanout.CanaryInterval }},
+	{"MAX_NEW_STREAMS_PER_SECOND", "max-new-streams-per-second", "20", "channels a connection may newly subscribe to per second, granted or not, with a burst of MAX_CHANNELS_PER_CLIENT (stream_rate_limited beyond; 0: unlimited)", func(c *config) any { return &c.Server.MaxNewStreamsPerSecond }},
+	{"MAX_STREAMS", "max-streams", "100000", "upstream subscriptions (channels plus patterns) in all; a subscribe that needs more is answered server_busy (0: unlimited)", func(c *config) any { return &c.Fanout.MaxStreams }},
+	{"MAX_PENDING_REQUESTS", "max-pending-requests", "10000", "subscribe and unsubscribe requests waiting for Redis; beyond, requests are answered server_busy (0: unlimited)", func(c *config) any { return &c.Fanout.MaxPending }},
+	{"PARTIAL_MESSAGE_TIMEOUT", "partial-message-timeout", "10s", "time an inbound message may take from its first byte to its last (fragments, or a frame still arriving); 1008 after it (0: unbounded)", func(c *config) any { return &c.Server.PartialMessageTimeout }},
+	{"MAX_PARTIAL_MESSAGE_BYTES", "max-partial-message-bytes", "33554432", "bytes of unfinished inbound messages held across all connections; the connection that passes it is closed with 1009 (0: unbounded)", func(c *config) any { return &c.Server.MaxPartialBytes }},
+	{"STATS_ADMIN_ONLY", "stats-admin-only", "false", "serve /stats on ADMIN_ADDR only (404 on the public port): its counters include admin-only channels", func(c *config) any { return &c.Server.StatsPrivate }},
 	{"EMBEDDED_REDIS", "embedded-redis", "false", "run an in-process Redis (miniredis) for trying the gateway out; never a fallback", func(c *config) any { return &c.EmbeddedRedis }},
 	{"DEMO", "demo", "false", "publish demo ticks on market:tick:*", func(c *config) any { return &c.Demo }},
-	{"ECHO", "echo", "false", "serve /echo for RFC 6455 conformance testing (never in production)", func(c *config) any { return &c.Echo }},
-	{"ECHO_MAX_MESSAGE_BYTES", "echo-max-message-bytes", "17825792", "largest message on /echo, fragments included; only with -echo (Autobahn's 9.x cases send 16 MiB)", func(c *config) any { return &c.EchoMaxMessageBytes }},
+	{"ECHO", "echo", "false", "serve /echo for RFC 6455 conformance testing (never in production)", func(c *config) any { return &c.Server.Echo }},
+	{"ECHO_MAX_MESSAGE_BYTES", "echo-max-message-bytes", "17825792", "largest message on /echo, fragments included; only with -echo (Autobahn's 9.x cases send 16 MiB)", func(c *config) any { return &c.Server.EchoMaxMessageBytes }},
 	{"LOG_LEVEL", "log-level", "info", "debug, info, warn or error", func(c *config) any { return &c.LogLevel }},
 	{"LOG_FORMAT", "log-format", "text", "text or json", func(c *config) any { return &c.LogFormat }},
 }
@@ -121,6 +135,10 @@ func (v fieldValue) String() string {
 		return *p
 	case *int:
 		return strconv.Itoa(*p)
+	case *uint64:
+		return strconv.FormatUint(*p, 10)
+	case *[]byte:
+		return string(*p)
 	case *bool:
 		return strconv.FormatBool(*p)
 	case *time.Duration:
@@ -141,6 +159,14 @@ func (v fieldValue) Set(s string) error {
 			return fmt.Errorf("not an integer: %q", s)
 		}
 		*p = n
+	case *uint64:
+		n, err := strconv.ParseUint(strings.TrimSpace(s), 10, 64)
+		if err != nil {
+			return fmt.Errorf("not a non-negative integer: %q", s)
+		}
+		*p = n
+	case *[]byte:
+		*p = []byte(s)
 	case *bool:
 		b, err := strconv.ParseBool(strings.TrimSpace(s))
 		if err != nil {
@@ -173,7 +199,9 @@ func (v fieldValue) IsBoolFlag() bool { _, ok := v.ptr.(*bool); return ok }
 // -help shows the defaults rather than the environment's values; and args
 // are parsed before a bad environment value is reported, so -help and
 // -version work whatever the environment holds. flag.ErrHelp is wrapped.
-func loadConfig(args []string, getenv func(string) string, fs *flag.FlagSet) (config, error) {
+// lookupEnv is os.LookupEnv: a variable set to "" is told from an unset
+// one (see setting.emptyMeans).
+func loadConfig(args []string, lookupEnv func(string) (string, bool), fs *flag.FlagSet) (config, error) {
 	var c config
 	for _, s := range settings {
 		v := fieldValue{s.bind(&c)}
@@ -184,7 +212,7 @@ func loadConfig(args []string, getenv func(string) string, fs *flag.FlagSet) (co
 	}
 	var envErr error
 	for _, s := range settings {
-		if e := getenv(s.env); e != "" {
+		if e, ok := lookupEnv(s.env); ok && (e != "" || s.emptyMeans()) {
 			if err := (fieldValue{s.bind(&c)}).Set(e); err != nil && envErr == nil {
 				envErr = fmt.Errorf("%w: %s: %v", errConfig, s.env, err)
 			}
@@ -199,13 +227,31 @@ func loadConfig(args []string, getenv func(string) string, fs *flag.FlagSet) (co
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("%w: unexpected arguments %q", errConfig, fs.Args())
 	}
+	c.derive()
 	return c, c.validate()
 }
 
-func (c *config) validate() error {
-	if c.EventLoops == 0 {
-		c.EventLoops = runtime.NumCPU()
+// derive computes, in this one place, the values that no setting holds as
+// such, and the fixed ones.
+func (c *config) derive() {
+	if c.Server.Loops == 0 {
+		c.Server.Loops = runtime.NumCPU()
 	}
+	c.Server.Addr = net.JoinHostPort(c.Host, strconv.Itoa(c.Port))
+	c.Server.Version = version
+	c.Fanout.RedisAddr = net.JoinHostPort(c.RedisHost, strconv.Itoa(c.RedisPort))
+	c.Fanout.RESP2 = c.EmbeddedRedis // miniredis speaks no RESP3 pub/sub
+	// A client that leaves and comes straight back keeps the upstream
+	// subscription.
+	c.Fanout.Linger = 500 * time.Millisecond
+	c.Auth.Leeway = 5 * time.Second
+}
+
+// validate checks cmd's own settings, then has each package check its
+// fields (server.Config.Check, fanout.Config.Check), naming the setting
+// bound to a field at fault. The authentication settings are
+// checked against the ACL when serve builds the authenticator.
+func (c *config) validate() error {
 	checks := []struct {
 		bad  bool
 		name string
@@ -213,30 +259,12 @@ func (c *config) validate() error {
 	}{
 		{c.RedisPort < 1 || c.RedisPort > 65535, "REDIS_PORT", "must be a port number (1-65535)"},
 		{c.Port < 0 || c.Port > 65535, "REDIS_WS_GATEWAY_PORT", "must be a port number (0-65535)"},
-		{c.EventLoops < 1 || c.EventLoops > 256, "EVENT_LOOPS", "must be between 1 and 256"},
-		{c.MaxChannels < 1, "MAX_CHANNELS_PER_CLIENT", "must be at least 1"},
-		{c.MaxWildcards < 0, "MAX_WILDCARD_SUBSCRIPTIONS", "must not be negative"},
-		// The rate limit counts in whole nanoseconds per message (GCRA).
-		{c.MaxMessagesPerSecond < 1 || c.MaxMessagesPerSecond > 1_000_000, "MAX_MESSAGES_PER_SECOND", "must be between 1 and 1000000"},
-		{c.MaxMessageBytes < 256 || c.MaxMessageBytes > 64<<20, "MAX_MESSAGE_BYTES", "must be between 256 and 67108864"},
-		{c.EchoMaxMessageBytes < 256 || c.EchoMaxMessageBytes > 1<<30, "ECHO_MAX_MESSAGE_BYTES", "must be between 256 and 1073741824"},
-		{c.MaxConnections < 0, "MAX_CONNECTIONS", "must not be negative"},
-		{c.MaxConnectionsPerIP < 0, "MAX_CONNECTIONS_PER_IP", "must not be negative"},
-		{c.HandshakeTimeout <= 0, "HANDSHAKE_TIMEOUT", "must be positive"},
-		{c.SendQueueSize < 1 || c.SendQueueSize > 1<<20, "SEND_QUEUE_SIZE", "must be between 1 and 1048576"},
-		{c.MaxOutboundBytes < 4096, "MAX_OUTBOUND_BYTES", "must be at least 4096"},
-		{c.PingInterval <= 0, "PING_INTERVAL", "must be positive"},
-		{c.PingTimeout <= c.PingInterval, "PING_TIMEOUT", "must be longer than PING_INTERVAL"},
 		{c.ShutdownTimeout <= 0, "SHUTDOWN_TIMEOUT", "must be positive"},
-		{c.SlowClientTimeout < 0, "SLOW_CLIENT_TIMEOUT", "must not be negative"},
-		{c.SlowClientMaxDrops < 0, "SLOW_CLIENT_MAX_DROPS", "must not be negative"},
-		{c.CloseLinger <= 0 || c.CloseLinger > time.Minute, "CLOSE_LINGER", "must be positive and at most 1m"},
-		{c.MaxConnectionsPerSecond < 0, "MAX_CONNECTIONS_PER_SECOND", "must not be negative"},
-		{c.CanaryInterval < 0, "CANARY_INTERVAL", "must not be negative"},
-		{c.DefaultRole == "", "DEFAULT_ROLE", "must not be empty"},
+		{c.Auth.DefaultRole == "", "DEFAULT_ROLE", "must not be empty"},
 		{c.LogLevel != "debug" && c.LogLevel != "info" && c.LogLevel != "warn" && c.LogLevel != "error", "LOG_LEVEL", "must be debug, info, warn or error"},
 		{c.LogFormat != "text" && c.LogFormat != "json", "LOG_FORMAT", "must be text or json"},
 		{c.AdminAddr != "" && !isHostPort(c.AdminAddr), "ADMIN_ADDR", "must be host:port with a port number (or empty)"},
+		{c.Server.StatsPrivate && c.AdminAddr == "", "STATS_ADMIN_ONLY", "needs ADMIN_ADDR: /stats would be served nowhere"},
 	}
 	for _, k := range checks {
 		if k.bad {
@@ -248,7 +276,42 @@ func (c *config) validate() error {
 			return fmt.Errorf("%w: JWT_PUBLIC_KEY_FILE: %v", errConfig, err)
 		}
 	}
+	if field, rule := c.Server.Check(); field != "" {
+		return c.fieldError(&c.Server, field, rule)
+	}
+	if field, rule := c.Fanout.Check(); field != "" {
+		return c.fieldError(&c.Fanout, field, rule)
+	}
 	return nil
+}
+
+// fieldError reports a package's Check in settings' terms: the field, and
+// any field the rule names ("must be longer than PingInterval"), by the
+// variable of the setting bound to it.
+func (c *config) fieldError(pkg any, field, rule string) error {
+	words := strings.Fields(rule)
+	for i, w := range words {
+		words[i] = c.settingOf(pkg, w)
+	}
+	return fmt.Errorf("%w: %s %s", errConfig, c.settingOf(pkg, field), strings.Join(words, " "))
+}
+
+// settingOf names the variable of the setting bound to the field called
+// field of *pkg (&c.Server or &c.Fanout): the one whose bind returns that
+// field's address. Any other word (a field no setting holds, such as one
+// derive computes) is returned as it is.
+func (c *config) settingOf(pkg any, field string) string {
+	f := reflect.ValueOf(pkg).Elem().FieldByName(field)
+	if !f.IsValid() {
+		return field
+	}
+	ptr := f.Addr().Interface()
+	for _, s := range settings {
+		if s.bind(c) == ptr {
+			return s.env
+		}
+	}
+	return field
 }
 
 // isHostPort reports whether a is host:port with a numeric port (the host

@@ -60,7 +60,7 @@ Operations: the metrics on ` + "`ADMIN_ADDR`" + ` and sizing for 50,000+ sockets
 
 func settingType(s setting) string {
 	switch s.bind(new(config)).(type) {
-	case *int:
+	case *int, *uint64:
 		return "integer"
 	case *bool:
 		return "boolean"
@@ -107,6 +107,9 @@ func TestSettingsTable(t *testing.T) {
 			if err := (fieldValue{s.bind(new(config))}).Set(s.def); err != nil {
 				t.Fatalf("default %q: %v", s.def, err)
 			}
+			if typ := settingType(s); s.emptyMeans() && typ != "string" && typ != "list" {
+				t.Fatalf("the help says what empty means, but a %s cannot be empty", typ)
+			}
 		})
 	}
 }
@@ -115,7 +118,7 @@ func TestSettingsTable(t *testing.T) {
 func load(args []string, env map[string]string) (config, error) {
 	fs := flag.NewFlagSet("gateway", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	return loadConfig(args, func(k string) string { return env[k] }, fs)
+	return loadConfig(args, func(k string) (string, bool) { v, ok := env[k]; return v, ok }, fs)
 }
 
 func TestLoadConfig(t *testing.T) {
@@ -135,12 +138,12 @@ func TestLoadConfig(t *testing.T) {
 				{"Host", c.Host, "0.0.0.0"},
 				{"Port", c.Port, 8889},
 				{"AdminAddr", c.AdminAddr, "127.0.0.1:8890"},
-				{"EventLoops", c.EventLoops, runtime.NumCPU()}, // 0 means one per CPU
-				{"MaxChannels", c.MaxChannels, 50},
-				{"SendQueueSize", c.SendQueueSize, 1024},
-				{"PingTimeout", c.PingTimeout, 60 * time.Second},
-				{"RequireAuth", c.RequireAuth, false},
-				{"AllowedOrigins", c.AllowedOrigins, []string(nil)},
+				{"EventLoops", c.Server.Loops, runtime.NumCPU()}, // 0 means one per CPU
+				{"MaxChannels", c.Server.MaxChannels, 50},
+				{"SendQueueSize", c.Fanout.SendQueue, 1024},
+				{"PingTimeout", c.Server.PingTimeout, 60 * time.Second},
+				{"RequireAuth", c.Auth.RequireAuth, false},
+				{"AllowedOrigins", c.Server.AllowedOrigins, []string(nil)},
 				{"LogLevel", c.LogLevel, "info"},
 				{"LogFormat", c.LogFormat, "text"},
 			}
@@ -160,24 +163,34 @@ func TestLoadConfig(t *testing.T) {
 			"EVENT_LOOPS":       "3",
 			"LOG_FORMAT":        "json",
 		}, func(t *testing.T, c config) {
-			if c.RedisHost != "redis.internal" || c.RedisPort != 6380 || !c.RequireAuth ||
-				c.HandshakeTimeout != 250*time.Millisecond || c.EventLoops != 3 || c.LogFormat != "json" {
+			if c.RedisHost != "redis.internal" || c.RedisPort != 6380 || !c.Auth.RequireAuth ||
+				c.Server.HandshakeTimeout != 250*time.Millisecond || c.Server.Loops != 3 || c.LogFormat != "json" {
 				t.Errorf("environment not applied: %+v", c)
 			}
-			if want := []string{"https://a.example", "https://b.example"}; !reflect.DeepEqual(c.AllowedOrigins, want) {
-				t.Errorf("AllowedOrigins = %q, want %q", c.AllowedOrigins, want)
+			if want := []string{"https://a.example", "https://b.example"}; !reflect.DeepEqual(c.Server.AllowedOrigins, want) {
+				t.Errorf("AllowedOrigins = %q, want %q", c.Server.AllowedOrigins, want)
 			}
-			// An empty variable is unset: the default stays.
-			if c.AdminAddr != "127.0.0.1:8890" {
-				t.Errorf("AdminAddr = %q, want the default", c.AdminAddr)
+			// Empty means something for ADMIN_ADDR (disabled).
+			if c.AdminAddr != "" {
+				t.Errorf("AdminAddr = %q, want empty (disabled)", c.AdminAddr)
+			}
+		}},
+		{"empty variables", nil, map[string]string{
+			"REDIS_PORT":     "", // no meaning when empty: the default
+			"LOG_LEVEL":      "",
+			"JWT_ROLE_CLAIM": "",
+		}, func(t *testing.T, c config) {
+			if c.RedisPort != 6379 || c.LogLevel != "info" || c.Auth.RoleClaim != "role" || c.AdminAddr != "127.0.0.1:8890" {
+				t.Errorf("empty variables did not leave the defaults: port %d level %q claim %q admin %q",
+					c.RedisPort, c.LogLevel, c.Auth.RoleClaim, c.AdminAddr)
 			}
 		}},
 		{"flag overrides environment",
 			[]string{"-redis-port", "6381", "-require-auth=false", "-admin-addr=", "-log-level", "debug"},
 			map[string]string{"REDIS_PORT": "6380", "REQUIRE_AUTH": "true", "ADMIN_ADDR": "0.0.0.0:9000", "LOG_LEVEL": "warn"},
 			func(t *testing.T, c config) {
-				if c.RedisPort != 6381 || c.RequireAuth || c.AdminAddr != "" || c.LogLevel != "debug" {
-					t.Errorf("flags did not win: port %d auth %v admin %q level %q", c.RedisPort, c.RequireAuth, c.AdminAddr, c.LogLevel)
+				if c.RedisPort != 6381 || c.Auth.RequireAuth || c.AdminAddr != "" || c.LogLevel != "debug" {
+					t.Errorf("flags did not win: port %d auth %v admin %q level %q", c.RedisPort, c.Auth.RequireAuth, c.AdminAddr, c.LogLevel)
 				}
 			}},
 		{"bare boolean flag", []string{"-demo"}, nil, func(t *testing.T, c config) {
@@ -213,7 +226,17 @@ func TestLoadConfigErrors(t *testing.T) {
 		{"max channels", nil, map[string]string{"MAX_CHANNELS_PER_CLIENT": "0"}, "MAX_CHANNELS_PER_CLIENT"},
 		{"message rate above the GCRA resolution", nil, map[string]string{"MAX_MESSAGES_PER_SECOND": "2000000"}, "MAX_MESSAGES_PER_SECOND"},
 		{"send queue", nil, map[string]string{"SEND_QUEUE_SIZE": "0"}, "SEND_QUEUE_SIZE"},
-		{"ping timeout not above interval", nil, map[string]string{"PING_INTERVAL": "30s", "PING_TIMEOUT": "30s"}, "PING_TIMEOUT"},
+		// Bounds the packages check (server.Config.Check,
+		// fanout.Config.Check), reported under the setting's name.
+		{"message size below the bound", nil, map[string]string{"MAX_MESSAGE_BYTES": "100"}, "MAX_MESSAGE_BYTES must be between 256 and 67108864"},
+		{"message size above the bound", []string{"-max-message-bytes", "67108865"}, nil, "MAX_MESSAGE_BYTES must be between 256 and 67108864"},
+		{"send queue above the bound", nil, map[string]string{"SEND_QUEUE_SIZE": "1048577"}, "SEND_QUEUE_SIZE must be between 1 and 1048576"},
+		{"outbound bytes", nil, map[string]string{"MAX_OUTBOUND_BYTES": "4095"}, "MAX_OUTBOUND_BYTES must be at least 4096"},
+		{"echo message size", nil, map[string]string{"ECHO_MAX_MESSAGE_BYTES": "255"}, "ECHO_MAX_MESSAGE_BYTES must be between 256"},
+		{"event loops above gnet's", nil, map[string]string{"EVENT_LOOPS": "257"}, "EVENT_LOOPS must be between 1 and 256"},
+		{"negative canary interval", nil, map[string]string{"CANARY_INTERVAL": "-1s"}, "CANARY_INTERVAL must not be negative"},
+		{"negative slow drops", nil, map[string]string{"SLOW_CLIENT_MAX_DROPS": "-1"}, "SLOW_CLIENT_MAX_DROPS"},
+		{"ping timeout not above interval", nil, map[string]string{"PING_INTERVAL": "30s", "PING_TIMEOUT": "30s"}, "PING_TIMEOUT must be longer than PING_INTERVAL"},
 		{"negative slow timeout", nil, map[string]string{"SLOW_CLIENT_TIMEOUT": "-1s"}, "SLOW_CLIENT_TIMEOUT"},
 		{"empty default role", []string{"-default-role="}, nil, "DEFAULT_ROLE"},
 		{"log level", nil, map[string]string{"LOG_LEVEL": "loud"}, "LOG_LEVEL"},
@@ -246,6 +269,41 @@ func TestLoadConfigErrors(t *testing.T) {
 				t.Errorf("error %q does not name %s", err, tt.want)
 			}
 		})
+	}
+}
+
+// TestSettingOf: every setting bound into a package's Config is found
+// from the field's name, as Check gives it; a field no setting holds keeps
+// its name.
+func TestSettingOf(t *testing.T) {
+	c := new(config)
+	pkgs := []struct {
+		name string
+		cfg  any
+	}{{"server", &c.Server}, {"fanout", &c.Fanout}}
+	bound := 0
+	for _, p := range pkgs {
+		v := reflect.ValueOf(p.cfg).Elem()
+		for i := range v.NumField() {
+			field := v.Type().Field(i).Name
+			ptr := v.Field(i).Addr().Interface()
+			want := field
+			for _, s := range settings {
+				if s.bind(c) == ptr {
+					want = s.env
+					bound++
+				}
+			}
+			if got := c.settingOf(p.cfg, field); got != want {
+				t.Errorf("%s.%s: settingOf = %q, want %q", p.name, field, got, want)
+			}
+		}
+	}
+	if bound < 20 {
+		t.Errorf("only %d settings found bound into server.Config and fanout.Config", bound)
+	}
+	if got := c.settingOf(&c.Server, "NoSuchField"); got != "NoSuchField" {
+		t.Errorf("unknown field: %q", got)
 	}
 }
 

@@ -11,17 +11,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"os/signal"
 	"strconv"
 	"syscall"
-	"time"
 
 	"github.com/alicebob/miniredis/v2"
 
 	"github.com/wsgw/gateway/auth"
-	"github.com/wsgw/gateway/fanout"
 	"github.com/wsgw/gateway/server"
 )
 
@@ -41,7 +38,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(fs.Output(), "Usage: gateway [flags]\n\nEvery flag can also be set by the environment variable named in its help.\n\n")
 		fs.PrintDefaults()
 	}
-	cfg, err := loadConfig(args, os.Getenv, fs)
+	cfg, err := loadConfig(args, os.LookupEnv, fs)
 	// -version answers even when some other setting is invalid.
 	if *showVersion {
 		fmt.Fprintln(stdout, "gateway", version)
@@ -76,7 +73,6 @@ func newLogger(cfg config) *slog.Logger {
 }
 
 func serve(cfg config, log *slog.Logger) error {
-	redisAddr := net.JoinHostPort(cfg.RedisHost, strconv.Itoa(cfg.RedisPort))
 	if cfg.EmbeddedRedis {
 		// Asked for explicitly: a gateway pointed at a real Redis never
 		// falls back to this.
@@ -85,9 +81,9 @@ func serve(cfg config, log *slog.Logger) error {
 			return fmt.Errorf("embedded redis: %w", err)
 		}
 		defer mr.Close()
-		redisAddr = mr.Addr()
+		cfg.Fanout.RedisAddr = mr.Addr()
 		log.Info("embedded Redis (miniredis) started: try redis-cli -h 127.0.0.1 -p "+strconv.Itoa(mr.Server().Addr().Port)+" PUBLISH market:tick:DEMO '{\"price\":1}'",
-			"addr", redisAddr)
+			"addr", cfg.Fanout.RedisAddr)
 	}
 
 	acl := auth.DefaultACL()
@@ -97,70 +93,20 @@ func serve(cfg config, log *slog.Logger) error {
 			return fmt.Errorf("ACL_FILE: %w", err)
 		}
 	}
-	var pem []byte
 	if cfg.JWTPublicKeyFile != "" {
 		var err error
-		if pem, err = os.ReadFile(cfg.JWTPublicKeyFile); err != nil {
+		if cfg.Auth.JWTPublicKeyPEM, err = os.ReadFile(cfg.JWTPublicKeyFile); err != nil {
 			return fmt.Errorf("JWT_PUBLIC_KEY_FILE: %w", err)
 		}
 	}
-	var secret []byte
-	if cfg.JWTSecret != "" {
-		secret = []byte(cfg.JWTSecret)
-	}
-	authn, err := auth.NewAuthenticator(auth.Config{
-		RequireAuth:     cfg.RequireAuth,
-		DefaultRole:     cfg.DefaultRole,
-		APIKey:          cfg.APIKey,
-		JWTSecret:       secret,
-		JWTPublicKeyPEM: pem,
-		Issuer:          cfg.JWTIssuer,
-		Audience:        cfg.JWTAudience,
-		RoleClaim:       cfg.JWTRoleClaim,
-		Leeway:          5 * time.Second,
-	}, acl)
+	authn, err := auth.NewAuthenticator(cfg.Auth, acl)
 	if err != nil {
 		return fmt.Errorf("authentication settings: %w", err)
 	}
 
-	hub, err := fanout.New(fanout.Config{
-		RedisAddr:      redisAddr,
-		RedisUsername:  cfg.RedisUsername,
-		RedisPassword:  cfg.RedisPassword,
-		RESP2:          cfg.EmbeddedRedis,
-		Shards:         cfg.EventLoops,
-		SendQueue:      cfg.SendQueueSize,
-		Linger:         500 * time.Millisecond,
-		CanaryInterval: cfg.CanaryInterval,
-		Logger:         log,
-	})
-	if err != nil {
-		return err
-	}
-	srv, err := server.New(server.Config{
-		Addr:                    net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port)),
-		Loops:                   cfg.EventLoops,
-		MaxMessageBytes:         cfg.MaxMessageBytes,
-		MaxChannels:             cfg.MaxChannels,
-		MaxWildcards:            cfg.MaxWildcards,
-		MaxMessagesPerSecond:    cfg.MaxMessagesPerSecond,
-		MaxConnections:          cfg.MaxConnections,
-		MaxConnectionsPerIP:     cfg.MaxConnectionsPerIP,
-		HandshakeTimeout:        cfg.HandshakeTimeout,
-		AllowedOrigins:          cfg.AllowedOrigins,
-		MaxOutboundBytes:        cfg.MaxOutboundBytes,
-		PingInterval:            cfg.PingInterval,
-		PingTimeout:             cfg.PingTimeout,
-		Echo:                    cfg.Echo,
-		EchoMaxMessageBytes:     cfg.EchoMaxMessageBytes,
-		SlowClientTimeout:       cfg.SlowClientTimeout,
-		SlowClientMaxDrops:      uint64(cfg.SlowClientMaxDrops),
-		CloseLinger:             cfg.CloseLinger,
-		MaxConnectionsPerSecond: cfg.MaxConnectionsPerSecond,
-		MaxSockets:              socketBudget(log),
-		Version:                 version,
-		Logger:                  log,
-	}, hub, authn, acl)
+	cfg.Server.MaxSockets = socketBudget(log)
+	cfg.Server.Logger, cfg.Fanout.Logger = log, log
+	srv, err := server.New(cfg.Server, cfg.Fanout, authn, acl)
 	if err != nil {
 		return err
 	}
@@ -174,38 +120,37 @@ func serve(cfg config, log *slog.Logger) error {
 			defer admin.close()
 		}
 	}
-	hub.Start()
 	if err := srv.Start(); err != nil {
-		_ = hub.Close(context.Background())
 		return err
 	}
-	log.Info("gateway listening", "addr", srv.Addr(), "ws", "ws://"+srv.Addr()+"/ws", "redis", redisAddr,
-		"event_loops", cfg.EventLoops, "version", version)
+	log.Info("gateway listening", "addr", srv.Addr(), "ws", "ws://"+srv.Addr()+"/ws", "redis", cfg.Fanout.RedisAddr,
+		"event_loops", cfg.Server.Loops, "version", version)
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	if cfg.Demo {
-		go demo(ctx, redisAddr, cfg.EmbeddedRedis, log)
+		go demo(ctx, cfg.Fanout.RedisAddr, cfg.Fanout.RESP2, log)
 	}
 	go trimMemory(ctx)
+	var stopped error
 	select {
 	case <-ctx.Done():
+		log.Info("shutting down", "timeout", cfg.ShutdownTimeout)
 	case <-srv.Done():
 		// The engine stopped by itself: exit non-zero so the supervisor
 		// restarts the gateway rather than leave a dead listener.
-		_ = hub.Close(context.Background())
-		return fmt.Errorf("event loops stopped unexpectedly: %w", srv.Err())
+		stopped = fmt.Errorf("event loops stopped unexpectedly: %w", srv.Err())
 	}
-	log.Info("shutting down", "timeout", cfg.ShutdownTimeout)
+	// SHUTDOWN_TIMEOUT bounds the whole shutdown: the close handshakes,
+	// the engine's stop and the hub's upstream unsubscribe share one
+	// deadline, so a wedged Redis cannot hold the process past it.
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil {
 		log.Warn("shutdown", "err", err)
 	}
-	hctx, hcancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer hcancel()
-	if err := hub.Close(hctx); err != nil {
-		log.Warn("redis unsubscribe at shutdown", "err", err)
+	if stopped != nil {
+		return stopped
 	}
 	log.Info("stopped")
 	return nil

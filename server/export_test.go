@@ -1,0 +1,10 @@
+package server
+
+import "github.com/wsgw/gateway/fanout"
+
+// Hub is the server's fanout hub, for tests that watch or stop it.
+func (s *Server) Hub() *fanout.Hub { return s.hub }
+
+// Connections is the number of open WebSocket connections. Safe for
+// concurrent use.
+func (s *Server) Connections() int64 { return s.conns.Load() }
