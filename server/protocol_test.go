@@ -179,10 +179,15 @@ func TestSubscribeIdempotentAndUnsubscribe(t *testing.T) {
 	}
 	cl.send(`{"action":"unsubscribe","channels":["market:tick:X"]}`)
 	cl.expect("unsubscribed")
+	// A pong proves nothing here: the loop answers a ping at once while
+	// data comes through Redis. A sentinel does: Redis and the gateway
+	// keep the order of one pub/sub connection, so a message on X, were
+	// it still followed, would arrive first.
+	cl.subscribe("market:tick:SENTINEL")
 	rs.Publish(t, "market:tick:X", `2`)
-	cl.send(`{"action":"ping","requestId":"p"}`)
-	if m := cl.read(); m.str("type") != "pong" || m.str("requestId") != "p" {
-		t.Fatalf("after unsubscribe got %v, want only the pong", m)
+	rs.Publish(t, "market:tick:SENTINEL", `3`)
+	if m := cl.expect("data"); m.str("channel") != "market:tick:SENTINEL" {
+		t.Fatalf("after unsubscribe got %v, want only the sentinel", m)
 	}
 }
 
@@ -218,9 +223,16 @@ func TestErrors(t *testing.T) {
 		if m.str("code") != "forbidden" || fmt.Sprint(m["channels"]) != "[engine:signal:NO]" || m.str("requestId") != "x" {
 			t.Fatalf("got %v", m)
 		}
+		// Nothing of the refused request was subscribed: a message on
+		// market:tick:OK would arrive before the sentinel's (one pub/sub
+		// connection keeps its order; a pong, answered by the loop at
+		// once, could overtake it).
+		cl.subscribe("market:tick:SENTINEL")
 		rs.Publish(t, "market:tick:OK", "1")
-		cl.send(`{"action":"ping"}`)
-		cl.expect("pong") // no data: nothing of the refused request was subscribed
+		rs.Publish(t, "market:tick:SENTINEL", "2")
+		if m := cl.expect("data"); m.str("channel") != "market:tick:SENTINEL" {
+			t.Fatalf("got %v from a refused request", m)
+		}
 	})
 	t.Run("binary", func(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
