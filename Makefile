@@ -20,7 +20,7 @@ STATICCHECK := $(BIN)/staticcheck-$(STATICCHECK_VERSION)
 BROWSER_TESTS ?= 1
 WEB_TEST_DIR  := server/web/test
 
-.PHONY: all run build test deps vet staticcheck fuzz bench bench-load lint clean screenshot
+.PHONY: all run build test allocs deps vet staticcheck fuzz bench bench-load lint clean screenshot
 
 all: build
 
@@ -31,12 +31,22 @@ run:
 build:
 	$(GO) build -o $(BIN)/gateway ./cmd/gateway
 
-## test: vet, staticcheck, race-enabled tests (real redis-server), short fuzz
+## test: vet, staticcheck, race-enabled tests (real redis-server), the
+## allocation gates without -race, short fuzz
 test: deps
 	$(GO) vet ./...
 	@$(MAKE) --no-print-directory staticcheck
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+	@$(MAKE) --no-print-directory allocs
 	@$(MAKE) --no-print-directory fuzz
+
+## allocs: the testing.AllocsPerRun gates (Test*Allocs) and the exhaustive
+## checks (Test*Exhaustive) once without -race: under -race sync.Pool drops
+## items on purpose, so the wsproto gates skip themselves and the exhaustive
+## checks sample. These tests are named so that this pattern finds them.
+ALLOC_TESTS ?= Allocs$$|Exhaustive$$
+allocs:
+	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) -run '$(ALLOC_TESTS)' ./...
 
 ## deps: redis-server on PATH (integration tests start real ones, see fanout/redistest)
 deps:
