@@ -232,17 +232,25 @@ func rawDial(tb testing.TB, addr, localIP string) *rawConn {
 	return rawDialWith(tb, addr, &d)
 }
 
+// setsockopt is a net.Dialer Control setting the SOL_SOCKET option opt
+// (SO_RCVBUF, SO_SNDBUF) before the connect, so that a receive buffer
+// also bounds the window the peer is offered, and a send buffer does not
+// grow by autotuning.
+func setsockopt(opt, value int) func(_, _ string, rc syscall.RawConn) error {
+	return func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		err := rc.Control(func(fd uintptr) {
+			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, opt, value)
+		})
+		return errors.Join(err, serr)
+	}
+}
+
 // rawUpgradeRcvbuf upgrades with a socket receive buffer of rcvbuf bytes,
 // set before connecting so that the advertised window stays small.
 func rawUpgradeRcvbuf(tb testing.TB, addr string, rcvbuf int) *rawConn {
 	tb.Helper()
-	d := net.Dialer{Timeout: 10 * time.Second, Control: func(_, _ string, rc syscall.RawConn) error {
-		var serr error
-		err := rc.Control(func(fd uintptr) {
-			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, rcvbuf)
-		})
-		return errors.Join(err, serr)
-	}}
+	d := net.Dialer{Timeout: 10 * time.Second, Control: setsockopt(syscall.SO_RCVBUF, rcvbuf)}
 	rc := rawDialWith(tb, addr, &d)
 	rc.write(tb, []byte(upgradeRequest("/ws", "")))
 	if code, head := rc.readHead(tb); code != http.StatusSwitchingProtocols {

@@ -21,6 +21,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -778,6 +779,38 @@ func streamBytes(c net.Conn, prefix []byte, fill byte, total int) (written *atom
 	return written, ch
 }
 
+// An endless request head is answered 431 once it passes the 8 KiB limit,
+// not after the server has buffered it: with the client's send buffer
+// held at endlessSndbuf, what the client has written when the answer
+// reaches it is what the server read (the limit and the rest of one
+// read), what waits in the server's receive buffer, and that small send
+// buffer, at most endlessAnswerBound.
+const (
+	endlessSndbuf      = 16 << 10
+	endlessAnswerBound = 1 << 20
+)
+
+// endlessHead streams prefix and then fill bytes, up to total, to addr from
+// a socket with a send buffer of endlessSndbuf, and checks that the 431
+// arrives within endlessAnswerBound bytes and that the server then closes.
+func endlessHead(tb testing.TB, addr, prefix string, fill byte, total int) {
+	tb.Helper()
+	rc := rawDialWith(tb, addr, &net.Dialer{Timeout: 10 * time.Second, Control: setsockopt(syscall.SO_SNDBUF, endlessSndbuf)})
+	written, done := streamBytes(rc, []byte(prefix), fill, total)
+	code, head := rc.readHead(tb)
+	answeredAt := written.Load()
+	if code != http.StatusRequestHeaderFieldsTooLarge {
+		tb.Fatalf("answered %d, want 431: %q", code, head)
+	}
+	rc.expectEOF(tb, 10*time.Second)
+	<-done
+	if answeredAt > endlessAnswerBound {
+		tb.Fatalf("the 431 came after %d KiB of the endless head, want within %d KiB: the server buffered far more than its 8 KiB limit",
+			answeredAt>>10, endlessAnswerBound>>10)
+	}
+	tb.Logf("answered 431 after %d KiB of a %d MiB head (%d KiB written in all)", answeredAt>>10, total>>20, written.Load()>>10)
+}
+
 // TestHostileHTTP: garbage before the upgrade gets an HTTP error or is cut
 // by the handshake timeout, never buffered without bound, and other
 // clients keep receiving.
@@ -813,17 +846,7 @@ func TestHostileHTTP(t *testing.T) {
 		rc.expectEOF(t, 10*time.Second)
 	})
 	t.Run("request line with no end", func(t *testing.T) {
-		rc := rawDial(t, g.addr, "")
-		const total = 8 << 20
-		written, done := streamBytes(rc, []byte("GET /ws?"), 'a', total)
-		if code, head := rc.readHead(t); code != http.StatusRequestHeaderFieldsTooLarge {
-			t.Fatalf("answered %d, want 431: %q", code, head)
-		}
-		rc.expectEOF(t, 10*time.Second)
-		<-done
-		if w := written.Load(); w >= total {
-			t.Fatalf("the server took all %d bytes before answering", w)
-		}
+		endlessHead(t, g.addr, "GET /ws?", 'a', 8<<20)
 	})
 	t.Run("unterminated request line, then silence", func(t *testing.T) {
 		rc := rawDial(t, g.addr, "")
@@ -837,20 +860,7 @@ func TestHostileHTTP(t *testing.T) {
 		}
 	})
 	t.Run("multi-megabyte header", func(t *testing.T) {
-		rc := rawDial(t, g.addr, "")
-		const total = 64 << 20
-		written, done := streamBytes(rc, []byte("GET /ws HTTP/1.1\r\nHost: gateway\r\nX-Big: "), 'b', total)
-		code, head := rc.readHead(t)
-		answeredAt := written.Load()
-		if code != http.StatusRequestHeaderFieldsTooLarge {
-			t.Fatalf("answered %d, want 431: %q", code, head)
-		}
-		rc.expectEOF(t, 10*time.Second)
-		<-done
-		if answeredAt >= total || written.Load() >= total {
-			t.Fatalf("answered after %d of %d bytes: the server buffered the whole header", answeredAt, total)
-		}
-		t.Logf("answered 431 after %d KiB of a %d MiB header", answeredAt>>10, total>>20)
+		endlessHead(t, g.addr, "GET /ws HTTP/1.1\r\nHost: gateway\r\nX-Big: ", 'b', 64<<20)
 	})
 	t.Run("upgrade without a key", func(t *testing.T) {
 		rc := rawDial(t, g.addr, "")
