@@ -333,6 +333,9 @@ func (l *loopState) checkSlow(cn *conn, now int64) {
 // close, spread evenly until closeBy. A connection parked on a full
 // outbound buffer gets only the close, after what gnet already holds for
 // it: draining its queue would grow that buffer past MaxOutboundBytes.
+// Connections still in their handshake are left alone: their request is
+// answered 503 when it completes (admit), or they are cut by the
+// handshake timeout or the engine's stop.
 func (l *loopState) paceClose(now time.Time, closeBy int64) {
 	open := 0
 	for _, cn := range l.conns {
@@ -345,21 +348,14 @@ func (l *loopState) paceClose(now time.Time, closeBy int64) {
 		ticks := left / int64(tickEvery)
 		quota = int((int64(open) + ticks - 1) / ticks)
 	}
-	var handshaking []*conn
 	for _, cn := range l.conns {
-		switch {
-		case cn.state == stateOpen && quota > 0:
+		if cn.state == stateOpen && quota > 0 {
 			quota--
 			// Send what is already queued first, then the close.
 			if !cn.is(flagBlocked) {
 				l.drain(cn)
 			}
 			cn.startClose(wsproto.CloseGoingAway)
-		case cn.state == stateHandshake:
-			handshaking = append(handshaking, cn)
 		}
-	}
-	for _, cn := range handshaking {
-		_ = l.el.Close(cn.gc)
 	}
 }

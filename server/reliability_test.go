@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"runtime"
 	"slices"
 	"strconv"
@@ -633,4 +634,41 @@ func TestAcceptRateLimit(t *testing.T) {
 		}
 		return err == nil
 	})
+}
+
+// TestShutdownAnswers503: during the paced drain of a shutdown, an upgrade
+// is answered 503, also one whose TCP connection was accepted before the
+// drain began but whose request arrives after the loop has started
+// closing connections.
+func TestShutdownAnswers503(t *testing.T) {
+	rs := redistest.Start(t)
+	// One loop: once an open connection has been closed, that loop's
+	// drain has passed over every connection, the early one included.
+	g := startGateway(t, rs, func(o *options) { o.srv.Loops = 1 })
+	const clients = 20 // closed one per 100 ms tick over the 2 s window
+	for range clients {
+		dial(t, g.wsURL(""))
+	}
+	early := rawDial(t, g.addr, "") // accepted, request not sent yet
+
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Second)
+	defer cancel()
+	stopped := make(chan error, 1)
+	go func() { stopped <- g.srv.Shutdown(ctx) }()
+	redistest.WaitFor(t, 5*time.Second, "the drain to close a first connection", func() bool {
+		return g.srv.Connections() < clients
+	})
+	if g.srv.Connections() == 0 {
+		t.Fatal("every connection closed at once: the drain is not paced, nothing left to test")
+	}
+	early.write(t, []byte(upgradeRequest("/ws", "")))
+	if code, head := early.readHead(t); code != http.StatusServiceUnavailable {
+		t.Fatalf("upgrade sent during the drain on a connection accepted before it: %d %q, want 503", code, head)
+	}
+	if code := upgradeStatus(t, g.addr, "", "/ws", ""); code != http.StatusServiceUnavailable {
+		t.Fatalf("new upgrade during the drain: %d, want 503", code)
+	}
+	if err := <-stopped; err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
 }
