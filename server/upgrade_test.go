@@ -3,10 +3,12 @@ package server
 import (
 	"bufio"
 	"bytes"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"testing"
 	"time"
 
@@ -117,26 +119,28 @@ func BenchmarkHandshake(b *testing.B) {
 // all (it hands everything else to the slow path).
 func bothPaths(tb testing.TB, s *Server, head []byte) (fastOut, slowOut []byte, fastAction, slowAction gnet.Action, fast bool) {
 	tb.Helper()
-	addr := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 40000}
-	l := &loopState{srv: s, up: newUpgradeState()}
-	run := func(slow bool) ([]byte, gnet.Action, bool) {
-		fc := &fakeConn{addr: addr, in: head}
-		cn := &conn{gc: fc, loop: l}
-		var a gnet.Action
-		done := true
-		if slow {
-			a = s.slowHandshake(cn, head)
-		} else {
-			a, done = l.up.upgrade(s, cn, head)
-		}
-		if cn.state == stateOpen {
-			s.conns.Add(-1)
-		}
-		return fc.out, a, done
-	}
-	fastOut, fastAction, fast = run(false)
-	slowOut, slowAction, _ = run(true)
+	fastOut, fastAction, fast, _ = onePath(s, head, false)
+	slowOut, slowAction, _, _ = onePath(s, head, true)
 	return fastOut, slowOut, fastAction, slowAction, fast
+}
+
+// onePath answers head on a fresh connection and loop with the fast path
+// or, when slow, the net/http path alone. fast reports whether the fast
+// path answered at all; u is the loop's upgrader, holding what gobwas/ws
+// read of the head.
+func onePath(s *Server, head []byte, slow bool) (out []byte, a gnet.Action, fast bool, u *upgradeState) {
+	l := &loopState{srv: s, up: newUpgradeState()}
+	fc := &fakeConn{addr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 40000}, in: head}
+	cn := &conn{gc: fc, loop: l}
+	if slow {
+		a = s.slowHandshake(cn, head)
+	} else {
+		a, fast = l.up.upgrade(s, cn, head)
+	}
+	if cn.state == stateOpen {
+		s.conns.Add(-1)
+	}
+	return fc.out, a, fast, l.up
 }
 
 const testJWTSecret = "0123456789abcdef0123456789abcdef"
@@ -197,17 +201,62 @@ func TestUpgradeFastPathMatchesNetHTTP(t *testing.T) {
 	}
 }
 
+// TestUpgradeFastPathMalformedHeads pins the heads net/http rejects but
+// gobwas/ws upgrades: the fast path answers them itself, after the same
+// Origin and token checks (FuzzUpgradeFastPath checks any such head).
+func TestUpgradeFastPathMalformedHeads(t *testing.T) {
+	ok := upgradeToken(t, "user")
+	s := benchServer(t, []byte(testJWTSecret), "http://ok.example")
+	for _, tc := range []struct {
+		name string
+		head []byte
+		want int
+	}{
+		{"anonymous", upgradeHead("/ws", "X-Ctl: a\x01b"), http.StatusSwitchingProtocols},
+		{"valid token", upgradeHead("/ws?token="+ok, "X-Ctl: a\x01b"), http.StatusSwitchingProtocols},
+		{"valid bearer, allowed origin", upgradeHead("/ws", "X-Ctl: a\x01b", "Authorization: Bearer "+ok, "Origin: http://ok.example"), http.StatusSwitchingProtocols},
+		{"foreign origin", upgradeHead("/ws", "X-Ctl: a\x01b", "Origin: http://evil.example"), http.StatusForbidden},
+		{"control character in the origin", upgradeHead("/ws", "Origin: http://ok.example\x01"), http.StatusForbidden},
+		{"bad token", upgradeHead("/ws?token=nope", "X-Ctl: a\x01b"), http.StatusUnauthorized},
+		{"bad bearer on echo", upgradeHead("/echo", "X-Ctl: a\x01b", "Authorization: Bearer nope"), http.StatusUnauthorized},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(tc.head))); err == nil {
+				t.Fatalf("net/http accepts %q: not a case for the fast path alone", tc.head)
+			}
+			out, _, fast, _ := onePath(s, tc.head, false)
+			if !fast {
+				t.Fatalf("the fast path left %q to net/http", tc.head)
+			}
+			if want := fmt.Sprintf("HTTP/1.1 %d ", tc.want); !bytes.HasPrefix(out, []byte(want)) {
+				t.Fatalf("answered %q, want %d", out, tc.want)
+			}
+			checkedAnswer(t, s, tc.head)
+		})
+	}
+}
+
 // FuzzUpgradeFastPath: for any request head net/http can parse, an answer
 // of the fast path is byte for byte the net/http path's. Heads net/http
 // rejects as malformed but gobwas/ws reads as a valid upgrade (control
 // characters in a header value, for one) are upgraded or refused by the
 // fast path as gobwas/ws reads them; the token and Origin checks are the
-// same either way.
+// same either way: checkedAnswer.
 func FuzzUpgradeFastPath(f *testing.F) {
+	ok := upgradeToken(f, "user")
 	for _, seed := range [][]byte{
 		upgradeHead("/ws"), upgradeHead("/echo?token=x"), upgradeHead("/ws", "Origin: http://evil.example"),
 		upgradeHead("/ws", "Authorization: Basic abc"), upgradeHead("http://gw.example/ws"),
 		upgradeHead("/ws?token=%zz"), upgradeHead("/ws", "Connection: keep-alive, Upgrade"),
+		// Malformed for net/http (a control character in a header
+		// value), a valid upgrade for gobwas/ws.
+		upgradeHead("/ws", "X-Ctl: a\x01b"),
+		upgradeHead("/ws?token="+ok, "X-Ctl: a\x01b"),
+		upgradeHead("/ws", "X-Ctl: a\x01b", "Origin: http://evil.example"),
+		upgradeHead("/ws", "Origin: http://ok.example\x01"),
+		upgradeHead("/ws?token=nope", "X-Ctl: a\x01b"),
+		upgradeHead("/echo", "X-Ctl: a\x01b", "Authorization: Bearer nope"),
+		upgradeHead("/ws", "X-Ctl: a\x01b", "Authorization: Bearer "+ok, "Origin: http://ok.example"),
 	} {
 		f.Add(seed)
 	}
@@ -219,6 +268,7 @@ func FuzzUpgradeFastPath(f *testing.F) {
 			head = append(head, "\r\n\r\n"...)
 		}
 		if _, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(head))); err != nil {
+			checkedAnswer(t, s, head)
 			return
 		}
 		fastOut, slowOut, fa, sa, fast := bothPaths(t, s, head)
@@ -226,4 +276,49 @@ func FuzzUpgradeFastPath(f *testing.F) {
 			t.Fatalf("head %q: fast path answered %q (%v), net/http path %q (%v)", head, fastOut, fa, slowOut, sa)
 		}
 	})
+}
+
+// upgradeToken is a JWT for role signed with testJWTSecret, valid for an
+// hour.
+func upgradeToken(tb testing.TB, role string) string {
+	tb.Helper()
+	token, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{
+		"role": role, "exp": time.Now().Add(time.Hour).Unix(),
+	}).SignedString([]byte(testJWTSecret))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return token
+}
+
+// checkedAnswer runs the fast path alone on head, which net/http rejects.
+// When the fast path answers (gobwas/ws read a valid upgrade), its answer
+// must be the one the Origin and token checks give for the Origin, query
+// and Authorization gobwas/ws read: 403 for a foreign Origin, else 401 for
+// a token that is present and invalid, else 101. The server has no
+// connection limits, so nothing else refuses.
+func checkedAnswer(tb testing.TB, s *Server, head []byte) {
+	tb.Helper()
+	out, a, fast, u := onePath(s, head, false)
+	if !fast {
+		return // the net/http path answers it: 400
+	}
+	want, why := http.StatusSwitchingProtocols, "no Origin or an allowed one, and no token or a valid one"
+	token, err := auth.TokenFromRequest(string(u.query), string(u.authorization))
+	if err == nil {
+		_, err = s.authn.Authenticate(token, time.Now())
+	}
+	switch {
+	case u.hasOrigin && len(u.origin) > 0 && !slices.Contains(s.cfg.AllowedOrigins, string(u.origin)):
+		want, why = http.StatusForbidden, fmt.Sprintf("Origin %q is not allowed", u.origin)
+	case err != nil:
+		want, why = http.StatusUnauthorized, fmt.Sprintf("the credentials do not authenticate (%v)", err)
+	}
+	wantAction := gnet.Close
+	if want == http.StatusSwitchingProtocols {
+		wantAction = gnet.None
+	}
+	if got := fmt.Sprintf("HTTP/1.1 %d ", want); !bytes.HasPrefix(out, []byte(got)) || a != wantAction {
+		tb.Fatalf("head %q, malformed for net/http: the fast path answered %q (%v), want %d (%s)", head, out, a, want, why)
+	}
 }
