@@ -437,7 +437,7 @@ func TestHub(t *testing.T) {
 		a.expectData(t, "news", "", "4")
 		b.expectData(t, "news", "", "4")
 		a.expectNothingQueued(t)
-		redistest.WaitFor(t, time.Second, "sport to be unsubscribed upstream after the linger", func() bool {
+		redistest.WaitFor(t, waitTimeout, "sport to be unsubscribed upstream after the linger", func() bool {
 			return numsub(t, srv, "sport") == 0
 		})
 	})
@@ -494,10 +494,10 @@ func TestHub(t *testing.T) {
 		srv.Publish(t, "news", `6`)
 		a.expectData(t, "news", "", "6")
 		hs.remove(t, a)
-		redistest.WaitFor(t, time.Second, "news to be unsubscribed upstream after its last subscriber left", func() bool {
+		redistest.WaitFor(t, waitTimeout, "news to be unsubscribed upstream after its last subscriber left", func() bool {
 			return numsub(t, srv, "news") == 0
 		})
-		redistest.WaitFor(t, time.Second, "Streams == 1", func() bool { return h.Stats().Streams == 1 })
+		redistest.WaitFor(t, waitTimeout, "Streams == 1", func() bool { return h.Stats().Streams == 1 })
 		if numpat(t, srv) != 1 {
 			t.Fatal("the pattern was dropped with news")
 		}
