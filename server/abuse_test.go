@@ -42,22 +42,21 @@ func TestFarFutureToken(t *testing.T) {
 	clients := make([]*client, len(tests))
 	for i, tt := range tests {
 		clients[i] = dial(t, g.wsURL("token="+hsToken(t, "user", map[string]any{"exp": tt.exp})))
-		clients[i].subscribe("market:tick:FAR")
+		clients[i].subscribe(t, "market:tick:FAR")
 	}
 	witness := dial(t, g.wsURL("token="+hsToken(t, "user", map[string]any{"exp": time.Now().Add(time.Second).Unix() + 1})))
-	if code, err := witness.waitClosed(10 * time.Second); code != websocket.StatusPolicyViolation {
+	if code, err := witness.waitClosed(t, 10*time.Second); code != websocket.StatusPolicyViolation {
 		t.Fatalf("witness closed with %d (%v), want 1008 token expired", code, err)
 	}
 	rs.Publish(t, "market:tick:FAR", "still here")
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cl := clients[i]
-			cl.tb = t
-			if m := cl.expect("data"); m.str("channel") != "market:tick:FAR" {
+			if m := cl.expect(t, "data"); m.str("channel") != "market:tick:FAR" {
 				t.Fatalf("got %v", m)
 			}
-			cl.send(`{"action":"ping"}`)
-			cl.expect("pong")
+			cl.send(t, `{"action":"ping"}`)
+			cl.expect(t, "pong")
 		})
 	}
 }
@@ -132,8 +131,8 @@ func TestSubscribeRequestBounds(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cl := dial(t, g.wsURL(""))
-			cl.send(subscribeReq("r", tt.channels...))
-			m := cl.expect("error")
+			cl.send(t, subscribeReq("r", tt.channels...))
+			m := cl.expect(t, "error")
 			if m.str("code") != tt.code || m.str("requestId") != "r" {
 				t.Fatalf("got %v, want %s", m, tt.code)
 			}
@@ -151,13 +150,13 @@ func TestSubscribeRequestBounds(t *testing.T) {
 		// need 200 ms more).
 		unsub := `{"action":"unsubscribe","channels":` + string(must(json.Marshal(forbidden(40)))) + `,"requestId":"u"}`
 		for i := range 2 {
-			cl.send(unsub)
-			if m := cl.read(); m.str("type") != "unsubscribed" {
+			cl.send(t, unsub)
+			if m := cl.read(t); m.str("type") != "unsubscribed" {
 				t.Fatalf("request %d: got %v", i+1, m)
 			}
 		}
-		cl.send(unsub)
-		if m := cl.expect("error"); m.str("code") != "rate_limited" || m.str("requestId") != "u" {
+		cl.send(t, unsub)
+		if m := cl.expect(t, "error"); m.str("code") != "rate_limited" || m.str("requestId") != "u" {
 			t.Fatalf("got %v, want rate_limited", m)
 		}
 		by.alive(t)
@@ -182,23 +181,23 @@ func TestNewStreamRate(t *testing.T) {
 	for i := range burst {
 		burst[i] = fmt.Sprint("market:tick:R", i)
 	}
-	cl.subscribe(burst...) // the whole burst at once
-	cl.send(`{"action":"unsubscribe","channels":["market:tick:R0"]}`)
-	cl.expect("unsubscribed")
-	cl.send(subscribeReq("again", "market:tick:R0"))
-	m := cl.expect("error")
+	cl.subscribe(t, burst...) // the whole burst at once
+	cl.send(t, `{"action":"unsubscribe","channels":["market:tick:R0"]}`)
+	cl.expect(t, "unsubscribed")
+	cl.send(t, subscribeReq("again", "market:tick:R0"))
+	m := cl.expect(t, "error")
 	if m.str("code") != "stream_rate_limited" || !slices.Equal(channelsOf(m), []string{"market:tick:R0"}) {
 		t.Fatalf("got %v, want stream_rate_limited for market:tick:R0", m)
 	}
 	// Refused names cost tokens too: the ACL work is what is bounded.
 	rs.Publish(t, "market:tick:R1", "still")
-	if m := cl.expect("data"); m.str("channel") != "market:tick:R1" {
+	if m := cl.expect(t, "data"); m.str("channel") != "market:tick:R1" {
 		t.Fatalf("got %v", m)
 	}
 	// The bucket refills (one token per 500 ms here).
 	redistest.WaitFor(t, 10*time.Second, "a token for a new channel", func() bool {
-		cl.send(subscribeReq("retry", "market:tick:R0"))
-		m := cl.read()
+		cl.send(t, subscribeReq("retry", "market:tick:R0"))
+		m := cl.read(t)
 		switch {
 		case m.str("type") == "subscribed":
 			return true
@@ -217,17 +216,17 @@ func TestNewStreamRate(t *testing.T) {
 func TestStreamCapRefusal(t *testing.T) {
 	rs, g := startAbused(t, func(o *options) { o.srv.MaxChannels, o.hub.MaxStreams = 2, 2 })
 	a := dial(t, g.wsURL(""))
-	a.subscribe("market:tick:X", "market:tick:Y")
+	a.subscribe(t, "market:tick:X", "market:tick:Y")
 	b := dial(t, g.wsURL(""))
-	b.send(subscribeReq("z", "market:tick:Z"))
-	m := b.expect("error")
+	b.send(t, subscribeReq("z", "market:tick:Z"))
+	m := b.expect(t, "error")
 	if m.str("code") != "server_busy" || m.str("requestId") != "z" || !slices.Equal(channelsOf(m), []string{"market:tick:Z"}) {
 		t.Fatalf("got %v, want server_busy for market:tick:Z", m)
 	}
-	b.subscribe("market:tick:X", "market:tick:Y") // existing streams; Z not counted
+	b.subscribe(t, "market:tick:X", "market:tick:Y") // existing streams; Z not counted
 	rs.Publish(t, "market:tick:Y", "1")
 	for _, cl := range []*client{a, b} {
-		if m := cl.expect("data"); m.str("channel") != "market:tick:Y" {
+		if m := cl.expect(t, "data"); m.str("channel") != "market:tick:Y" {
 			t.Fatalf("got %v", m)
 		}
 	}
@@ -251,12 +250,12 @@ func TestUpstreamRefusal(t *testing.T) {
 		o.srv.MaxChannels = 2
 	})
 	reader := dial(t, g.wsURL(""))
-	reader.subscribe("market:tick:*")
+	reader.subscribe(t, "market:tick:*")
 	attacker := dial(t, g.wsURL(""))
 	var last uint64
 	for i := range 20 {
-		attacker.send(subscribeReq(fmt.Sprint("p", i), fmt.Sprintf("market:tick:A%d*", i%3)))
-		m := attacker.expect("error")
+		attacker.send(t, subscribeReq(fmt.Sprint("p", i), fmt.Sprintf("market:tick:A%d*", i%3)))
+		m := attacker.expect(t, "error")
 		if m.str("code") != "upstream_refused" || m.str("requestId") != fmt.Sprint("p", i) {
 			t.Fatalf("request %d: got %v, want upstream_refused", i, m)
 		}
@@ -264,14 +263,14 @@ func TestUpstreamRefusal(t *testing.T) {
 			t.Fatalf("/health %d after a refused stream", code)
 		}
 		rs.Publish(t, "market:tick:T", fmt.Sprint(i))
-		d := reader.read()
+		d := reader.read(t)
 		if d.str("type") != "data" || d.seq() != last+1 {
 			t.Fatalf("reader got %v after seq %d: delivery interrupted", d, last)
 		}
 		last = d.seq()
 	}
 	// The refused channels are not held: two channels still fit.
-	attacker.subscribe("market:tick:B", "market:tick:C")
+	attacker.subscribe(t, "market:tick:B", "market:tick:C")
 	if st := g.hub.Stats(); st.Reconnects != 0 || !st.RedisUp {
 		t.Fatalf("Stats %+v: the link went down", st)
 	}
@@ -511,8 +510,8 @@ func TestAbusiveSubscriberBounded(t *testing.T) {
 		for time.Since(start) < 400*time.Millisecond {
 			<-pace.C
 			sent := time.Now()
-			victim.send(`{"action":"ping"}`)
-			victim.expect("pong")
+			victim.send(t, `{"action":"ping"}`)
+			victim.expect(t, "pong")
 			if round%2 == 1 {
 				abused = append(abused, time.Since(sent))
 			} else {

@@ -27,15 +27,15 @@ func TestCloseLogFramesSent(t *testing.T) {
 		use        func(t *testing.T, cl *client)
 	}{
 		{"/ws: an ack, a message and a pong", "/ws", func(t *testing.T, cl *client) {
-			cl.subscribe("market:tick:LOG")
+			cl.subscribe(t, "market:tick:LOG")
 			rs.Publish(t, "market:tick:LOG", "1")
-			cl.expect("data")
-			cl.send(map[string]any{"action": "ping"})
-			cl.expect("pong")
+			cl.expect(t, "data")
+			cl.send(t, map[string]any{"action": "ping"})
+			cl.expect(t, "pong")
 		}},
 		{"/echo: three messages echoed", "/echo", func(t *testing.T, cl *client) {
 			for range 3 {
-				cl.send(`"ping"`)
+				cl.send(t, `"ping"`)
 				if m, err := cl.readEcho(); err != nil || m != `"ping"` {
 					t.Fatalf("echo: %q, %v", m, err)
 				}

@@ -199,7 +199,7 @@ func TestSlowReaderResumesAndReads1013(t *testing.T) {
 	ps := make([]*pausedReader, readers)
 	for i := range ps {
 		ps[i] = &pausedReader{rc: dialRaw(t, g.addr, 0), done: make(chan struct{})}
-		ps[i].rc.subscribe(channel)
+		ps[i].rc.subscribe(t, channel)
 	}
 	payload := `{"pad":"` + strings.Repeat("x", 2040) + `"}`
 	start := time.Now()

@@ -138,9 +138,10 @@ func (g *gateway) stats(tb testing.TB) server.Stats {
 
 // client is a WebSocket client from github.com/coder/websocket (not the
 // gobwas/ws the server uses, so the two implementations check each other).
+// Its methods take the testing.TB of the test or subtest using it, so a
+// failure is reported where it happens.
 type client struct {
-	tb testing.TB
-	c  *websocket.Conn
+	c *websocket.Conn
 }
 
 func dial(tb testing.TB, url string) *client {
@@ -149,7 +150,7 @@ func dial(tb testing.TB, url string) *client {
 	if err != nil {
 		tb.Fatalf("dial %s: %v", redactURL(url), err)
 	}
-	cl := &client{tb: tb, c: c}
+	cl := &client{c: c}
 	tb.Cleanup(func() { _ = c.CloseNow() })
 	return cl
 }
@@ -175,8 +176,8 @@ func redactURL(u string) string {
 	return u
 }
 
-func (cl *client) send(v any) {
-	cl.tb.Helper()
+func (cl *client) send(tb testing.TB, v any) {
+	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	var p []byte
@@ -188,11 +189,11 @@ func (cl *client) send(v any) {
 	default:
 		var err error
 		if p, err = json.Marshal(v); err != nil {
-			cl.tb.Fatalf("marshal: %v", err)
+			tb.Fatalf("marshal: %v", err)
 		}
 	}
 	if err := cl.c.Write(ctx, websocket.MessageText, p); err != nil {
-		cl.tb.Fatalf("write: %v", err)
+		tb.Fatalf("write: %v", err)
 	}
 }
 
@@ -202,11 +203,11 @@ type msg map[string]any
 func (m msg) str(k string) string { s, _ := m[k].(string); return s }
 func (m msg) seq() uint64         { f, _ := m["seq"].(float64); return uint64(f) }
 
-func (cl *client) read() msg {
-	cl.tb.Helper()
+func (cl *client) read(tb testing.TB) msg {
+	tb.Helper()
 	m, err := cl.readErr(10 * time.Second)
 	if err != nil {
-		cl.tb.Fatalf("read: %v", err)
+		tb.Fatalf("read: %v", err)
 	}
 	return m
 }
@@ -229,18 +230,18 @@ func (cl *client) readErr(timeout time.Duration) (msg, error) {
 }
 
 // expect reads the next message and checks its type.
-func (cl *client) expect(typ string) msg {
-	cl.tb.Helper()
-	m := cl.read()
+func (cl *client) expect(tb testing.TB, typ string) msg {
+	tb.Helper()
+	m := cl.read(tb)
 	if m.str("type") != typ {
-		cl.tb.Fatalf("got %v, want type %q", m, typ)
+		tb.Fatalf("got %v, want type %q", m, typ)
 	}
 	return m
 }
 
 // subscribe subscribes and waits for the ack.
-func (cl *client) subscribe(channels ...string) msg {
-	cl.tb.Helper()
-	cl.send(map[string]any{"action": "subscribe", "channels": channels, "requestId": "sub"})
-	return cl.expect("subscribed")
+func (cl *client) subscribe(tb testing.TB, channels ...string) msg {
+	tb.Helper()
+	cl.send(tb, map[string]any{"action": "subscribe", "channels": channels, "requestId": "sub"})
+	return cl.expect(tb, "subscribed")
 }

@@ -50,9 +50,9 @@ func TestLossNotice(t *testing.T) {
 		o.hub.SendQueue = 64
 	})
 	slow := dialRaw(t, g.addr, 4096)
-	slow.subscribe(channel, pattern, quiet)
+	slow.subscribe(t, channel, pattern, quiet)
 	rs.Publish(t, quiet, `"before the pause"`)
-	slow.expectText(`"before the pause"`)
+	slow.expectText(t, `"before the pause"`)
 
 	// From here on it reads nothing.
 	payload := `{"pad":"` + strings.Repeat("x", 2040) + `"}`
@@ -74,7 +74,7 @@ func TestLossNotice(t *testing.T) {
 	// handed to the shard before it: the paused reader's drops are all
 	// noted once this ack arrives.
 	barrier := dial(t, g.wsURL(""))
-	barrier.subscribe("market:tick:BARRIER")
+	barrier.subscribe(t, "market:tick:BARRIER")
 	if d := g.srv.Stats().MessagesDropped; d < total {
 		t.Fatalf("only %d frames dropped for the paused reader: the test did not overflow it", d)
 	}
@@ -160,7 +160,7 @@ func TestLossNotice(t *testing.T) {
 	rs.Publish(t, channel, `"after"`)
 	rs.Publish(t, inPat, `"after"`)
 	for range 2 {
-		p := slow.expectText(`"after"`)
+		p := slow.expectText(t, `"after"`)
 		if seq := seqOf(p); seq != total+1 {
 			t.Fatalf("next message has seq %d, want %d: %s", seq, total+1, p)
 		}

@@ -112,21 +112,21 @@ func TestMetricsEndToEnd(t *testing.T) {
 	var cls []*client
 	for range clients {
 		cl := dial(t, g.wsURL(""))
-		cl.subscribe(channel)
+		cl.subscribe(t, channel)
 		queued++
 		cls = append(cls, cl)
 	}
 	// Commands answered directly by the loop (not through the queue, so
 	// not in frames_delivered): one ping, one forbidden subscribe, one
 	// message that is not JSON.
-	cls[0].send(`{"action":"ping","requestId":"p"}`)
-	cls[0].expect("pong")
-	cls[0].send(`{"action":"subscribe","channels":["engine:signal:X"],"requestId":"f"}`)
-	if m := cls[0].expect("error"); m.str("code") != "forbidden" {
+	cls[0].send(t, `{"action":"ping","requestId":"p"}`)
+	cls[0].expect(t, "pong")
+	cls[0].send(t, `{"action":"subscribe","channels":["engine:signal:X"],"requestId":"f"}`)
+	if m := cls[0].expect(t, "error"); m.str("code") != "forbidden" {
 		t.Fatalf("want forbidden, got %v", m)
 	}
-	cls[0].send(`not json`)
-	if m := cls[0].expect("error"); m.str("code") != "bad_request" {
+	cls[0].send(t, `not json`)
+	if m := cls[0].expect(t, "error"); m.str("code") != "bad_request" {
 		t.Fatalf("want bad_request, got %v", m)
 	}
 	// One refused upgrade: a token that is neither the API key nor a JWT.
@@ -140,7 +140,7 @@ func TestMetricsEndToEnd(t *testing.T) {
 	}
 	for _, cl := range cls {
 		for i := range n {
-			if m := cl.expect("data"); m.seq() != uint64(i+1) {
+			if m := cl.expect(t, "data"); m.seq() != uint64(i+1) {
 				t.Fatalf("data %d has seq %d", i, m.seq())
 			}
 			queued++
@@ -223,7 +223,7 @@ func TestMetricsSlowReader(t *testing.T) {
 	sc := newScraper(t, g)
 	const channel = "market:tick:SLOW"
 	cl := dial(t, g.wsURL(""))
-	cl.subscribe(channel)
+	cl.subscribe(t, channel)
 	// From here on the client reads nothing: the kernel's buffers, then
 	// gnet's outbound buffer, then the 4-frame queue fill up.
 	payload := `"` + strings.Repeat("x", 60<<10) + `"`

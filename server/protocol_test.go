@@ -61,14 +61,14 @@ func TestHealthWithoutRedis(t *testing.T) {
 	}
 	// Clients are accepted all the same.
 	cl := dial(t, g.wsURL(""))
-	cl.subscribe("market:tick:X")
+	cl.subscribe(t, "market:tick:X")
 }
 
 func TestSubscribeAndData(t *testing.T) {
 	rs := redistest.Start(t)
 	g := startGateway(t, rs)
 	cl := dial(t, g.wsURL(""))
-	ack := cl.subscribe("market:tick:BANKNIFTY", "market:tick:N*")
+	ack := cl.subscribe(t, "market:tick:BANKNIFTY", "market:tick:N*")
 	if ack.str("requestId") != "sub" || ack.str("timestamp") == "" {
 		t.Fatalf("ack lacks requestId/timestamp: %v", ack)
 	}
@@ -93,7 +93,7 @@ func TestSubscribeAndData(t *testing.T) {
 			if n := rs.Publish(t, tt.channel, tt.payload); n != 1 {
 				t.Fatalf("PUBLISH reached %d subscribers, want 1 (the gateway)", n)
 			}
-			m := cl.expect("data")
+			m := cl.expect(t, "data")
 			if m.str("channel") != tt.channel {
 				t.Errorf("channel = %q", m.str("channel"))
 			}
@@ -122,8 +122,8 @@ func TestSeqContiguousPerStream(t *testing.T) {
 	g := startGateway(t, rs)
 	a := dial(t, g.wsURL(""))
 	b := dial(t, g.wsURL(""))
-	a.subscribe("market:tick:A", "market:tick:B")
-	b.subscribe("market:tick:A")
+	a.subscribe(t, "market:tick:A", "market:tick:B")
+	b.subscribe(t, "market:tick:A")
 	const n = 200
 	for i := 0; i < n; i++ {
 		rs.Publish(t, "market:tick:A", strconv.Itoa(i))
@@ -133,7 +133,7 @@ func TestSeqContiguousPerStream(t *testing.T) {
 	}
 	last := map[string]uint64{}
 	for i := 0; i < n+n/2; i++ {
-		m := a.expect("data")
+		m := a.expect(t, "data")
 		ch := m.str("channel")
 		if m.seq() != last[ch]+1 {
 			t.Fatalf("client a, %s: seq %d after %d", ch, m.seq(), last[ch])
@@ -141,7 +141,7 @@ func TestSeqContiguousPerStream(t *testing.T) {
 		last[ch] = m.seq()
 	}
 	for i := 1; i <= n; i++ {
-		m := b.expect("data")
+		m := b.expect(t, "data")
 		if m.seq() != uint64(i) {
 			t.Fatalf("client b: seq %d, want %d (same seq for every client of a stream)", m.seq(), i)
 		}
@@ -152,11 +152,11 @@ func TestExactAndPatternBothDeliver(t *testing.T) {
 	rs := redistest.Start(t)
 	g := startGateway(t, rs)
 	cl := dial(t, g.wsURL(""))
-	cl.subscribe("market:tick:X", "market:tick:*")
+	cl.subscribe(t, "market:tick:X", "market:tick:*")
 	rs.Publish(t, "market:tick:X", `1`)
 	got := map[string]bool{}
 	for i := 0; i < 2; i++ {
-		m := cl.expect("data")
+		m := cl.expect(t, "data")
 		got[m.str("pattern")] = true
 	}
 	if !got[""] || !got["market:tick:*"] {
@@ -168,25 +168,25 @@ func TestSubscribeIdempotentAndUnsubscribe(t *testing.T) {
 	rs := redistest.Start(t)
 	g := startGateway(t, rs)
 	cl := dial(t, g.wsURL(""))
-	cl.subscribe("market:tick:X")
-	cl.subscribe("market:tick:X") // idempotent: acked again, one delivery
+	cl.subscribe(t, "market:tick:X")
+	cl.subscribe(t, "market:tick:X") // idempotent: acked again, one delivery
 	rs.Publish(t, "market:tick:X", `1`)
-	cl.expect("data")
-	cl.send(`{"action":"unsubscribe","channels":["market:tick:X","market:tick:never"],"requestId":7}`)
-	m := cl.expect("unsubscribed")
+	cl.expect(t, "data")
+	cl.send(t, `{"action":"unsubscribe","channels":["market:tick:X","market:tick:never"],"requestId":7}`)
+	m := cl.expect(t, "unsubscribed")
 	if m["requestId"] != 7.0 {
 		t.Fatalf("numeric requestId not echoed: %v", m)
 	}
-	cl.send(`{"action":"unsubscribe","channels":["market:tick:X"]}`)
-	cl.expect("unsubscribed")
+	cl.send(t, `{"action":"unsubscribe","channels":["market:tick:X"]}`)
+	cl.expect(t, "unsubscribed")
 	// A pong proves nothing here: the loop answers a ping at once while
 	// data comes through Redis. A sentinel does: Redis and the gateway
 	// keep the order of one pub/sub connection, so a message on X, were
 	// it still followed, would arrive first.
-	cl.subscribe("market:tick:SENTINEL")
+	cl.subscribe(t, "market:tick:SENTINEL")
 	rs.Publish(t, "market:tick:X", `2`)
 	rs.Publish(t, "market:tick:SENTINEL", `3`)
-	if m := cl.expect("data"); m.str("channel") != "market:tick:SENTINEL" {
+	if m := cl.expect(t, "data"); m.str("channel") != "market:tick:SENTINEL" {
 		t.Fatalf("after unsubscribe got %v, want only the sentinel", m)
 	}
 }
@@ -210,16 +210,16 @@ func TestErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			cl.send(tt.send)
-			m := cl.expect("error")
+			cl.send(t, tt.send)
+			m := cl.expect(t, "error")
 			if m.str("code") != tt.code || m.str("message") == "" || m.str("timestamp") == "" {
 				t.Fatalf("got %v, want code %s with message and timestamp", m, tt.code)
 			}
 		})
 	}
 	t.Run("all or nothing", func(t *testing.T) {
-		cl.send(`{"action":"subscribe","channels":["market:tick:OK","engine:signal:NO"],"requestId":"x"}`)
-		m := cl.expect("error")
+		cl.send(t, `{"action":"subscribe","channels":["market:tick:OK","engine:signal:NO"],"requestId":"x"}`)
+		m := cl.expect(t, "error")
 		if m.str("code") != "forbidden" || fmt.Sprint(m["channels"]) != "[engine:signal:NO]" || m.str("requestId") != "x" {
 			t.Fatalf("got %v", m)
 		}
@@ -227,10 +227,10 @@ func TestErrors(t *testing.T) {
 		// market:tick:OK would arrive before the sentinel's (one pub/sub
 		// connection keeps its order; a pong, answered by the loop at
 		// once, could overtake it).
-		cl.subscribe("market:tick:SENTINEL")
+		cl.subscribe(t, "market:tick:SENTINEL")
 		rs.Publish(t, "market:tick:OK", "1")
 		rs.Publish(t, "market:tick:SENTINEL", "2")
-		if m := cl.expect("data"); m.str("channel") != "market:tick:SENTINEL" {
+		if m := cl.expect(t, "data"); m.str("channel") != "market:tick:SENTINEL" {
 			t.Fatalf("got %v from a refused request", m)
 		}
 	})
@@ -240,11 +240,11 @@ func TestErrors(t *testing.T) {
 		if err := cl.c.Write(ctx, websocket.MessageBinary, []byte{1, 2, 3}); err != nil {
 			t.Fatal(err)
 		}
-		cl.expect("error")
+		cl.expect(t, "error")
 	})
 	t.Run("still open", func(t *testing.T) {
-		cl.send(`{"action":"ping"}`)
-		cl.expect("pong")
+		cl.send(t, `{"action":"ping"}`)
+		cl.expect(t, "pong")
 	})
 }
 
@@ -255,16 +255,16 @@ func TestLimits(t *testing.T) {
 		o.srv.MaxWildcards = 1
 	})
 	cl := dial(t, g.wsURL(""))
-	cl.subscribe("market:tick:A", "market:tick:B*")
-	cl.send(`{"action":"subscribe","channels":["market:tick:C*"]}`)
-	if m := cl.expect("error"); m.str("code") != "too_many_wildcards" {
+	cl.subscribe(t, "market:tick:A", "market:tick:B*")
+	cl.send(t, `{"action":"subscribe","channels":["market:tick:C*"]}`)
+	if m := cl.expect(t, "error"); m.str("code") != "too_many_wildcards" {
 		t.Fatalf("got %v", m)
 	}
-	cl.send(`{"action":"subscribe","channels":["market:tick:C","market:tick:D"]}`)
-	if m := cl.expect("error"); m.str("code") != "too_many_channels" {
+	cl.send(t, `{"action":"subscribe","channels":["market:tick:C","market:tick:D"]}`)
+	if m := cl.expect(t, "error"); m.str("code") != "too_many_channels" {
 		t.Fatalf("got %v", m)
 	}
-	cl.subscribe("market:tick:C") // exactly at the limit
+	cl.subscribe(t, "market:tick:C") // exactly at the limit
 }
 
 func TestOneUpstreamSubscriptionAndRelease(t *testing.T) {
@@ -273,7 +273,7 @@ func TestOneUpstreamSubscriptionAndRelease(t *testing.T) {
 	var clients []*client
 	for i := 0; i < 20; i++ {
 		cl := dial(t, g.wsURL(""))
-		cl.subscribe("market:tick:SHARED", "market:tick:S*")
+		cl.subscribe(t, "market:tick:SHARED", "market:tick:S*")
 		clients = append(clients, cl)
 	}
 	if got := rs.Do(t, "PUBSUB", "NUMSUB", "market:tick:SHARED"); got != "market:tick:SHARED 1" {
@@ -286,8 +286,8 @@ func TestOneUpstreamSubscriptionAndRelease(t *testing.T) {
 		_ = cl.c.Close(websocket.StatusNormalClosure, "")
 	}
 	rs.Publish(t, "market:tick:SHARED", "still here")
-	clients[19].expect("data")
-	clients[19].expect("data")
+	clients[19].expect(t, "data")
+	clients[19].expect(t, "data")
 	_ = clients[19].c.Close(websocket.StatusNormalClosure, "")
 	// After the linger (100 ms here, at most a second by configuration);
 	// the deadline leaves room for a loaded machine.
@@ -305,10 +305,10 @@ func TestLargeMessages(t *testing.T) {
 	rs := redistest.Start(t)
 	g := startGateway(t, rs)
 	cl := dial(t, g.wsURL(""))
-	cl.subscribe("market:tick:BIG")
+	cl.subscribe(t, "market:tick:BIG")
 	big := `{"blob":"` + strings.Repeat("x", 1<<20) + `"}`
 	rs.Publish(t, "market:tick:BIG", big)
-	m := cl.expect("data")
+	m := cl.expect(t, "data")
 	blob, _ := m["data"].(map[string]any)["blob"].(string)
 	if len(blob) != 1<<20 {
 		t.Fatalf("1 MiB message arrived with %d bytes", len(blob))
@@ -334,7 +334,7 @@ func TestFragmentedClientMessage(t *testing.T) {
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if m := cl.expect("subscribed"); m.str("requestId") != "frag" {
+	if m := cl.expect(t, "subscribed"); m.str("requestId") != "frag" {
 		t.Fatalf("got %v", m)
 	}
 }
@@ -429,7 +429,7 @@ func TestThousandClients(t *testing.T) {
 				errs <- err
 				return
 			}
-			clients[i] = &client{tb: t, c: c}
+			clients[i] = &client{c: c}
 		}(i)
 	}
 	wg.Wait()
@@ -439,10 +439,10 @@ func TestThousandClients(t *testing.T) {
 	}
 	for i, cl := range clients {
 		ch := "market:tick:" + strconv.Itoa(i%10)
-		cl.send(map[string]any{"action": "subscribe", "channels": []string{ch, "market:tick:*"}})
+		cl.send(t, map[string]any{"action": "subscribe", "channels": []string{ch, "market:tick:*"}})
 	}
 	for _, cl := range clients {
-		cl.expect("subscribed")
+		cl.expect(t, "subscribed")
 	}
 	for i := 0; i < 10; i++ {
 		rs.Publish(t, "market:tick:"+strconv.Itoa(i), `{"i":`+strconv.Itoa(i)+`}`)
@@ -492,9 +492,9 @@ func TestIdleQueueReleased(t *testing.T) {
 	rs := redistest.Start(t)
 	g := startGateway(t, rs)
 	cl := dial(t, g.wsURL(""))
-	cl.subscribe("market:tick:IDLE")
+	cl.subscribe(t, "market:tick:IDLE")
 	rs.Publish(t, "market:tick:IDLE", "1")
-	if m := cl.expect("data"); m.seq() != 1 {
+	if m := cl.expect(t, "data"); m.seq() != 1 {
 		t.Fatalf("seq %d, want 1", m.seq())
 	}
 	if q := g.stats(t).Queues; q != 1 {
@@ -505,7 +505,7 @@ func TestIdleQueueReleased(t *testing.T) {
 		return g.stats(t).Queues == 0
 	})
 	rs.Publish(t, "market:tick:IDLE", "2")
-	if m := cl.expect("data"); m.seq() != 2 || m.str("channel") != "market:tick:IDLE" {
+	if m := cl.expect(t, "data"); m.seq() != 2 || m.str("channel") != "market:tick:IDLE" {
 		t.Fatalf("after the release: %v, want seq 2 on market:tick:IDLE", m)
 	}
 	if q := g.stats(t).Queues; q != 1 {

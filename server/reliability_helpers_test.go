@@ -34,11 +34,11 @@ const (
 // rawClient is a WebSocket client written on a bare TCP socket, for the
 // peers a library client cannot play: one that stops reading, one that
 // never answers pings, one that drops TCP without a close frame. It reads
-// only when the test tells it to.
+// only when the test tells it to. Its methods that can fail the test take
+// the testing.TB of the test or subtest using it.
 type rawClient struct {
-	tb testing.TB
-	c  net.Conn
-	r  *bufio.Reader
+	c net.Conn
+	r *bufio.Reader
 }
 
 // dialRaw connects to addr and completes the upgrade. rcvbuf > 0 sets
@@ -50,7 +50,6 @@ func dialRaw(tb testing.TB, addr string, rcvbuf int) *rawClient {
 	if err != nil {
 		tb.Fatalf("raw dial %s: %v", addr, err)
 	}
-	rc.tb = tb
 	tb.Cleanup(func() { _ = rc.c.Close() })
 	return rc
 }
@@ -125,10 +124,10 @@ func (rc *rawClient) writeFrame(op byte, payload []byte) error {
 }
 
 // send writes a text frame; test goroutine only.
-func (rc *rawClient) send(s string) {
-	rc.tb.Helper()
+func (rc *rawClient) send(tb testing.TB, s string) {
+	tb.Helper()
 	if err := rc.writeFrame(opText, []byte(s)); err != nil {
-		rc.tb.Fatalf("raw write: %v", err)
+		tb.Fatalf("raw write: %v", err)
 	}
 }
 
@@ -174,28 +173,28 @@ func (rc *rawClient) readFrame(timeout time.Duration) (op byte, payload []byte, 
 
 // expectText reads frames until a text frame arrives (skipping pings) and
 // checks it contains want; test goroutine only.
-func (rc *rawClient) expectText(want string) []byte {
-	rc.tb.Helper()
+func (rc *rawClient) expectText(tb testing.TB, want string) []byte {
+	tb.Helper()
 	for {
 		op, p, err := rc.readFrame(10 * time.Second)
 		if err != nil {
-			rc.tb.Fatalf("raw read while waiting for %s: %v", want, err)
+			tb.Fatalf("raw read while waiting for %s: %v", want, err)
 		}
 		if op == opPing {
 			continue
 		}
 		if op != opText || !bytes.Contains(p, []byte(want)) {
-			rc.tb.Fatalf("raw read: opcode %#x %q, want a text frame with %s", op, p, want)
+			tb.Fatalf("raw read: opcode %#x %q, want a text frame with %s", op, p, want)
 		}
 		return p
 	}
 }
 
 // subscribe subscribes and waits for the ack; test goroutine only.
-func (rc *rawClient) subscribe(channels ...string) {
-	rc.tb.Helper()
-	rc.send(`{"action":"subscribe","channels":["` + strings.Join(channels, `","`) + `"]}`)
-	rc.expectText(`"type":"subscribed"`)
+func (rc *rawClient) subscribe(tb testing.TB, channels ...string) {
+	tb.Helper()
+	rc.send(tb, `{"action":"subscribe","channels":["`+strings.Join(channels, `","`)+`"]}`)
+	rc.expectText(tb, `"type":"subscribed"`)
 }
 
 // closeCode is the status code of a close frame's payload (1005 when

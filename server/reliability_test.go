@@ -143,9 +143,9 @@ func TestSlowReaderIsolated(t *testing.T) {
 				o.hub.SendQueue = 64
 			})
 			slow := &pausedReader{rc: dialRaw(t, g.addr, 4096), done: make(chan struct{})}
-			slow.rc.subscribe(channel)
+			slow.rc.subscribe(t, channel)
 			fast := dial(t, g.wsURL(""))
-			fast.subscribe(channel)
+			fast.subscribe(t, channel)
 			heap0 := heapInuse()
 
 			// Publishing goes on to the last message in every case, after
@@ -251,15 +251,15 @@ func TestRedisKilledAndRestarted(t *testing.T) {
 	rs := redistest.Start(t)
 	g := startGateway(t, rs)
 	a := dial(t, g.wsURL(""))
-	a.subscribe("market:tick:K", "market:tick:P*")
+	a.subscribe(t, "market:tick:K", "market:tick:P*")
 	b := dial(t, g.wsURL(""))
-	b.subscribe("market:tick:K")
+	b.subscribe(t, "market:tick:K")
 	idle := dial(t, g.wsURL("")) // subscribed to nothing: told nothing
 
 	rs.Publish(t, "market:tick:K", "1")
 	rs.Publish(t, "market:tick:P1", "1")
-	lastK, lastP := a.expect("data").seq(), a.expect("data").seq()
-	b.expect("data")
+	lastK, lastP := a.expect(t, "data").seq(), a.expect(t, "data").seq()
+	b.expect(t, "data")
 
 	rs.Kill(t)
 	redistest.WaitFor(t, 10*time.Second, "/health 503", func() bool { return g.health(t) == 503 })
@@ -273,7 +273,7 @@ func TestRedisKilledAndRestarted(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run("interrupted: "+tt.name, func(t *testing.T) {
-			m := tt.cl.expect("error")
+			m := tt.cl.expect(t, "error")
 			var got []string
 			for _, c := range m["channels"].([]any) {
 				got = append(got, c.(string))
@@ -284,8 +284,8 @@ func TestRedisKilledAndRestarted(t *testing.T) {
 			}
 		})
 	}
-	a.send(`{"action":"ping","requestId":"down"}`)
-	if m := a.expect("pong"); m.str("requestId") != "down" {
+	a.send(t, `{"action":"ping","requestId":"down"}`)
+	if m := a.expect(t, "pong"); m.str("requestId") != "down" {
 		t.Fatalf("pong while Redis is down: %v", m)
 	}
 	if n := g.srv.Connections(); n != 3 {
@@ -308,13 +308,13 @@ func TestRedisKilledAndRestarted(t *testing.T) {
 	} {
 		t.Run("after recovery: "+tt.name, func(t *testing.T) {
 			// expect fails on a second upstream_interrupted too.
-			if m := tt.cl.expect("data"); m.seq() < tt.lastBefore+2 {
+			if m := tt.cl.expect(t, "data"); m.seq() < tt.lastBefore+2 {
 				t.Fatalf("first seq after the outage %d, last before %d: want a gap of at least 2", m.seq(), tt.lastBefore)
 			}
 		})
 	}
-	idle.send(`{"action":"ping","requestId":"idle"}`)
-	if m := idle.expect("pong"); m.str("requestId") != "idle" {
+	idle.send(t, `{"action":"ping","requestId":"idle"}`)
+	if m := idle.expect(t, "pong"); m.str("requestId") != "idle" {
 		t.Fatalf("idle client: %v", m)
 	}
 }
@@ -330,13 +330,13 @@ func TestGatewayStartsBeforeRedis(t *testing.T) {
 		t.Fatalf("/health without Redis = %d, want 503", code)
 	}
 	cl := dial(t, g.wsURL(""))
-	cl.subscribe("market:tick:EARLY")
+	cl.subscribe(t, "market:tick:EARLY")
 
 	rs.Restart(t)
 	redistest.WaitFor(t, 15*time.Second, "/health 200 once Redis is up", func() bool { return g.health(t) == 200 })
 	redistest.WaitFor(t, 10*time.Second, "the upstream subscription", func() bool { return numsub(t, rs, "market:tick:EARLY") == 1 })
 	rs.Publish(t, "market:tick:EARLY", `{"first":true}`)
-	if m := cl.expect("data"); m.seq() != 1 || m.str("channel") != "market:tick:EARLY" {
+	if m := cl.expect(t, "data"); m.seq() != 1 || m.str("channel") != "market:tick:EARLY" {
 		t.Fatalf("got %v, want the first message with seq 1", m)
 	}
 }
@@ -357,9 +357,9 @@ func TestCanaryDetectsWedgedPubSub(t *testing.T) {
 	})
 	redistest.WaitFor(t, 10*time.Second, "/health 200", func() bool { return g.health(t) == 200 })
 	cl := dial(t, g.wsURL(""))
-	cl.subscribe("market:tick:C")
+	cl.subscribe(t, "market:tick:C")
 	rs.Publish(t, "market:tick:C", "1")
-	lastBefore := cl.expect("data").seq()
+	lastBefore := cl.expect(t, "data").seq()
 	sc := newScraper(t, g)
 	redistest.WaitFor(t, 10*time.Second, "the canary round trip in the metrics", func() bool {
 		return sc.scrape(t).value(t, "gateway_redis_canary_rtt_seconds") > 0
@@ -384,7 +384,7 @@ func TestCanaryDetectsWedgedPubSub(t *testing.T) {
 	redistest.WaitFor(t, 10*time.Second, "/health 200 after reconnecting", func() bool { return g.health(t) == 200 })
 	redistest.WaitFor(t, 10*time.Second, "exactly one upstream subscriber again", func() bool { return numsub(t, rs, "market:tick:C") == 1 })
 	rs.Publish(t, "market:tick:C", "2")
-	if m := cl.expect("data"); m.seq() < lastBefore+2 {
+	if m := cl.expect(t, "data"); m.seq() < lastBefore+2 {
 		t.Fatalf("first seq after the wedge %d, last before %d: want a gap of at least 2", m.seq(), lastBefore)
 	}
 }
@@ -462,7 +462,7 @@ func TestKeepalive(t *testing.T) {
 		}
 	})
 	t.Run("answering peer stays open", func(t *testing.T) {
-		live.send(`{"action":"ping","requestId":"still"}`)
+		live.send(t, `{"action":"ping","requestId":"still"}`)
 		select {
 		case m, ok := <-msgs:
 			if !ok || m.str("type") != "pong" {
@@ -628,8 +628,8 @@ func TestAcceptRateLimit(t *testing.T) {
 	if refused == 0 || float64(ok) > rate+elapsed.Seconds()*rate+1 {
 		t.Fatalf("%d accepted, %d refused in %v at %d per second", ok, refused, elapsed, rate)
 	}
-	existing.send(`{"action":"ping","requestId":"storm"}`)
-	existing.expect("pong")
+	existing.send(t, `{"action":"ping","requestId":"storm"}`)
+	existing.expect(t, "pong")
 	redistest.WaitFor(t, 5*time.Second, "an upgrade to be accepted again", func() bool {
 		c, err := dialErr(g.wsURL(""), nil)
 		if err == nil {

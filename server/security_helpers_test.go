@@ -129,19 +129,19 @@ func dialHdr(tb testing.TB, url string, hdr http.Header) *client {
 		tb.Fatalf("dial %s: %v", redactURL(url), err)
 	}
 	tb.Cleanup(func() { _ = c.CloseNow() })
-	return &client{tb: tb, c: c}
+	return &client{c: c}
 }
 
 // waitClosed reads until the connection ends and returns the close status
 // the server sent (-1 when there was no close frame).
-func (cl *client) waitClosed(timeout time.Duration) (websocket.StatusCode, error) {
-	cl.tb.Helper()
+func (cl *client) waitClosed(tb testing.TB, timeout time.Duration) (websocket.StatusCode, error) {
+	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	for {
 		if _, _, err := cl.c.Read(ctx); err != nil {
 			if ctx.Err() != nil {
-				cl.tb.Fatalf("connection still open after %v", timeout)
+				tb.Fatalf("connection still open after %v", timeout)
 			}
 			return websocket.CloseStatus(err), err
 		}
@@ -160,7 +160,7 @@ type bystander struct {
 func newBystander(tb testing.TB, g *gateway, rs *redistest.Server) *bystander {
 	tb.Helper()
 	b := &bystander{cl: dial(tb, g.wsURL("")), rs: rs, ch: "market:tick:BYSTANDER"}
-	b.cl.subscribe(b.ch)
+	b.cl.subscribe(tb, b.ch)
 	return b
 }
 

@@ -200,9 +200,9 @@ func TestAuthPublicKeys(t *testing.T) {
 			}
 			t.Run("admin may read engine signals", func(t *testing.T) {
 				cl := dialHdr(t, g.wsURL(""), bearer(valid))
-				cl.subscribe("engine:signal:*")
+				cl.subscribe(t, "engine:signal:*")
 				rs.Publish(t, "engine:signal:NIFTY", `{"side":"buy"}`)
-				if m := cl.expect("data"); m.str("channel") != "engine:signal:NIFTY" {
+				if m := cl.expect(t, "data"); m.str("channel") != "engine:signal:NIFTY" {
 					t.Fatalf("got %v", m)
 				}
 			})
@@ -248,8 +248,8 @@ func TestRoleDecidesACL(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.who+" "+tt.channel, func(t *testing.T) {
 			cl := clients[tt.who]
-			cl.send(map[string]any{"action": "subscribe", "channels": []string{tt.channel}, "requestId": "acl"})
-			m := cl.read()
+			cl.send(t, map[string]any{"action": "subscribe", "channels": []string{tt.channel}, "requestId": "acl"})
+			m := cl.read(t)
 			switch {
 			case tt.allowed && m.str("type") != "subscribed":
 				t.Fatalf("got %v, want subscribed", m)
@@ -267,7 +267,7 @@ func TestRoleDecidesACL(t *testing.T) {
 		rs.Publish(t, "market:tick:NIFTY", `2`)
 		for who, want := range map[string]string{"admin": "engine:signal:NIFTY", "internal": "engine:signal:NIFTY",
 			"apikey": "engine:signal:NIFTY", "anonymous": "market:tick:NIFTY", "user": "market:tick:NIFTY"} {
-			if m := clients[who].expect("data"); m.str("channel") != want {
+			if m := clients[who].expect(t, "data"); m.str("channel") != want {
 				t.Fatalf("%s got %v, want data on %s", who, m, want)
 			}
 		}
@@ -310,8 +310,8 @@ func TestACLFileReplacesDefaults(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.who+" "+tt.channel, func(t *testing.T) {
-			tt.cl.send(map[string]any{"action": "subscribe", "channels": []string{tt.channel}})
-			m := tt.cl.read()
+			tt.cl.send(t, map[string]any{"action": "subscribe", "channels": []string{tt.channel}})
+			m := tt.cl.read(t)
 			if got := m.str("type") == "subscribed"; got != tt.allowed || (!got && m.str("code") != "forbidden") {
 				t.Fatalf("got %v, want allowed=%v", m, tt.allowed)
 			}
@@ -346,29 +346,29 @@ func TestPatternACLContainment(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.pattern, func(t *testing.T) {
-			cl.send(map[string]any{"action": "subscribe", "channels": []string{tt.pattern}})
-			m := cl.read()
+			cl.send(t, map[string]any{"action": "subscribe", "channels": []string{tt.pattern}})
+			m := cl.read(t)
 			if got := m.str("type") == "subscribed"; got != tt.allowed || (!got && m.str("code") != "forbidden") {
 				t.Fatalf("got %v, want allowed=%v", m, tt.allowed)
 			}
 			if tt.allowed {
-				cl.send(map[string]any{"action": "unsubscribe", "channels": []string{tt.pattern}})
-				cl.expect("unsubscribed")
+				cl.send(t, map[string]any{"action": "unsubscribe", "channels": []string{tt.pattern}})
+				cl.expect(t, "unsubscribed")
 			}
 		})
 	}
 	t.Run("refused request subscribes nothing", func(t *testing.T) {
-		cl.send(`{"action":"subscribe","channels":["market:tick:A*","market:*"],"requestId":"mix"}`)
-		m := cl.expect("error")
+		cl.send(t, `{"action":"subscribe","channels":["market:tick:A*","market:*"],"requestId":"mix"}`)
+		m := cl.expect(t, "error")
 		if m.str("code") != "forbidden" || fmt.Sprint(m["channels"]) != "[market:*]" || m.str("requestId") != "mix" {
 			t.Fatalf("got %v", m)
 		}
 		// Redis and the gateway keep the order of one pub/sub
 		// connection: a subscribed market:tick:A* would show first.
-		cl.subscribe("market:tick:SENTINEL")
+		cl.subscribe(t, "market:tick:SENTINEL")
 		rs.Publish(t, "market:tick:A1", "1")
 		rs.Publish(t, "market:tick:SENTINEL", "2")
-		if m := cl.expect("data"); m.str("channel") != "market:tick:SENTINEL" {
+		if m := cl.expect(t, "data"); m.str("channel") != "market:tick:SENTINEL" {
 			t.Fatalf("got %v from a refused request", m)
 		}
 	})
@@ -384,7 +384,7 @@ func TestGuardrailLimits(t *testing.T) {
 		o.srv.MaxWildcards = 1
 	})
 	cl := dial(t, g.wsURL(""))
-	cl.subscribe("market:tick:A", "market:tick:B*")
+	cl.subscribe(t, "market:tick:A", "market:tick:B*")
 	// deliveries publishes on the refused channels first, then on the
 	// delivered ones, and checks that the client's next data frames are
 	// exactly the delivered ones: Redis and the gateway keep the order
@@ -395,7 +395,7 @@ func TestGuardrailLimits(t *testing.T) {
 			rs.Publish(t, ch, "x")
 		}
 		for _, ch := range delivered {
-			if m := cl.expect("data"); m.str("channel") != ch {
+			if m := cl.expect(t, "data"); m.str("channel") != ch {
 				t.Fatalf("got data on %s, want %s (refused: %v)", m.str("channel"), ch, refused)
 			}
 		}
@@ -415,8 +415,8 @@ func TestGuardrailLimits(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			cl.send(tt.send)
-			if m := cl.expect("error"); m.str("code") != tt.code {
+			cl.send(t, tt.send)
+			if m := cl.expect(t, "error"); m.str("code") != tt.code {
 				t.Fatalf("got %v, want code %s", m, tt.code)
 			}
 			deliveries(t, []string{"market:tick:A", "market:tick:B1"}, []string{"market:tick:C", "market:tick:D1"})
@@ -424,15 +424,15 @@ func TestGuardrailLimits(t *testing.T) {
 	}
 	t.Run("at the bounds", func(t *testing.T) {
 		id := strings.Repeat("r", 128)
-		cl.send(`{"action":"ping","requestId":"` + id + `"}`)
-		if m := cl.expect("pong"); m.str("requestId") != id {
+		cl.send(t, `{"action":"ping","requestId":"`+id+`"}`)
+		if m := cl.expect(t, "pong"); m.str("requestId") != id {
 			t.Fatalf("requestId of 128 bytes not echoed: %v", m)
 		}
-		cl.subscribe("market:tick:A", "market:tick:B*") // already held: counts nothing
+		cl.subscribe(t, "market:tick:A", "market:tick:B*") // already held: counts nothing
 		long := "market:tick:" + strings.Repeat("A", 244)
-		cl.subscribe(long) // 256 bytes, and the third channel: exactly at the limit
-		cl.send(`{"action":"subscribe","channels":["market:tick:E"]}`)
-		if m := cl.expect("error"); m.str("code") != "too_many_channels" {
+		cl.subscribe(t, long) // 256 bytes, and the third channel: exactly at the limit
+		cl.send(t, `{"action":"subscribe","channels":["market:tick:E"]}`)
+		if m := cl.expect(t, "error"); m.str("code") != "too_many_channels" {
 			t.Fatalf("got %v", m)
 		}
 		deliveries(t, []string{long, "market:tick:A"}, []string{"market:tick:E"})
@@ -526,8 +526,8 @@ func TestRateLimit(t *testing.T) {
 			}
 			t.Logf("sent %d, answers %d, rate_limited %d, in %v", sent, answers, limited, elapsed)
 			by.alive(t)
-			by.cl.send(`{"action":"ping"}`)
-			by.cl.expect("pong")
+			by.cl.send(t, `{"action":"ping"}`)
+			by.cl.expect(t, "pong")
 		})
 	}
 }
@@ -548,15 +548,15 @@ func TestMessageTooBig(t *testing.T) {
 	}
 	t.Run("exactly the limit", func(t *testing.T) {
 		cl := dial(t, g.wsURL(""))
-		cl.send(ping(limit))
-		cl.expect("pong")
+		cl.send(t, ping(limit))
+		cl.expect(t, "pong")
 	})
 	t.Run("one frame one byte over", func(t *testing.T) {
 		cl := dial(t, g.wsURL(""))
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_ = cl.c.Write(ctx, websocket.MessageText, ping(limit+1))
-		if code, err := cl.waitClosed(10 * time.Second); code != websocket.StatusMessageTooBig {
+		if code, err := cl.waitClosed(t, 10*time.Second); code != websocket.StatusMessageTooBig {
 			t.Fatalf("closed with %d (%v), want 1009", code, err)
 		}
 	})
@@ -576,7 +576,7 @@ func TestMessageTooBig(t *testing.T) {
 			}
 		}
 		_ = w.Close()
-		if code, err := cl.waitClosed(10 * time.Second); code != websocket.StatusMessageTooBig {
+		if code, err := cl.waitClosed(t, 10*time.Second); code != websocket.StatusMessageTooBig {
 			t.Fatalf("closed with %d (%v), want 1009", code, err)
 		}
 	})
@@ -975,9 +975,9 @@ func TestHalfOpenHandshakes(t *testing.T) {
 	}
 
 	cl := dial(t, g.wsURL(""))
-	cl.subscribe("market:tick:HALF")
+	cl.subscribe(t, "market:tick:HALF")
 	rs.Publish(t, "market:tick:HALF", `{"ok":true}`)
-	cl.expect("data")
+	cl.expect(t, "data")
 	checked := time.Now()
 	if c := g.srv.Connections(); c != 1 {
 		t.Fatalf("Connections() = %d with %d half-open sockets, want 1", c, n)
@@ -1006,10 +1006,10 @@ func TestHalfOpenHandshakes(t *testing.T) {
 	if c := g.srv.Connections(); c != 1 {
 		t.Fatalf("Connections() = %d after the cut, want 1", c)
 	}
-	cl.send(`{"action":"ping"}`)
-	cl.expect("pong")
+	cl.send(t, `{"action":"ping"}`)
+	cl.expect(t, "pong")
 	rs.Publish(t, "market:tick:HALF", `2`)
-	cl.expect("data")
+	cl.expect(t, "data")
 }
 
 // TestJWTExpiryCloses: a connection whose JWT expires is closed with 1008
@@ -1027,10 +1027,10 @@ func TestJWTExpiryCloses(t *testing.T) {
 		exp = exp.Add(time.Second)
 	}
 	cl := dial(t, g.wsURL("token="+hsToken(t, "user", map[string]any{"exp": exp.Unix()})))
-	cl.subscribe("market:tick:EXP")
+	cl.subscribe(t, "market:tick:EXP")
 	rs.Publish(t, "market:tick:EXP", "before")
-	cl.expect("data")
-	code, err := cl.waitClosed(time.Until(exp) + 5*time.Second)
+	cl.expect(t, "data")
+	code, err := cl.waitClosed(t, time.Until(exp)+5*time.Second)
 	closedAt := time.Now()
 	if code != websocket.StatusPolicyViolation {
 		t.Fatalf("closed with %d (%v), want 1008", code, err)
@@ -1044,8 +1044,8 @@ func TestJWTExpiryCloses(t *testing.T) {
 	}
 	t.Logf("closed %v after expiry", closedAt.Sub(exp))
 	by.alive(t)
-	admin.send(`{"action":"ping"}`)
-	admin.expect("pong")
+	admin.send(t, `{"action":"ping"}`)
+	admin.expect(t, "pong")
 }
 
 // TestOriginCheck: with ALLOWED_ORIGINS set, a browser upgrade from
@@ -1085,9 +1085,9 @@ func TestOriginCheck(t *testing.T) {
 	}
 	t.Run("browser-like client", func(t *testing.T) {
 		cl := dialHdr(t, g.wsURL(""), http.Header{"Origin": {"https://app.example.com"}})
-		cl.subscribe("market:tick:ORIGIN")
+		cl.subscribe(t, "market:tick:ORIGIN")
 		rs.Publish(t, "market:tick:ORIGIN", "1")
-		cl.expect("data")
+		cl.expect(t, "data")
 	})
 }
 
@@ -1109,7 +1109,7 @@ func TestConnectionLimits(t *testing.T) {
 		_ = second.c.Close(websocket.StatusNormalClosure, "")
 		redistest.WaitFor(t, 10*time.Second, "slot freed", func() bool { return g.srv.Connections() == 1 })
 		third := dial(t, g.wsURL(""))
-		third.subscribe("market:tick:THIRD")
+		third.subscribe(t, "market:tick:THIRD")
 	})
 	t.Run("MAX_CONNECTIONS under concurrent upgrades", func(t *testing.T) {
 		// Upgrades race on every event loop at once: the limit must
@@ -1221,7 +1221,7 @@ func TestNoTokenInLogs(t *testing.T) {
 	b := dialHdr(t, g.wsURL(""), bearer(goodJWT))
 	c := dial(t, g.wsURL("token="+goodJWT))
 	for _, cl := range []*client{a, b, c} {
-		cl.subscribe("engine:signal:LOG")
+		cl.subscribe(t, "engine:signal:LOG")
 		_ = cl.c.Close(websocket.StatusNormalClosure, "")
 	}
 	redistest.WaitFor(t, 10*time.Second, "three connection-closed log lines", func() bool {
