@@ -2,7 +2,13 @@ package fanout
 
 import (
 	"fmt"
+	"go/ast"
+	"go/parser"
+	"go/printer"
+	"go/token"
+	"go/types"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -16,9 +22,10 @@ import (
 // scenarios below failed then (rings pinned by first, a drifting ring
 // count, frames made unreachable by a late store to first) and led to the
 // two-step release (slot, then sealing next). The step-by-step tests cannot
-// pause the real push in the middle, so their producer runs push's
-// `cur != nil` case by hand up to q.link, split where the scheduler may
-// preempt the shard goroutine; they must be kept in step with ring.go.
+// pause the real push in the middle, so their producer replays push's
+// `cur != nil` case up to q.link (pushUntilLink), split where the scheduler
+// may preempt the shard goroutine, then calls the real link;
+// TestReviewReplayMatchesPush fails when push no longer reads as replayed.
 
 // ringsHeld walks every ring reachable from the queue's roots (first,
 // rring, wring and their next links) and reports how many rings and slots
@@ -90,6 +97,105 @@ func TestReviewQueueFirstPinsOldRings(t *testing.T) {
 	}
 }
 
+// pushUntilLink replays push on a full ring that can grow, up to its call
+// of link: the `cur != nil` case, where the shard goroutine may be
+// preempted between finding the slot full and linking. pushLink is the
+// rest of that push. TestReviewReplayMatchesPush holds them to ring.go.
+func pushUntilLink(tb testing.TB, q *queue, max int) *ring {
+	tb.Helper()
+	rg := q.wring.Load()
+	if rg == nil {
+		tb.Fatal("setup: the queue holds no ring")
+	}
+	slot := &rg.slots[q.w]
+	if cur := slot.Load(); cur == nil || cur == released {
+		tb.Fatal("setup: the ring is not full")
+	}
+	q.calm = 0
+	if len(rg.slots) >= max {
+		tb.Fatal("setup: the ring cannot grow")
+	}
+	return rg
+}
+
+func pushLink(q *queue, rg *ring, f *wsproto.Frame, max int) {
+	q.link(rg, min(2*len(rg.slots), max), f)
+}
+
+// replayedPush is what pushUntilLink and pushLink replay of push: its
+// statements up to the switch on slot w, and the switch's `cur != nil`
+// case, as go/printer prints them.
+const replayedPush = `rg := q.wring.Load()
+if rg == nil {
+	q.restart(f, max)
+	return true
+}
+slot := &rg.slots[q.w]
+switch cur := slot.Load(); {
+case cur != nil:
+	q.calm = 0
+	if len(rg.slots) >= max {
+		return false
+	}
+	q.link(rg, min(2*len(rg.slots), max), f)
+	return true
+}`
+
+// TestReviewReplayMatchesPush reads push in ring.go and checks that the
+// part the step-by-step tests replay is still what they replay: when it
+// fails, update pushUntilLink and pushLink (and replayedPush) to the new
+// push, and check that the review tests still test what they say.
+func TestReviewReplayMatchesPush(t *testing.T) {
+	fset := token.NewFileSet()
+	file, err := parser.ParseFile(fset, "ring.go", nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var push *ast.FuncDecl
+	for _, d := range file.Decls {
+		if fd, ok := d.(*ast.FuncDecl); ok && fd.Name.Name == "push" && fd.Recv != nil {
+			push = fd
+		}
+	}
+	if push == nil {
+		t.Fatal("no method push in ring.go")
+	}
+	var b strings.Builder
+	emit := func(n any) {
+		if err := printer.Fprint(&b, fset, n); err != nil {
+			t.Fatal(err)
+		}
+		b.WriteByte('\n')
+	}
+	found := false
+	for _, st := range push.Body.List {
+		sw, ok := st.(*ast.SwitchStmt)
+		if !ok {
+			emit(st)
+			continue
+		}
+		// The switch with only the case that is replayed.
+		for _, c := range sw.Body.List {
+			cc := c.(*ast.CaseClause)
+			if len(cc.List) == 1 && types.ExprString(cc.List[0]) == "cur != nil" {
+				emit(&ast.SwitchStmt{Init: sw.Init, Body: &ast.BlockStmt{List: []ast.Stmt{cc}}})
+				found = true
+			}
+		}
+		break
+	}
+	// Positions taken from ring.go leave blank lines where cases were cut.
+	var lines []string
+	for l := range strings.Lines(b.String()) {
+		if l = strings.TrimRight(l, "\n"); strings.TrimSpace(l) != "" {
+			lines = append(lines, l)
+		}
+	}
+	if got := strings.Join(lines, "\n"); !found || got != replayedPush {
+		t.Fatalf("push in ring.go no longer reads as the review tests replay it:\n%s\n\nreplayed:\n%s", got, replayedPush)
+	}
+}
+
 // countAfterRemove applies Shard.remove's correction (-1 when wring !=
 // nil) to count, a queue's share of Shard.queues: +1 for each push that
 // allocated a ring from nothing (fresh), -1 for each successful release.
@@ -139,15 +245,7 @@ func TestReviewQueueReleaseDuringGrow(t *testing.T) {
 			}
 
 			// Producer: push(frames[initialRing]) up to its link.
-			rg := q.wring.Load()
-			slot := &rg.slots[q.w]
-			if slot.Load() == nil {
-				t.Fatal("setup: the ring is not full")
-			}
-			q.calm = 0
-			if len(rg.slots) >= max {
-				t.Fatal("setup: the ring cannot grow")
-			}
+			rg := pushUntilLink(t, &q, max)
 
 			// Consumer: empties rg and releases it.
 			for _, f := range frames[:initialRing] {
@@ -160,7 +258,7 @@ func TestReviewQueueReleaseDuringGrow(t *testing.T) {
 
 			// Producer: the rest of the same push. Its link finds rg
 			// sealed and starts from the new ring as from a fresh one.
-			q.link(rg, min(2*len(rg.slots), max), frames[initialRing])
+			pushLink(&q, rg, frames[initialRing], max)
 			if q.fresh {
 				q.fresh = false
 				count++
@@ -224,17 +322,13 @@ func TestReviewQueueStaleFirst(t *testing.T) {
 			}
 
 			// Producer: push(frames[initialRing]) up to its link.
-			rg := q.wring.Load()
+			rg := pushUntilLink(t, &q, max)
 			slot := &rg.slots[q.w]
-			if slot.Load() == nil {
-				t.Fatal("setup: the ring is not full")
-			}
-			q.calm = 0
 			// Consumer empties rg.
 			for _, f := range frames[:initialRing] {
 				mustPop(t, &q, f, index)
 			}
-			q.link(rg, min(2*len(rg.slots), max), frames[initialRing])
+			pushLink(&q, rg, frames[initialRing], max)
 			// Consumer: release fails, the link is visible; its mark
 			// stays in slot w of rg, which nobody but pop reads now.
 			if q.release(0) {
