@@ -648,13 +648,15 @@ func TestShutdownAnswers503(t *testing.T) {
 	// One loop: once an open connection has been closed, that loop's
 	// drain has passed over every connection, the early one included.
 	g := startGateway(t, rs, func(o *options) { o.srv.Loops = 1 })
-	const clients = 20 // closed one per 100 ms tick over the 2 s window
+	const clients = 20 // closed about one per 100 ms tick over the 3 s window
 	for range clients {
-		dial(t, g.wsURL(""))
+		// Reading, so that each answers its close frame and the
+		// shutdown ends well before its deadline.
+		dial(t, g.wsURL("")).c.CloseRead(context.Background())
 	}
 	early := rawDial(t, g.addr, "") // accepted, request not sent yet
 
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Second)
 	defer cancel()
 	stopped := make(chan error, 1)
 	go func() { stopped <- g.srv.Shutdown(ctx) }()
