@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+	"github.com/wsgw/gateway/server/servertest"
 )
 
 var (
@@ -26,41 +27,6 @@ var (
 	testAPIKey = "ak_live_4f9c2e7d1b8a6f3e"
 	testLeeway = 5 * time.Second
 )
-
-// Keys are generated once per test binary: RSA generation dominates
-// otherwise.
-var (
-	rsaKey = sync.OnceValue(func() *rsa.PrivateKey {
-		k, err := rsa.GenerateKey(rand.Reader, 2048)
-		if err != nil {
-			panic(err)
-		}
-		return k
-	})
-	ecKey = sync.OnceValue(func() *ecdsa.PrivateKey {
-		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			panic(err)
-		}
-		return k
-	})
-	edKey = sync.OnceValue(func() ed25519.PrivateKey {
-		_, k, err := ed25519.GenerateKey(rand.Reader)
-		if err != nil {
-			panic(err)
-		}
-		return k
-	})
-)
-
-func pkixPEM(tb testing.TB, pub crypto.PublicKey) []byte {
-	tb.Helper()
-	der, err := x509.MarshalPKIXPublicKey(pub)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})
-}
 
 func certPEM(tb testing.TB, priv crypto.Signer) []byte {
 	tb.Helper()
@@ -77,34 +43,14 @@ func certPEM(tb testing.TB, priv crypto.Signer) []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 }
 
-func sign(tb testing.TB, method jwt.SigningMethod, key any, claims jwt.MapClaims) string {
-	tb.Helper()
-	s, err := jwt.NewWithClaims(method, claims).SignedString(key)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return s
-}
-
-// claims returns a valid claim set for role, with overrides applied; a nil
-// override value deletes the claim.
+// claims returns a valid claim set for role at testNow, with overrides
+// applied; a nil override value deletes the claim.
 func claims(role string, overrides map[string]any) jwt.MapClaims {
-	c := jwt.MapClaims{
-		"sub":  "client-42",
-		"role": role,
-		"iss":  "https://issuer.example",
-		"aud":  "wsgw",
-		"iat":  testNow.Add(-time.Minute).Unix(),
-		"exp":  testNow.Add(time.Hour).Unix(),
-	}
-	for k, v := range overrides {
-		if v == nil {
-			delete(c, k)
-		} else {
-			c[k] = v
-		}
-	}
-	return c
+	return servertest.Claims(role, testNow, map[string]any{
+		"sub": "client-42",
+		"iss": "https://issuer.example",
+		"aud": "wsgw",
+	}, overrides)
 }
 
 func newAuth(tb testing.TB, cfg Config) *Authenticator {
@@ -121,18 +67,18 @@ func TestAuthenticate(t *testing.T) {
 		RequireAuth: true, APIKey: testAPIKey, JWTSecret: testSecret,
 		Issuer: "https://issuer.example", Audience: "wsgw", Leeway: testLeeway,
 	})
-	rsaPEM := pkixPEM(t, &rsaKey().PublicKey)
+	rsaPEM := servertest.PublicPEM(t, &servertest.RSAKey().PublicKey)
 	rsaAuth := newAuth(t, Config{RequireAuth: true, JWTPublicKeyPEM: rsaPEM, Leeway: testLeeway})
 	rsaPKCS1Auth := newAuth(t, Config{RequireAuth: true, Leeway: testLeeway, JWTPublicKeyPEM: pem.EncodeToMemory(
-		&pem.Block{Type: "RSA PUBLIC KEY", Bytes: x509.MarshalPKCS1PublicKey(&rsaKey().PublicKey)})})
-	ecAuth := newAuth(t, Config{RequireAuth: true, JWTPublicKeyPEM: pkixPEM(t, &ecKey().PublicKey)})
-	ecCertAuth := newAuth(t, Config{RequireAuth: true, JWTPublicKeyPEM: certPEM(t, ecKey())})
-	edAuth := newAuth(t, Config{RequireAuth: true, JWTPublicKeyPEM: pkixPEM(t, edKey().Public())})
+		&pem.Block{Type: "RSA PUBLIC KEY", Bytes: x509.MarshalPKCS1PublicKey(&servertest.RSAKey().PublicKey)})})
+	ecAuth := newAuth(t, Config{RequireAuth: true, JWTPublicKeyPEM: servertest.PublicPEM(t, &servertest.ECKey().PublicKey)})
+	ecCertAuth := newAuth(t, Config{RequireAuth: true, JWTPublicKeyPEM: certPEM(t, servertest.ECKey())})
+	edAuth := newAuth(t, Config{RequireAuth: true, JWTPublicKeyPEM: servertest.PublicPEM(t, servertest.EdKey().Public())})
 	openAuth := newAuth(t, Config{DefaultRole: RoleUser, JWTSecret: testSecret, Leeway: testLeeway})
 	customClaimAuth := newAuth(t, Config{RequireAuth: true, JWTSecret: testSecret, RoleClaim: "wsgw_role"})
 
-	hs := func(c jwt.MapClaims) string { return sign(t, jwt.SigningMethodHS256, testSecret, c) }
-	noneTok := sign(t, jwt.SigningMethodNone, jwt.UnsafeAllowNoneSignatureType, claims(RoleAdmin, nil))
+	hs := func(c jwt.MapClaims) string { return servertest.Sign(t, jwt.SigningMethodHS256, testSecret, c) }
+	noneTok := servertest.Sign(t, jwt.SigningMethodNone, jwt.UnsafeAllowNoneSignatureType, claims(RoleAdmin, nil))
 
 	tests := []struct {
 		name    string
@@ -143,7 +89,7 @@ func TestAuthenticate(t *testing.T) {
 	}{
 		{"hs256 ok", hmacAuth, hs(claims(RoleUser, nil)),
 			Identity{Role: RoleUser, Subject: "client-42", Method: MethodJWT, Expires: testNow.Add(time.Hour)}, nil},
-		{"hs384 ok", hmacAuth, sign(t, jwt.SigningMethodHS384, testSecret, claims(RoleAdmin, nil)),
+		{"hs384 ok", hmacAuth, servertest.Sign(t, jwt.SigningMethodHS384, testSecret, claims(RoleAdmin, nil)),
 			Identity{Role: RoleAdmin, Subject: "client-42", Method: MethodJWT, Expires: testNow.Add(time.Hour)}, nil},
 		{"no exp never expires", hmacAuth, hs(claims(RoleUser, map[string]any{"exp": nil})),
 			Identity{Role: RoleUser, Subject: "client-42", Method: MethodJWT}, nil},
@@ -157,7 +103,7 @@ func TestAuthenticate(t *testing.T) {
 			Identity{Role: RoleUser, Subject: "client-42", Method: MethodJWT}, nil},
 		{"expired and wrong issuer reports issuer", hmacAuth, hs(claims(RoleUser, map[string]any{
 			"exp": testNow.Add(-time.Hour).Unix(), "iss": "evil"})), Identity{}, ErrInvalidToken},
-		{"wrong secret", hmacAuth, sign(t, jwt.SigningMethodHS256, []byte("another-secret-another-secret-32"), claims(RoleUser, nil)), Identity{}, ErrInvalidToken},
+		{"wrong secret", hmacAuth, servertest.Sign(t, jwt.SigningMethodHS256, []byte("another-secret-another-secret-32"), claims(RoleUser, nil)), Identity{}, ErrInvalidToken},
 		{"alg none", hmacAuth, noneTok, Identity{}, ErrInvalidToken},
 		{"alg none open mode", openAuth, noneTok, Identity{}, ErrInvalidToken},
 		{"wrong issuer", hmacAuth, hs(claims(RoleUser, map[string]any{"iss": "https://evil.example"})), Identity{}, ErrInvalidToken},
@@ -176,23 +122,23 @@ func TestAuthenticate(t *testing.T) {
 		{"garbage", hmacAuth, "garbage", Identity{}, ErrInvalidToken},
 		{"too long", hmacAuth, strings.Repeat("a", maxTokenLen+1), Identity{}, ErrInvalidToken},
 
-		{"rs256 ok", rsaAuth, sign(t, jwt.SigningMethodRS256, rsaKey(), claims(RoleInternal, map[string]any{"exp": nil})),
+		{"rs256 ok", rsaAuth, servertest.Sign(t, jwt.SigningMethodRS256, servertest.RSAKey(), claims(RoleInternal, map[string]any{"exp": nil})),
 			Identity{Role: RoleInternal, Subject: "client-42", Method: MethodJWT}, nil},
-		{"rs256 pkcs1 pem", rsaPKCS1Auth, sign(t, jwt.SigningMethodRS256, rsaKey(), claims(RoleUser, map[string]any{"exp": nil})),
+		{"rs256 pkcs1 pem", rsaPKCS1Auth, servertest.Sign(t, jwt.SigningMethodRS256, servertest.RSAKey(), claims(RoleUser, map[string]any{"exp": nil})),
 			Identity{Role: RoleUser, Subject: "client-42", Method: MethodJWT}, nil},
-		{"rs384 not enabled", rsaAuth, sign(t, jwt.SigningMethodRS384, rsaKey(), claims(RoleUser, nil)), Identity{}, ErrInvalidToken},
-		{"hs256 keyed with the public key", rsaAuth, sign(t, jwt.SigningMethodHS256, rsaPEM, claims(RoleAdmin, nil)), Identity{}, ErrInvalidToken},
+		{"rs384 not enabled", rsaAuth, servertest.Sign(t, jwt.SigningMethodRS384, servertest.RSAKey(), claims(RoleUser, nil)), Identity{}, ErrInvalidToken},
+		{"hs256 keyed with the public key", rsaAuth, servertest.Sign(t, jwt.SigningMethodHS256, rsaPEM, claims(RoleAdmin, nil)), Identity{}, ErrInvalidToken},
 		{"hs256 when only rsa", rsaAuth, hs(claims(RoleUser, nil)), Identity{}, ErrInvalidToken},
-		{"es256 ok", ecAuth, sign(t, jwt.SigningMethodES256, ecKey(), claims(RoleUser, map[string]any{"exp": nil})),
+		{"es256 ok", ecAuth, servertest.Sign(t, jwt.SigningMethodES256, servertest.ECKey(), claims(RoleUser, map[string]any{"exp": nil})),
 			Identity{Role: RoleUser, Subject: "client-42", Method: MethodJWT}, nil},
-		{"es256 from certificate", ecCertAuth, sign(t, jwt.SigningMethodES256, ecKey(), claims(RoleUser, map[string]any{"exp": nil})),
+		{"es256 from certificate", ecCertAuth, servertest.Sign(t, jwt.SigningMethodES256, servertest.ECKey(), claims(RoleUser, map[string]any{"exp": nil})),
 			Identity{Role: RoleUser, Subject: "client-42", Method: MethodJWT}, nil},
-		{"rs256 at ec key", ecAuth, sign(t, jwt.SigningMethodRS256, rsaKey(), claims(RoleUser, nil)), Identity{}, ErrInvalidToken},
-		{"eddsa ok", edAuth, sign(t, jwt.SigningMethodEdDSA, edKey(), claims(RoleAdmin, map[string]any{"exp": nil})),
+		{"rs256 at ec key", ecAuth, servertest.Sign(t, jwt.SigningMethodRS256, servertest.RSAKey(), claims(RoleUser, nil)), Identity{}, ErrInvalidToken},
+		{"eddsa ok", edAuth, servertest.Sign(t, jwt.SigningMethodEdDSA, servertest.EdKey(), claims(RoleAdmin, map[string]any{"exp": nil})),
 			Identity{Role: RoleAdmin, Subject: "client-42", Method: MethodJWT}, nil},
 		{"eddsa other key", edAuth, func() string {
 			_, other, _ := ed25519.GenerateKey(rand.Reader)
-			return sign(t, jwt.SigningMethodEdDSA, other, claims(RoleAdmin, nil))
+			return servertest.Sign(t, jwt.SigningMethodEdDSA, other, claims(RoleAdmin, nil))
 		}(), Identity{}, ErrInvalidToken},
 
 		{"api key", hmacAuth, testAPIKey, Identity{Role: RoleAdmin, Subject: APIKeySubject, Method: MethodAPIKey}, nil},
@@ -248,7 +194,7 @@ func TestNewAuthenticatorConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	privDER, err := x509.MarshalPKCS8PrivateKey(ecKey())
+	privDER, err := x509.MarshalPKCS8PrivateKey(servertest.ECKey())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -276,8 +222,8 @@ func TestNewAuthenticatorConfig(t *testing.T) {
 			&pem.Block{Type: "PRIVATE KEY", Bytes: privDER})}, nil, "not a public key"},
 		{"corrupt pem", Config{RequireAuth: true, JWTPublicKeyPEM: pem.EncodeToMemory(
 			&pem.Block{Type: "PUBLIC KEY", Bytes: []byte{1, 2, 3}})}, nil, "JWT public key"},
-		{"small rsa", Config{RequireAuth: true, JWTPublicKeyPEM: pkixPEM(t, &small.PublicKey)}, nil, "1024 bits"},
-		{"p384 is es384", Config{RequireAuth: true, JWTPublicKeyPEM: pkixPEM(t, &p384.PublicKey)}, nil, ""},
+		{"small rsa", Config{RequireAuth: true, JWTPublicKeyPEM: servertest.PublicPEM(t, &small.PublicKey)}, nil, "1024 bits"},
+		{"p384 is es384", Config{RequireAuth: true, JWTPublicKeyPEM: servertest.PublicPEM(t, &p384.PublicKey)}, nil, ""},
 		{"nil acl", Config{RequireAuth: true, APIKey: "k"}, nil, "nil ACL"},
 	}
 	for _, tc := range tests {
@@ -305,11 +251,11 @@ func TestAuthenticateES384(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := newAuth(t, Config{RequireAuth: true, JWTPublicKeyPEM: pkixPEM(t, &k.PublicKey)})
-	if _, err := a.Authenticate(sign(t, jwt.SigningMethodES384, k, claims(RoleUser, nil)), testNow); err != nil {
+	a := newAuth(t, Config{RequireAuth: true, JWTPublicKeyPEM: servertest.PublicPEM(t, &k.PublicKey)})
+	if _, err := a.Authenticate(servertest.Sign(t, jwt.SigningMethodES384, k, claims(RoleUser, nil)), testNow); err != nil {
 		t.Fatalf("ES384 with a P-384 key: %v", err)
 	}
-	if _, err := a.Authenticate(sign(t, jwt.SigningMethodES256, ecKey(), claims(RoleUser, nil)), testNow); !errors.Is(err, ErrInvalidToken) {
+	if _, err := a.Authenticate(servertest.Sign(t, jwt.SigningMethodES256, servertest.ECKey(), claims(RoleUser, nil)), testNow); !errors.Is(err, ErrInvalidToken) {
 		t.Fatalf("ES256 at a P-384 key: %v", err)
 	}
 }
@@ -317,7 +263,7 @@ func TestAuthenticateES384(t *testing.T) {
 func TestAuthenticateConfigIsCopied(t *testing.T) {
 	secret := append([]byte(nil), testSecret...)
 	a := newAuth(t, Config{RequireAuth: true, JWTSecret: secret})
-	tok := sign(t, jwt.SigningMethodHS256, testSecret, claims(RoleUser, nil))
+	tok := servertest.Sign(t, jwt.SigningMethodHS256, testSecret, claims(RoleUser, nil))
 	secret[0] ^= 0xff
 	if _, err := a.Authenticate(tok, testNow); err != nil {
 		t.Fatalf("mutating the caller's secret changed the authenticator: %v", err)
@@ -326,7 +272,7 @@ func TestAuthenticateConfigIsCopied(t *testing.T) {
 
 func TestAuthenticateConcurrent(t *testing.T) {
 	a := newAuth(t, Config{RequireAuth: true, JWTSecret: testSecret, APIKey: testAPIKey})
-	tok := sign(t, jwt.SigningMethodHS256, testSecret, claims(RoleUser, nil))
+	tok := servertest.Sign(t, jwt.SigningMethodHS256, testSecret, claims(RoleUser, nil))
 	var wg sync.WaitGroup
 	for g := range 8 {
 		wg.Go(func() {
@@ -348,7 +294,7 @@ func TestAuthenticateConcurrent(t *testing.T) {
 
 func BenchmarkAuthenticateHS256(b *testing.B) {
 	a := newAuth(b, Config{RequireAuth: true, JWTSecret: testSecret})
-	tok := sign(b, jwt.SigningMethodHS256, testSecret, claims(RoleUser, nil))
+	tok := servertest.Sign(b, jwt.SigningMethodHS256, testSecret, claims(RoleUser, nil))
 	b.ReportAllocs()
 	for b.Loop() {
 		if _, err := a.Authenticate(tok, testNow); err != nil {

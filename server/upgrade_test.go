@@ -17,6 +17,7 @@ import (
 
 	"github.com/wsgw/gateway/auth"
 	"github.com/wsgw/gateway/fanout"
+	"github.com/wsgw/gateway/server/servertest"
 )
 
 // fakeConn is the part of gnet.Conn the handshake uses: the request is
@@ -75,13 +76,8 @@ func benchServer(tb testing.TB, secret []byte, origins ...string) *Server {
 // connection's setup. Every allocation here is garbage of a
 // connect burst, which the idle-memory figure pays for as heap growth.
 func BenchmarkHandshake(b *testing.B) {
-	secret := []byte("0123456789abcdef0123456789abcdef")
-	token, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{
-		"role": "user", "exp": time.Now().Add(time.Hour).Unix(),
-	}).SignedString(secret)
-	if err != nil {
-		b.Fatal(err)
-	}
+	secret := []byte(testJWTSecret)
+	token := servertest.Sign(b, jwt.SigningMethodHS256, secret, jwt.MapClaims{"role": "user", "exp": time.Now().Add(time.Hour).Unix()})
 	head := func(extra string) []byte {
 		return []byte("GET /ws" + extra + " HTTP/1.1\r\nHost: gw.example:8889\r\n" +
 			"User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36\r\n" +
@@ -159,12 +155,7 @@ func upgradeHead(target string, headers ...string) []byte {
 // the same action, so the fast path changes no behaviour (every refusal
 // test in security_test.go goes through it too).
 func TestUpgradeFastPathMatchesNetHTTP(t *testing.T) {
-	token, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{
-		"role": "admin", "exp": time.Now().Add(time.Hour).Unix(),
-	}).SignedString([]byte(testJWTSecret))
-	if err != nil {
-		t.Fatal(err)
-	}
+	token := upgradeToken(t, "admin")
 	s := benchServer(t, []byte(testJWTSecret), "http://ok.example")
 	for _, tc := range []struct {
 		name string
@@ -282,13 +273,7 @@ func FuzzUpgradeFastPath(f *testing.F) {
 // hour.
 func upgradeToken(tb testing.TB, role string) string {
 	tb.Helper()
-	token, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{
-		"role": role, "exp": time.Now().Add(time.Hour).Unix(),
-	}).SignedString([]byte(testJWTSecret))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return token
+	return servertest.Sign(tb, jwt.SigningMethodHS256, []byte(testJWTSecret), servertest.Claims(role, time.Now()))
 }
 
 // checkedAnswer runs the fast path alone on head, which net/http rejects.
