@@ -8,11 +8,16 @@
 // packages (fanout, server, cmd/...) and must never be imported by
 // production code.
 //
-// Goroutine: the test's. Start, Kill, Restart, Stop, Do, Publish and WaitFor
-// report failures with tb.Fatalf, so they must be called from the goroutine
-// running the test (the testing package forbids FailNow elsewhere). Exec is
-// the error-returning variant of Do for use from helper goroutines. All
-// methods are safe for concurrent use.
+// Its Do, Exec, Publish, NumSub and NumPat talk to the server through a
+// rueidis client (the library the gateway uses, in RESP2, without retries
+// or a cache). Only Monitor reads a connection by hand: MONITOR streams
+// lines that no client library reads.
+//
+// Goroutine: the test's. Start, Kill, Restart, Stop, Do, Publish, NumSub,
+// NumPat, Monitor and WaitFor report failures with tb.Fatalf, so they must be
+// called from the goroutine running the test (the testing package forbids
+// FailNow elsewhere). Exec is the error-returning variant of Do for use
+// from helper goroutines. All methods are safe for concurrent use.
 //
 // What must not block: nothing here runs on a hot path. Every network
 // operation carries a deadline, readiness is awaited by polling with a

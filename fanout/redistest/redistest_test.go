@@ -1,51 +1,68 @@
 package redistest
 
 import (
-	"bufio"
-	"bytes"
+	"context"
+	"errors"
 	"fmt"
 	"net"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/redis/rueidis"
+
+	"github.com/wsgw/gateway/server/servertest"
 )
 
-// subscriber is a raw RESP connection in subscribe mode.
+// subscriber is a rueidis client in subscribe mode, on a connection of
+// its own; messages holds what it received, rendered as Redis sends them
+// ("message ch payload", "pmessage pattern ch payload").
 type subscriber struct {
-	conn net.Conn
-	r    *bufio.Reader
+	messages chan string
+	done     chan error // Receive's result: the subscription ended
 }
 
-func subscribe(t *testing.T, s *Server, cmd string, args ...string) *subscriber {
+func subscribe(t *testing.T, s *Server, pattern bool, names ...string) *subscriber {
 	t.Helper()
-	conn, err := net.DialTimeout("tcp", s.Addr(), ioTimeout)
+	c, err := newClient(s.Addr(), ioTimeout)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { conn.Close() })
-	sub := &subscriber{conn: conn, r: bufio.NewReader(conn)}
-	if _, err := conn.Write(appendCommand(nil, append([]string{cmd}, args...))); err != nil {
-		t.Fatal(err)
+	t.Cleanup(c.Close)
+	sub := &subscriber{messages: make(chan string, 16), done: make(chan error, 1)}
+	cmd := c.B().Subscribe().Channel(names...).Build()
+	if pattern {
+		cmd = c.B().Psubscribe().Pattern(names...).Build()
 	}
-	for range args {
-		if got := sub.next(t); !strings.HasPrefix(got, strings.ToLower(cmd)+" ") {
-			t.Fatalf("%s confirmation = %q", cmd, got)
-		}
-	}
+	go func() {
+		sub.done <- c.Receive(context.Background(), cmd, func(m rueidis.PubSubMessage) {
+			if m.Pattern != "" {
+				sub.messages <- "pmessage " + m.Pattern + " " + m.Channel + " " + m.Message
+			} else {
+				sub.messages <- "message " + m.Channel + " " + m.Message
+			}
+		})
+	}()
+	// Receive returns only when the subscription ends: poll Redis
+	// until it counts the subscription.
+	servertest.WaitFor(t, ioTimeout, fmt.Sprintf("%v to be subscribed", names), func() bool {
+		return (pattern && s.NumPat(t) > 0) || (!pattern && s.NumSub(t, names[0]) > 0)
+	})
 	return sub
 }
 
 func (sub *subscriber) next(t *testing.T) string {
 	t.Helper()
-	if err := sub.conn.SetReadDeadline(time.Now().Add(ioTimeout)); err != nil {
-		t.Fatal(err)
+	select {
+	case m := <-sub.messages:
+		return m
+	case err := <-sub.done:
+		t.Fatalf("subscription ended: %v", err)
+	case <-time.After(ioTimeout):
+		t.Fatal("no message")
 	}
-	v, err := readReply(sub.r)
-	if err != nil {
-		t.Fatalf("subscriber read: %v", err)
-	}
-	return v
+	return ""
 }
 
 func TestPublishKillRestart(t *testing.T) {
@@ -60,8 +77,8 @@ func TestPublishKillRestart(t *testing.T) {
 		t.Fatalf("Publish with no subscriber = %d, want 0", n)
 	}
 
-	sub := subscribe(t, s, "SUBSCRIBE", "ch")
-	psub := subscribe(t, s, "PSUBSCRIBE", "news.*")
+	sub := subscribe(t, s, false, "ch")
+	psub := subscribe(t, s, true, "news.*")
 	payload := "bin\x00\r\n\xff payload"
 	if n := s.Publish(t, "ch", payload); n != 1 {
 		t.Fatalf("Publish = %d, want 1", n)
@@ -78,7 +95,10 @@ func TestPublishKillRestart(t *testing.T) {
 	if got := s.Do(t, "PUBSUB", "NUMSUB", "ch", "other"); got != "ch 1 other 0" {
 		t.Fatalf("PUBSUB NUMSUB = %q", got)
 	}
-	if got := s.Do(t, "PUBSUB", "NUMPAT"); got != "1" {
+	if n, o := s.NumSub(t, "ch"), s.NumSub(t, "other"); n != 1 || o != 0 {
+		t.Fatalf("NumSub = %d, %d; want 1, 0", n, o)
+	}
+	if got := s.Do(t, "PUBSUB", "NUMPAT"); got != "1" || s.NumPat(t) != 1 {
 		t.Fatalf("PUBSUB NUMPAT = %q, want 1", got)
 	}
 	if got := s.Do(t, "PUBSUB", "CHANNELS"); got != "ch" {
@@ -93,11 +113,15 @@ func TestPublishKillRestart(t *testing.T) {
 	if _, err := s.Exec("PING"); err == nil {
 		t.Fatal("PING succeeded after Kill")
 	}
-	if err := sub.conn.SetReadDeadline(time.Now().Add(ioTimeout)); err != nil {
-		t.Fatal(err)
-	}
-	if v, err := readReply(sub.r); err == nil {
-		t.Fatalf("subscriber read %q after Kill, want connection error", v)
+	select {
+	case err := <-sub.done:
+		if err == nil {
+			t.Fatal("subscription ended without an error after Kill")
+		}
+	case m := <-sub.messages:
+		t.Fatalf("subscriber got %q after Kill, want the connection to fail", m)
+	case <-time.After(ioTimeout):
+		t.Fatal("subscription still running after Kill")
 	}
 	s.Kill(t) // no-op on a dead server
 
@@ -125,8 +149,12 @@ func TestStopAndOptions(t *testing.T) {
 	if got := s.Do(t, "CONFIG", "GET", "save"); got != "save " {
 		t.Fatalf("CONFIG GET save = %q, want persistence off", got)
 	}
-	if got := s.Do(t, "NOSUCHCOMMAND", "x"); !strings.HasPrefix(got, "-ERR") {
-		t.Fatalf("unknown command reply = %q, want -ERR...", got)
+	var rerr *rueidis.RedisError
+	if got, err := s.Exec("NOSUCHCOMMAND", "x"); !errors.As(err, &rerr) || !strings.Contains(err.Error(), "unknown command") {
+		t.Fatalf("unknown command = %q, %v; want the error reply", got, err)
+	}
+	if msg := catchFatal(t, func(tb testing.TB) { s.Do(tb, "NOSUCHCOMMAND", "x") }); !strings.Contains(msg, "unknown command") {
+		t.Fatalf("Do of an unknown command failed with %q, want the error reply", msg)
 	}
 	if got := s.Do(t, "GET", "missing"); got != "(nil)" {
 		t.Fatalf("GET missing = %q", got)
@@ -153,54 +181,6 @@ func TestParallelServers(t *testing.T) {
 				t.Fatalf("GET = %q, want %q", got, s.Addr())
 			}
 		})
-	}
-}
-
-func TestReadReply(t *testing.T) {
-	for _, tc := range []struct{ in, want string }{
-		{"+OK\r\n", "OK"},
-		{"-ERR unknown command\r\n", "-ERR unknown command"},
-		{":42\r\n", "42"},
-		{":-7\r\n", "-7"},
-		{"$5\r\nhello\r\n", "hello"},
-		{"$0\r\n\r\n", ""},
-		{"$6\r\na\r\nb\x00c\r\n", "a\r\nb\x00c"},
-		{"$-1\r\n", "(nil)"},
-		{"*-1\r\n", "(nil)"},
-		{"*0\r\n", ""},
-		{"*3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n", "subscribe ch 1"},
-		{"*2\r\n*2\r\n$1\r\na\r\n:1\r\n*1\r\n$1\r\nb\r\n", "a 1 b"},
-		{"*2\r\n$1\r\na\r\n$-1\r\n", "a (nil)"},
-		{"_\r\n", "(nil)"},
-		{"#t\r\n", "true"},
-		{",3.5\r\n", "3.5"},
-		{"(12345678901234567890\r\n", "12345678901234567890"},
-		{"=7\r\ntxt:abc\r\n", "abc"},
-		{"!5\r\nERR x\r\n", "-ERR x"},
-		{"%1\r\n+k\r\n:1\r\n", "k 1"},
-		{"|1\r\n+ttl\r\n:3\r\n+OK\r\n", "OK"},
-	} {
-		got, err := readReply(bufio.NewReader(strings.NewReader(tc.in)))
-		if err != nil || got != tc.want {
-			t.Errorf("readReply(%q) = %q, %v; want %q", tc.in, got, err, tc.want)
-		}
-	}
-	for _, in := range []string{
-		"", "\r\n", "+OK\n", "+OK", ":x\r\n", "$3\r\nab\r\n", "$2\r\nabc\r\n",
-		"$-2\r\n", "*2\r\n:1\r\n", "?\r\n", "#x\r\n", "=2\r\nab\r\n",
-		strings.Repeat("*1\r\n", maxDepth+2) + ":1\r\n",
-	} {
-		if got, err := readReply(bufio.NewReader(strings.NewReader(in))); err == nil {
-			t.Errorf("readReply(%q) = %q, want error", in, got)
-		}
-	}
-}
-
-func TestAppendCommandRoundTrip(t *testing.T) {
-	args := []string{"PUBLISH", "ch", "x\r\ny\x00", ""}
-	got, err := readReply(bufio.NewReader(bytes.NewReader(appendCommand(nil, args))))
-	if want := strings.Join(args, " "); err != nil || got != want {
-		t.Fatalf("round trip = %q, %v; want %q", got, err, want)
 	}
 }
 
@@ -238,17 +218,6 @@ func catchFatal(t *testing.T, fn func(tb testing.TB)) string {
 	return f.msg
 }
 
-func TestWaitFor(t *testing.T) {
-	n := 0
-	WaitFor(t, time.Second, "three polls", func() bool { n++; return n == 3 })
-	msg := catchFatal(t, func(tb testing.TB) {
-		WaitFor(tb, 20*time.Millisecond, "godot", func() bool { return false })
-	})
-	if msg != "timed out after 20ms waiting for godot" {
-		t.Fatalf("WaitFor failure message = %q", msg)
-	}
-}
-
 func TestMissingBinary(t *testing.T) {
 	t.Setenv("REDIS_SERVER", "")
 	t.Setenv("PATH", t.TempDir())
@@ -261,22 +230,12 @@ func TestMissingBinary(t *testing.T) {
 	}
 }
 
-func FuzzReadReply(f *testing.F) {
-	for _, seed := range []string{
-		"+OK\r\n", "$6\r\na\r\nb\x00c\r\n", "*2\r\n*1\r\n:1\r\n$-1\r\n", "%1\r\n+k\r\n_\r\n",
-		"*3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$3\r\nhi!\r\n",
-	} {
-		f.Add([]byte(seed))
+func TestMonitor(t *testing.T) {
+	s := Start(t)
+	m := s.Monitor(t)
+	s.Do(t, "SET", "monitored", "v")
+	servertest.WaitFor(t, ioTimeout, "MONITOR to show SET monitored", func() bool { return m.Saw("set", "monitored") })
+	if m.Saw("DEL", "monitored") {
+		t.Fatal("MONITOR shows a DEL nobody sent")
 	}
-	f.Fuzz(func(t *testing.T, data []byte) {
-		// Arbitrary input must give a value or an error, never a panic or hang.
-		_, _ = readReply(bufio.NewReader(bytes.NewReader(data)))
-
-		// Any command encodes to bulk strings that parse back verbatim.
-		args := strings.Split(string(data), "|")
-		got, err := readReply(bufio.NewReader(bytes.NewReader(appendCommand(nil, args))))
-		if want := strings.Join(args, " "); err != nil || got != want {
-			t.Fatalf("round trip of %q = %q, %v", args, got, err)
-		}
-	})
 }

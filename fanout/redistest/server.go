@@ -1,7 +1,7 @@
 package redistest
 
 import (
-	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -15,13 +15,15 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/redis/rueidis"
 )
 
 const (
 	host          = "127.0.0.1"
-	readyTimeout  = 10 * time.Second // PING must answer within this
+	readyTimeout  = 10 * time.Second // INFO must answer within this
 	exitTimeout   = 10 * time.Second // Kill/Stop must reap within this
-	ioTimeout     = 5 * time.Second  // per Do/Exec round trip
+	ioTimeout     = 5 * time.Second  // per Do/Exec round trip, and to connect
 	pollInterval  = 5 * time.Millisecond
 	startAttempts = 5 // fresh ports tried by Start on bind failure
 
@@ -55,6 +57,9 @@ type Server struct {
 	mu     sync.Mutex
 	proc   *process // nil while not running
 	starts int      // numbers the log files
+	// rc is the client of Do, Exec and the helpers built on them, made on
+	// first use and closed when the process goes (Kill, Stop, Restart).
+	rc rueidis.Client
 }
 
 // process is one run of redis-server.
@@ -146,11 +151,10 @@ func (s *Server) Restart(tb testing.TB) {
 	}
 }
 
-// Do sends one command over a fresh TCP connection and returns its reply
-// rendered as text (see readReply): integers in decimal, bulk strings as
-// their content, arrays space-joined, nil as "(nil)", errors as "-ERR ...".
-// A redis error reply is returned, not fatal; I/O failures fail the test.
-// Call it from the test goroutine; use Exec from other goroutines.
+// Do sends one command and returns its reply rendered as text (see
+// render): integers in decimal, strings as they are, nil as "(nil)",
+// arrays space-joined. A failure, an error reply included, fails the
+// test. Call it from the test goroutine; use Exec from other goroutines.
 func (s *Server) Do(tb testing.TB, args ...string) string {
 	tb.Helper()
 	reply, err := s.Exec(args...)
@@ -160,52 +164,61 @@ func (s *Server) Do(tb testing.TB, args ...string) string {
 	return reply
 }
 
-// Exec is Do without a testing.TB: it returns I/O and protocol errors, so it
-// may be called from any goroutine.
+// Exec is Do without a testing.TB: it returns the error (a Redis error
+// reply is a *rueidis.RedisError), so it may be called from any
+// goroutine.
 func (s *Server) Exec(args ...string) (string, error) {
 	if len(args) == 0 {
 		return "", errors.New("redistest: empty command")
 	}
-	conn, err := net.DialTimeout("tcp", s.Addr(), ioTimeout)
+	c, err := s.client()
 	if err != nil {
 		return "", err
 	}
-	defer conn.Close()
-	if err := conn.SetDeadline(time.Now().Add(ioTimeout)); err != nil {
-		return "", err
-	}
-	if _, err := conn.Write(appendCommand(nil, args)); err != nil {
-		return "", err
-	}
-	return readReply(bufio.NewReader(conn))
+	ctx, cancel := context.WithTimeout(context.Background(), ioTimeout)
+	defer cancel()
+	return render(c.Do(ctx, c.B().Arbitrary(args...).Build()))
 }
 
 // Publish publishes message on channel and returns the number of clients
 // that received it.
 func (s *Server) Publish(tb testing.TB, channel, message string) int {
 	tb.Helper()
-	reply := s.Do(tb, "PUBLISH", channel, message)
-	n, err := strconv.Atoi(reply)
-	if err != nil {
-		tb.Fatalf("redistest: PUBLISH %s: unexpected reply %q", channel, reply)
-	}
-	return n
+	return s.integer(tb, "PUBLISH", channel, message)
 }
 
-// WaitFor polls cond every 5ms until it returns true, failing tb with
-// "timed out after <timeout> waiting for <what>" otherwise. cond is called
-// at least once, immediately.
-func WaitFor(tb testing.TB, timeout time.Duration, what string, cond func() bool) {
+// NumSub is PUBSUB NUMSUB for one channel: how many clients subscribe to
+// it.
+func (s *Server) NumSub(tb testing.TB, channel string) int {
 	tb.Helper()
-	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(pollInterval)
-	defer tick.Stop()
-	for !cond() {
-		if !time.Now().Before(deadline) {
-			tb.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		<-tick.C
+	c, err := s.client()
+	if err != nil {
+		tb.Fatalf("redistest: PUBSUB NUMSUB %s on %s: %v", channel, s.Addr(), err)
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), ioTimeout)
+	defer cancel()
+	m, err := c.Do(ctx, c.B().PubsubNumsub().Channel(channel).Build()).AsIntMap()
+	if err != nil {
+		tb.Fatalf("redistest: PUBSUB NUMSUB %s on %s: %v", channel, s.Addr(), err)
+	}
+	return int(m[channel])
+}
+
+// NumPat is PUBSUB NUMPAT: how many patterns are subscribed.
+func (s *Server) NumPat(tb testing.TB) int {
+	tb.Helper()
+	return s.integer(tb, "PUBSUB", "NUMPAT")
+}
+
+// integer runs a command whose reply is an integer.
+func (s *Server) integer(tb testing.TB, args ...string) int {
+	tb.Helper()
+	reply := s.Do(tb, args...)
+	n, err := strconv.Atoi(reply)
+	if err != nil {
+		tb.Fatalf("redistest: %s: unexpected reply %q", strings.Join(args, " "), reply)
+	}
+	return n
 }
 
 func lookBinary(tb testing.TB) string {
@@ -336,29 +349,17 @@ func (s *Server) waitReady(p *process) error {
 	}
 }
 
-// ping sends PING in raw RESP and expects +PONG, then checks that the
-// server answering is the process with the given pid.
+// ping asks the server for INFO through a client of its own and checks
+// that the server answering is the process with the given pid.
 func (s *Server) ping(pid int) error {
-	conn, err := net.DialTimeout("tcp", s.Addr(), time.Second)
+	c, err := newClient(s.Addr(), time.Second)
 	if err != nil {
 		return err
 	}
-	defer conn.Close()
-	if err := conn.SetDeadline(time.Now().Add(time.Second)); err != nil {
-		return err
-	}
-	if _, err := conn.Write([]byte("*1\r\n$4\r\nPING\r\n*2\r\n$4\r\nINFO\r\n$6\r\nserver\r\n")); err != nil {
-		return err
-	}
-	r := bufio.NewReader(conn)
-	line, err := readLine(r)
-	if err != nil {
-		return err
-	}
-	if !strings.HasPrefix(line, "+PONG") {
-		return fmt.Errorf("PING answered %q", line)
-	}
-	info, err := readReply(r)
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	info, err := c.Do(ctx, c.B().Info().Section("server").Build()).ToString()
 	if err != nil {
 		return err
 	}
@@ -372,9 +373,12 @@ func (s *Server) ping(pid int) error {
 // reaped. A process ignoring SIGTERM is killed after exitTimeout.
 func (s *Server) terminate(sig syscall.Signal) error {
 	s.mu.Lock()
-	p := s.proc
-	s.proc = nil
+	p, rc := s.proc, s.rc
+	s.proc, s.rc = nil, nil
 	s.mu.Unlock()
+	if rc != nil {
+		rc.Close()
+	}
 	if p == nil {
 		return nil
 	}
@@ -394,14 +398,20 @@ func (s *Server) terminate(sig syscall.Signal) error {
 // waitClosed waits until the port refuses connections.
 func (s *Server) waitClosed(tb testing.TB) {
 	tb.Helper()
-	WaitFor(tb, exitTimeout, fmt.Sprintf("port %s to close", s.Addr()), func() bool {
+	deadline := time.Now().Add(exitTimeout)
+	tick := time.NewTicker(pollInterval)
+	defer tick.Stop()
+	for {
 		c, err := net.DialTimeout("tcp", s.Addr(), time.Second)
 		if err != nil {
-			return true
+			return
 		}
 		c.Close()
-		return false
-	})
+		if !time.Now().Before(deadline) {
+			tb.Fatalf("redistest: port %s still open %v after the process ended", s.Addr(), exitTimeout)
+		}
+		<-tick.C
+	}
 }
 
 // logTail returns the last few KiB of a redis log file.
@@ -415,4 +425,20 @@ func logTail(path string) string {
 		b = b[len(b)-tail:]
 	}
 	return string(b)
+}
+
+// WaitFor polls cond every 5ms until it returns true, failing tb with
+// "timed out after <timeout> waiting for <what>" otherwise. cond is called
+// at least once, immediately.
+func WaitFor(tb testing.TB, timeout time.Duration, what string, cond func() bool) {
+	tb.Helper()
+	deadline := time.Now().Add(timeout)
+	tick := time.NewTicker(pollInterval)
+	defer tick.Stop()
+	for !cond() {
+		if !time.Now().Before(deadline) {
+			tb.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		<-tick.C
+	}
 }
