@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/wsgw/gateway/fanout/redistest"
+	"github.com/wsgw/gateway/server/servertest"
 )
 
 const waitTimeout = 5 * time.Second
@@ -339,39 +340,16 @@ func (hs *harness) remove(tb testing.TB, c *client) {
 	})
 }
 
-func numsub(tb testing.TB, s *redistest.Server, channel string) int {
-	tb.Helper()
-	reply := s.Do(tb, "PUBSUB", "NUMSUB", channel)
-	f := strings.Fields(reply)
-	if len(f) != 2 || f[0] != channel {
-		tb.Fatalf("PUBSUB NUMSUB %s = %q", channel, reply)
-	}
-	n, err := strconv.Atoi(f[1])
-	if err != nil {
-		tb.Fatalf("PUBSUB NUMSUB %s = %q", channel, reply)
-	}
-	return n
-}
-
-func numpat(tb testing.TB, s *redistest.Server) int {
-	tb.Helper()
-	n, err := strconv.Atoi(s.Do(tb, "PUBSUB", "NUMPAT"))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return n
-}
-
 func waitHealthy(tb testing.TB, h *Hub, want bool) {
 	tb.Helper()
-	redistest.WaitFor(tb, waitTimeout, fmt.Sprintf("Healthy() == %v", want), func() bool { return h.Healthy() == want })
+	servertest.WaitFor(tb, waitTimeout, fmt.Sprintf("Healthy() == %v", want), func() bool { return h.Healthy() == want })
 }
 
 // publishWhenSubscribed waits until Redis has a subscriber for channel
 // (the hub subscribes upstream asynchronously) and publishes.
 func publishWhenSubscribed(tb testing.TB, s *redistest.Server, channel, message string) {
 	tb.Helper()
-	redistest.WaitFor(tb, waitTimeout, "an upstream subscriber of "+channel, func() bool { return numsub(tb, s, channel) > 0 })
+	servertest.WaitFor(tb, waitTimeout, "an upstream subscriber of "+channel, func() bool { return s.NumSub(tb, channel) > 0 })
 	if n := s.Publish(tb, channel, message); n != 1 {
 		tb.Fatalf("PUBLISH %s reached %d clients, want 1 (the hub)", channel, n)
 	}
@@ -394,8 +372,8 @@ func TestHub(t *testing.T) {
 		hs.subscribe(t, a, []string{"news", "sport"}, `"r1"`)
 		hs.subscribe(t, b, []string{"news"}, `7`)
 		publishWhenSubscribed(t, srv, "news", `{"n":1}`)
-		redistest.WaitFor(t, waitTimeout, "sport upstream", func() bool { return numsub(t, srv, "sport") == 1 })
-		if n := numsub(t, srv, "news"); n != 1 {
+		servertest.WaitFor(t, waitTimeout, "sport upstream", func() bool { return srv.NumSub(t, "sport") == 1 })
+		if n := srv.NumSub(t, "news"); n != 1 {
 			t.Fatalf("NUMSUB news = %d, want 1: one upstream subscription however many clients", n)
 		}
 		srv.Publish(t, "news", `{"n":2}`)
@@ -416,7 +394,7 @@ func TestHub(t *testing.T) {
 
 	t.Run("pattern", func(t *testing.T) {
 		hs.subscribe(t, p, []string{"news.*"}, "")
-		redistest.WaitFor(t, waitTimeout, "a pattern subscription", func() bool { return numpat(t, srv) == 1 })
+		servertest.WaitFor(t, waitTimeout, "a pattern subscription", func() bool { return srv.NumPat(t) == 1 })
 		srv.Publish(t, "news.eu", `1`)
 		srv.Publish(t, "news.us", `2`)
 		if m := p.expectData(t, "news.eu", "news.*", "1"); m.Seq != 1 {
@@ -437,8 +415,8 @@ func TestHub(t *testing.T) {
 		a.expectData(t, "news", "", "4")
 		b.expectData(t, "news", "", "4")
 		a.expectNothingQueued(t)
-		redistest.WaitFor(t, waitTimeout, "sport to be unsubscribed upstream after the linger", func() bool {
-			return numsub(t, srv, "sport") == 0
+		servertest.WaitFor(t, waitTimeout, "sport to be unsubscribed upstream after the linger", func() bool {
+			return srv.NumSub(t, "sport") == 0
 		})
 	})
 
@@ -485,7 +463,7 @@ func TestHub(t *testing.T) {
 		// Acks count as delivered too: a 1 ack + 1 unsub ack + 6 data,
 		// b 1 ack + 5 data, p 1 ack + 2 data. The loop counts after
 		// its flush, so the count may trail the frames a moment.
-		redistest.WaitFor(t, waitTimeout, "Delivered == 17", func() bool { return h.Stats().Delivered == 17 })
+		servertest.WaitFor(t, waitTimeout, "Delivered == 17", func() bool { return h.Stats().Delivered == 17 })
 	})
 
 	const lastPat = 2
@@ -494,16 +472,16 @@ func TestHub(t *testing.T) {
 		srv.Publish(t, "news", `6`)
 		a.expectData(t, "news", "", "6")
 		hs.remove(t, a)
-		redistest.WaitFor(t, waitTimeout, "news to be unsubscribed upstream after its last subscriber left", func() bool {
-			return numsub(t, srv, "news") == 0
+		servertest.WaitFor(t, waitTimeout, "news to be unsubscribed upstream after its last subscriber left", func() bool {
+			return srv.NumSub(t, "news") == 0
 		})
-		redistest.WaitFor(t, waitTimeout, "Streams == 1", func() bool { return h.Stats().Streams == 1 })
-		if numpat(t, srv) != 1 {
+		servertest.WaitFor(t, waitTimeout, "Streams == 1", func() bool { return h.Stats().Streams == 1 })
+		if srv.NumPat(t) != 1 {
 			t.Fatal("the pattern was dropped with news")
 		}
 		b.expectNothingQueued(t)
 		a.expectNothingQueued(t)
-		redistest.WaitFor(t, waitTimeout, "Queues == 1 (only p's)", func() bool { return h.Stats().Queues == 1 })
+		servertest.WaitFor(t, waitTimeout, "Queues == 1 (only p's)", func() bool { return h.Stats().Queues == 1 })
 	})
 
 	t.Run("redis down", func(t *testing.T) {
@@ -542,7 +520,7 @@ func TestHub(t *testing.T) {
 		srv.Restart(t)
 		waitHealthy(t, h, true)
 		publishWhenSubscribed(t, srv, "news", `8`)
-		redistest.WaitFor(t, waitTimeout, "the pattern to be resubscribed", func() bool { return numpat(t, srv) == 1 })
+		servertest.WaitFor(t, waitTimeout, "the pattern to be resubscribed", func() bool { return srv.NumPat(t) == 1 })
 		srv.Publish(t, "news.eu", `3`)
 		if m := c.expectData(t, "news", "", "8"); m.Seq < lastNews+2 {
 			t.Fatalf("first news seq after the outage %d, want >= %d (a gap)", m.Seq, lastNews+2)
@@ -550,7 +528,7 @@ func TestHub(t *testing.T) {
 		if m := p.expectData(t, "news.eu", "news.*", "3"); m.Seq < lastPat+2 {
 			t.Fatalf("first pattern seq after the outage %d, want >= %d (a gap)", m.Seq, lastPat+2)
 		}
-		if n := numsub(t, srv, "alerts"); n != 1 {
+		if n := srv.NumSub(t, "alerts"); n != 1 {
 			t.Fatalf("alerts not resubscribed: NUMSUB %d", n)
 		}
 		if st := h.Stats(); !st.RedisUp || st.Reconnects != 1 || st.Streams != 3 {
@@ -568,7 +546,7 @@ func TestHubStartsWithoutRedis(t *testing.T) {
 	srv.Kill(t)
 
 	hs := startHub(t, testConfig(srv.Addr()))
-	redistest.WaitFor(t, waitTimeout, "two failed connection attempts", func() bool {
+	servertest.WaitFor(t, waitTimeout, "two failed connection attempts", func() bool {
 		return hs.logs.count("redis connect failed") >= 2
 	})
 	if hs.h.Healthy() || hs.h.Stats().RedisUp {
@@ -608,7 +586,7 @@ func TestHubDrops(t *testing.T) {
 	for _, c := range []*client{fast, other} {
 		hs.subscribe(t, c, []string{"firehose"}, "")
 	}
-	redistest.WaitFor(t, waitTimeout, "firehose upstream", func() bool { return numsub(t, srv, "firehose") == 1 })
+	servertest.WaitFor(t, waitTimeout, "firehose upstream", func() bool { return srv.NumSub(t, "firehose") == 1 })
 
 	// Batches of messages, each in one round trip. The reading clients
 	// take each batch before the next is sent, so fewer than SendQueue
@@ -632,7 +610,7 @@ func TestHubDrops(t *testing.T) {
 	// 124 frames, the ack first. The rest was dropped.
 	queued := sum(ringSizes(cfg.SendQueue))
 	wantDropped := uint64(n + 1 - queued)
-	redistest.WaitFor(t, waitTimeout, "drops to be counted", func() bool { return slow.sub.Dropped() == wantDropped })
+	servertest.WaitFor(t, waitTimeout, "drops to be counted", func() bool { return slow.sub.Dropped() == wantDropped })
 	if queued >= 2*cfg.SendQueue {
 		t.Fatalf("bad test: %d queued", queued)
 	}
@@ -781,7 +759,7 @@ func TestHubRefusedStreamKeepsLink(t *testing.T) {
 		t.Fatal("a refused stream took the link down")
 	}
 	redistest.WaitFor(t, waitTimeout, "ok:2 to be dropped after its linger", func() bool { return hs.h.Stats().Streams == 1 })
-	if n := numsub(t, srv, "ok:2"); n != 0 {
+	if n := srv.NumSub(t, "ok:2"); n != 0 {
 		t.Fatalf("NUMSUB ok:2 = %d after the request was refused", n)
 	}
 	// Delivery never stopped: the seq is contiguous, no interruption.

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/wsgw/gateway/fanout/redistest"
+	"github.com/wsgw/gateway/server/servertest"
 )
 
 // TestHandoffBoundedAndCounted: with its only shard stalled, the hub goes
@@ -62,7 +63,7 @@ func TestHandoffBoundedAndCounted(t *testing.T) {
 	case <-time.After(waitTimeout):
 		t.Fatal("the shard never woke its loop for the ack")
 	}
-	if n := numsub(t, srv, "flood"); n != 1 {
+	if n := srv.NumSub(t, "flood"); n != 1 {
 		t.Fatalf("NUMSUB flood = %d, want 1", n)
 	}
 	before := pubsubClient(t, srv)
@@ -75,7 +76,7 @@ func TestHandoffBoundedAndCounted(t *testing.T) {
 		// at most one batch if the callback keeps reading (a -race
 		// build reads slower than a tight EVAL loop publishes). A
 		// blocking hand-off would stop the count here.
-		redistest.WaitFor(t, 10*time.Second, "batch "+strconv.Itoa(last)+" to be read from Redis", func() bool {
+		servertest.WaitFor(t, 10*time.Second, "batch "+strconv.Itoa(last)+" to be read from Redis", func() bool {
 			return h.Stats().MessagesReceived == uint64(last)
 		})
 	}

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -24,6 +23,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/wsgw/gateway/fanout/redistest"
+	"github.com/wsgw/gateway/server/servertest"
 )
 
 // buildGateway compiles this command into a temporary directory.
@@ -111,7 +111,7 @@ func (p *gatewayProc) logTail() string {
 // waitHealthy waits for /health to answer 200 (the Redis link is up).
 func (p *gatewayProc) waitHealthy(tb testing.TB) {
 	tb.Helper()
-	redistest.WaitFor(tb, 10*time.Second, "/health 200", func() bool {
+	servertest.WaitFor(tb, 10*time.Second, "/health 200", func() bool {
 		resp, err := http.Get("http://" + p.addr + "/health")
 		if err != nil {
 			return false
@@ -125,55 +125,6 @@ func (p *gatewayProc) logged(msg string) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return slices.ContainsFunc(p.log, func(l string) bool { return strings.Contains(l, `"msg":"`+msg+`"`) })
-}
-
-// monitor records the commands Redis executes (MONITOR), to see what the
-// gateway sent before it exited.
-type monitor struct {
-	mu    sync.Mutex
-	lines []string
-}
-
-func startMonitor(tb testing.TB, rs *redistest.Server) *monitor {
-	tb.Helper()
-	c, err := net.DialTimeout("tcp", rs.Addr(), 5*time.Second)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { _ = c.Close() })
-	if _, err := io.WriteString(c, "MONITOR\r\n"); err != nil {
-		tb.Fatal(err)
-	}
-	r := bufio.NewReader(c)
-	if l, err := r.ReadString('\n'); err != nil || l != "+OK\r\n" {
-		tb.Fatalf("MONITOR: %q %v", l, err)
-	}
-	m := &monitor{}
-	go func() {
-		for {
-			l, err := r.ReadString('\n')
-			if err != nil {
-				return
-			}
-			m.mu.Lock()
-			m.lines = append(m.lines, l)
-			m.mu.Unlock()
-		}
-	}()
-	return m
-}
-
-// sawCommand reports whether a command named cmd (any case) naming arg
-// was executed.
-func (m *monitor) sawCommand(cmd, arg string) bool {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	for _, l := range m.lines {
-		if strings.Contains(strings.ToUpper(l), `] "`+cmd+`"`) && strings.Contains(l, `"`+arg+`"`) {
-			return true
-		}
-	}
-	return false
 }
 
 // closeResult is how one client's connection ended.
@@ -232,7 +183,7 @@ func TestSignalShutdown(t *testing.T) {
 			}); err != nil {
 				t.Fatal(err)
 			}
-			mon := startMonitor(t, rs)
+			mon := rs.Monitor(t)
 			results := make([]closeResult, tt.clients)
 			var wg sync.WaitGroup
 			firstClose := make(chan struct{})
@@ -265,7 +216,7 @@ func TestSignalShutdown(t *testing.T) {
 					t.Fatalf("PUBLISH reached %d subscribers, want 1 (the gateway)", n)
 				}
 			}
-			redistest.WaitFor(t, 10*time.Second, "the gateway to receive the messages", func() bool {
+			servertest.WaitFor(t, 10*time.Second, "the gateway to receive the messages", func() bool {
 				return statsReceived(p.addr) >= channels
 			})
 
@@ -325,15 +276,15 @@ func TestSignalShutdown(t *testing.T) {
 			}
 			for ch := range channels {
 				name := "market:tick:" + strconv.Itoa(ch)
-				if !mon.sawCommand("UNSUBSCRIBE", name) {
+				if !mon.Saw("UNSUBSCRIBE", name) {
 					t.Errorf("no UNSUBSCRIBE of %s before exit", name)
 				}
-				if got := rs.Do(t, "PUBSUB", "NUMSUB", name); got != name+" 0" {
-					t.Errorf("PUBSUB NUMSUB after exit: %q", got)
+				if got := rs.NumSub(t, name); got != 0 {
+					t.Errorf("PUBSUB NUMSUB %s after exit: %d", name, got)
 				}
 			}
-			if got := rs.Do(t, "PUBSUB", "NUMPAT"); got != "0" {
-				t.Errorf("PUBSUB NUMPAT after exit: %q", got)
+			if got := rs.NumPat(t); got != 0 {
+				t.Errorf("PUBSUB NUMPAT after exit: %d", got)
 			}
 			if !p.logged("stopped") || p.logged("shutdown") {
 				t.Errorf("shutdown log:\n%s", p.logTail())
