@@ -19,6 +19,7 @@ import (
 
 	"github.com/wsgw/gateway/auth"
 	"github.com/wsgw/gateway/fanout/redistest"
+	"github.com/wsgw/gateway/server/servertest"
 )
 
 // TestFarFutureToken: a token that expires after 2262 (where Unix
@@ -286,16 +287,16 @@ func paddedPing(n int) []byte {
 
 // pingUntilClosed sends a ping every 100 ms on rc (keeping the peer
 // lively, as the attack does) until stop is closed.
-func pingUntilClosed(rc *rawConn, stop <-chan struct{}) {
+func pingUntilClosed(rc *servertest.Conn, stop <-chan struct{}) {
 	t := time.NewTicker(100 * time.Millisecond)
 	defer t.Stop()
-	ping := clientFrame(0x89, nil, false)
+	ping := servertest.Frame(0x89, nil, false)
 	for {
 		select {
 		case <-stop:
 			return
 		case <-t.C:
-			if _, err := rc.Write(ping); err != nil {
+			if _, err := rc.TCP.Write(ping); err != nil {
 				return
 			}
 		}
@@ -315,31 +316,31 @@ func TestPartialMessageTimeout(t *testing.T) {
 	by := newBystander(t, g, rs)
 	msg := paddedPing(60000)
 	const n = 20
-	conns := make([]*rawConn, n)
+	conns := make([]*servertest.Conn, n)
 	stop := make(chan struct{})
 	defer close(stop)
 	start := time.Now()
 	for i := range conns {
-		conns[i] = rawUpgrade(t, g.addr)
-		conns[i].write(t, clientFrame(0x01, msg[:len(msg)-10], false))
+		conns[i] = servertest.Upgrade(t, g.addr)
+		conns[i].Send(t, servertest.Frame(0x01, msg[:len(msg)-10], false))
 		go pingUntilClosed(conns[i], stop)
 	}
 	// One frame, never completed: no pings can follow it.
-	trickle := rawUpgrade(t, g.addr)
-	trickle.write(t, clientFrame(0x81, msg, false)[:1000])
+	trickle := servertest.Upgrade(t, g.addr)
+	trickle.Send(t, servertest.Frame(0x81, msg, false)[:1000])
 	// Completed in time, in fragments spread over a third of the timeout.
-	ok := rawUpgrade(t, g.addr)
+	ok := servertest.Upgrade(t, g.addr)
 	okStart := time.Now()
-	ok.write(t, clientFrame(0x01, msg[:30000], false))
+	ok.Send(t, servertest.Frame(0x01, msg[:30000], false))
 	for i := 1; i <= 3; i++ {
 		redistest.WaitFor(t, time.Second, "the next pacing step", func() bool { return time.Since(okStart) > time.Duration(i)*timeout/10 })
-		ok.write(t, clientFrame(0x89, nil, false))
+		ok.Send(t, servertest.Frame(0x89, nil, false))
 	}
-	ok.write(t, clientFrame(0x80, msg[30000:], false))
-	ok.expectText(t, `"type":"pong"`)
+	ok.Send(t, servertest.Frame(0x80, msg[30000:], false))
+	ok.ExpectText(t, `"type":"pong"`)
 
 	for i, rc := range append(conns, trickle) {
-		texts := rc.expectClose(t, 1008)
+		texts := rc.ExpectClose(t, 1008)
 		if len(texts) != 0 {
 			t.Fatalf("conn %d: text frames before the close: %q", i, texts)
 		}
@@ -362,48 +363,47 @@ func TestPartialMessageBytes(t *testing.T) {
 	})
 	by := newBystander(t, g, rs)
 	msg := paddedPing(60000)
-	first, last := clientFrame(0x01, msg[:59000], false), clientFrame(0x80, msg[59000:], false)
+	first, last := servertest.Frame(0x01, msg[:59000], false), servertest.Frame(0x80, msg[59000:], false)
 	// settled sends a ping and waits for its pong. The gateway counts
 	// the bytes an unfinished message holds at the end of each read, and
 	// may answer within it, so a ping sent after the answer to what
 	// changed them is read once they are counted.
-	settled := func(rc *rawConn) {
-		rc.write(t, clientFrame(0x89, []byte("x"), false))
-		_ = rc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	settled := func(rc *servertest.Conn) {
+		rc.Send(t, servertest.Frame(0x89, []byte("x"), false))
 		for {
-			f, err := rc.readFrame()
+			f, err := rc.ReadFrame(10 * time.Second)
 			if err != nil {
 				t.Fatalf("waiting for the pong: %v", err)
 			}
-			if f.op == 0xA {
+			if f.Op == servertest.OpPong {
 				return
 			}
 		}
 	}
 	// hold sends a first fragment and has it counted.
-	hold := func(rc *rawConn) {
-		rc.write(t, first)
+	hold := func(rc *servertest.Conn) {
+		rc.Send(t, first)
 		settled(rc)
 		settled(rc)
 	}
-	var holders []*rawConn
+	var holders []*servertest.Conn
 	for range 3 {
-		rc := rawUpgrade(t, g.addr)
+		rc := servertest.Upgrade(t, g.addr)
 		hold(rc) // 177,000 bytes held in all
 		holders = append(holders, rc)
 	}
-	over := rawUpgrade(t, g.addr)
-	over.write(t, first)
-	over.expectClose(t, 1009)
+	over := servertest.Upgrade(t, g.addr)
+	over.Send(t, first)
+	over.ExpectClose(t, 1009)
 	by.alive(t)
 	for _, rc := range holders {
-		rc.write(t, last)
-		rc.expectText(t, `"type":"pong"`)
+		rc.Send(t, last)
+		rc.ExpectText(t, `"type":"pong"`)
 		settled(rc)
 	}
 	// Completed messages hold nothing: three more fit again.
 	for range 3 {
-		hold(rawUpgrade(t, g.addr))
+		hold(servertest.Upgrade(t, g.addr))
 	}
 }
 

@@ -4,6 +4,7 @@ package server_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -13,11 +14,13 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/wsgw/gateway/fanout/redistest"
+	"github.com/wsgw/gateway/server/servertest"
 )
 
 // webTestDir is the Node project of the browser tests.
@@ -165,7 +168,7 @@ func TestBrowserDemo(t *testing.T) {
 		case "restart-redis":
 			before := upstream()
 			rs.Restart(t) // SIGKILL, then a new redis-server on the same port
-			redistest.WaitFor(t, 15*time.Second, "the gateway to subscribe again after the Redis restart", func() bool {
+			servertest.WaitFor(t, 15*time.Second, "the gateway to subscribe again after the Redis restart", func() bool {
 				return g.hub.Healthy() && upstream() == before
 			})
 		case "restart-gateway":
@@ -213,9 +216,28 @@ type nodeRun struct {
 	stdin io.WriteCloser
 	lines chan string   // stdout, closed at EOF
 	quit  chan struct{} // closed when the test stops reading lines
-	errb  *logSink      // a child's stderr, read while it runs
+	errb  *lockedBuffer // a child's stderr, read while it runs
 	done  chan struct{} // closed once the process is reaped; err is set then
 	err   error
+}
+
+// lockedBuffer is a buffer that os/exec's copying goroutine writes while
+// the test reads it.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 func startNode(tb testing.TB, node, script string, env ...string) *nodeRun {
@@ -223,7 +245,7 @@ func startNode(tb testing.TB, node, script string, env ...string) *nodeRun {
 	cmd := exec.Command(node, script)
 	cmd.Dir = webTestDir
 	cmd.Env = append(os.Environ(), env...)
-	r := &nodeRun{cmd: cmd, lines: make(chan string), quit: make(chan struct{}), errb: &logSink{}, done: make(chan struct{})}
+	r := &nodeRun{cmd: cmd, lines: make(chan string), quit: make(chan struct{}), errb: &lockedBuffer{}, done: make(chan struct{})}
 	cmd.Stderr = r.errb
 	var err error
 	if r.stdin, err = cmd.StdinPipe(); err != nil {

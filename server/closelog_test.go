@@ -2,7 +2,6 @@ package server_test
 
 import (
 	"context"
-	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -10,6 +9,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/wsgw/gateway/fanout/redistest"
+	"github.com/wsgw/gateway/server/servertest"
 )
 
 // TestCloseLogFramesSent: the "connection closed" log line counts the
@@ -17,10 +17,10 @@ import (
 // the echo alike.
 func TestCloseLogFramesSent(t *testing.T) {
 	rs := redistest.Start(t)
-	logs := &logRecorder{}
+	logs := &servertest.LogRecorder{}
 	g := startGateway(t, rs, func(o *options) {
 		o.srv.Echo = true
-		o.srv.Logger = slog.New(logs)
+		o.srv.Logger = logs.Logger()
 	})
 	tests := []struct {
 		name, path string
@@ -61,11 +61,9 @@ func TestCloseLogFramesSent(t *testing.T) {
 }
 
 // closedLines are the "connection closed" lines logged so far.
-func closedLines(logs *logRecorder) []string {
-	logs.mu.Lock()
-	defer logs.mu.Unlock()
+func closedLines(logs *servertest.LogRecorder) []string {
 	var out []string
-	for _, l := range logs.lines {
+	for _, l := range logs.Lines() {
 		if strings.HasPrefix(l, "connection closed ") {
 			out = append(out, l)
 		}

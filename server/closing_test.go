@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/wsgw/gateway/fanout/redistest"
+	"github.com/wsgw/gateway/server/servertest"
 )
 
 // closeRuns is how many connections each close-code case closes; they
@@ -198,8 +199,8 @@ func TestSlowReaderResumesAndReads1013(t *testing.T) {
 	})
 	ps := make([]*pausedReader, readers)
 	for i := range ps {
-		ps[i] = &pausedReader{rc: dialRaw(t, g.addr, 0), done: make(chan struct{})}
-		ps[i].rc.subscribe(t, channel)
+		ps[i] = &pausedReader{rc: servertest.Upgrade(t, g.addr), done: make(chan struct{})}
+		rawSubscribe(t, ps[i].rc, channel)
 	}
 	payload := `{"pad":"` + strings.Repeat("x", 2040) + `"}`
 	start := time.Now()
@@ -251,9 +252,9 @@ func TestLingerBounds(t *testing.T) {
 		const linger = time.Second
 		rs := redistest.Start(t)
 		g := startGateway(t, rs, func(o *options) { o.srv.CloseLinger = linger })
-		rc := dialRaw(t, g.addr, 0)
+		rc := servertest.Upgrade(t, g.addr)
 		start := time.Now()
-		if _, err := rc.c.Write(header); err != nil {
+		if _, err := rc.TCP.Write(header); err != nil {
 			t.Fatal(err)
 		}
 		redistest.WaitFor(t, 10*time.Second, "the gateway to close the silent client", func() bool {
@@ -264,11 +265,11 @@ func TestLingerBounds(t *testing.T) {
 		if d := time.Since(start); d < linger-10*time.Millisecond {
 			t.Fatalf("closed after %v, before CLOSE_LINGER (%v)", d, linger)
 		}
-		op, p, err := rc.readFrame(5 * time.Second)
-		if err != nil || op != opClose || closeCode(p) != 1009 {
-			t.Fatalf("read op %#x code %d, %v; want the close frame with 1009", op, closeCode(p), err)
+		f, err := rc.ReadFrame(5 * time.Second)
+		if err != nil || f.Op != servertest.OpClose || servertest.CloseCode(f.Payload) != 1009 {
+			t.Fatalf("read %v, %v; want the close frame with 1009", f, err)
 		}
-		if _, _, err := rc.readFrame(5 * time.Second); !errors.Is(err, io.EOF) {
+		if _, err := rc.ReadFrame(5 * time.Second); !errors.Is(err, io.EOF) {
 			t.Fatalf("after the close frame: %v, want EOF", err)
 		}
 	})
@@ -281,10 +282,10 @@ func TestLingerBounds(t *testing.T) {
 		g := startGateway(t, rs, func(o *options) { o.srv.CloseLinger = linger })
 		goroutines := runtime.NumGoroutine()
 		heap := heapInuse()
-		rcs := make([]*rawClient, n)
+		rcs := make([]*servertest.Conn, n)
 		for i := range rcs {
-			rcs[i] = dialRaw(t, g.addr, 0)
-			if _, err := rcs[i].c.Write(header); err != nil {
+			rcs[i] = servertest.Upgrade(t, g.addr)
+			if _, err := rcs[i].TCP.Write(header); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -298,22 +299,22 @@ func TestLingerBounds(t *testing.T) {
 			return g.srv.Connections() == 0
 		})
 		for _, rc := range rcs[:10] {
-			if op, p, err := rc.readFrame(5 * time.Second); err != nil || op != opClose || closeCode(p) != 1009 {
-				t.Fatalf("read op %#x code %d, %v; want the close frame with 1009", op, closeCode(p), err)
+			if f, err := rc.ReadFrame(5 * time.Second); err != nil || f.Op != servertest.OpClose || servertest.CloseCode(f.Payload) != 1009 {
+				t.Fatalf("read %v, %v; want the close frame with 1009", f, err)
 			}
 		}
 	})
 	t.Run("client that keeps sending: cut off past the bytes bound", func(t *testing.T) {
 		rs := redistest.Start(t)
 		g := startGateway(t, rs, func(o *options) { o.srv.CloseLinger = time.Minute })
-		rc := dialRaw(t, g.addr, 0)
+		rc := servertest.Upgrade(t, g.addr)
 		sent := make(chan int64, 1)
 		go func() {
-			n, _ := rc.c.Write(header)
+			n, _ := rc.TCP.Write(header)
 			chunk := make([]byte, 64<<10)
 			for total := int64(n); ; {
-				_ = rc.c.SetWriteDeadline(time.Now().Add(20 * time.Second))
-				m, err := rc.c.Write(chunk)
+				_ = rc.TCP.SetWriteDeadline(time.Now().Add(20 * time.Second))
+				m, err := rc.TCP.Write(chunk)
 				total += int64(m)
 				if err != nil || total > 64<<20 {
 					sent <- total

@@ -1,41 +1,27 @@
 package server_test
 
 import (
-	"bufio"
-	"crypto/rand"
-	"crypto/sha1"
-	"encoding/base64"
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"runtime"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 	"unicode/utf8"
+
+	"github.com/wsgw/gateway/server/servertest"
 )
 
-// The conformance tests talk to the gateway's /echo endpoint
-// with confConn, a WebSocket client written from RFC 6455 on a raw TCP
-// connection: neither gobwas/ws (the server's) nor coder/websocket, which
-// would refuse to send what these tests must send (reserved bits and
-// opcodes, fragmented control frames, invalid UTF-8, half frames).
-
-// Opcodes (RFC 6455 §5.2, §11.8).
-const (
-	confOpCont  byte = 0x0
-	confOpText  byte = 0x1
-	confOpBin   byte = 0x2
-	confOpClose byte = 0x8
-	confOpPing  byte = 0x9
-	confOpPong  byte = 0xA
-)
+// The conformance tests talk to the gateway's /echo endpoint with
+// confConn: servertest's raw WebSocket client (neither gobwas/ws, the
+// server's, nor coder/websocket, which would refuse to send what these
+// tests must send: reserved bits and opcodes, fragmented control frames,
+// invalid UTF-8, half frames), fed in chunks the server reads one by one.
 
 // How a conformance case ends (confCase.close).
 const (
@@ -52,7 +38,6 @@ const (
 	// header boundaries and a few random cuts.
 	confEverySplitMax = 300
 	confReadTimeout   = 30 * time.Second // generous: a failing read is a failing test, not a slow one
-	confGUID          = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 )
 
 // startEcho starts a gateway with /echo on and no Redis: the echo path
@@ -70,75 +55,29 @@ type confSrv struct {
 }
 
 func (f confSrv) String() string {
-	p := f.payload
-	if len(p) > 48 {
-		return fmt.Sprintf("{op %#x, %d bytes: %q...}", f.op, len(p), p[:48])
-	}
-	return fmt.Sprintf("{op %#x, %q}", f.op, p)
+	return servertest.ServerFrame{Op: f.op, Payload: f.payload}.String()
 }
 
-func confWantText(p string) confSrv { return confSrv{confOpText, []byte(p)} }
-func confWantBin(p []byte) confSrv  { return confSrv{confOpBin, p} }
-func confWantPong(p string) confSrv { return confSrv{confOpPong, []byte(p)} }
+func confWantText(p string) confSrv { return confSrv{servertest.OpText, []byte(p)} }
+func confWantBin(p []byte) confSrv  { return confSrv{servertest.OpBinary, p} }
+func confWantPong(p string) confSrv { return confSrv{servertest.OpPong, []byte(p)} }
 
-// confKeys makes every frame's masking key different, so a server that
-// unmasked with the wrong key or offset cannot pass by luck.
-var confKeys atomic.Uint64
-
-// confFrame builds one masked client frame; rsv holds the three RSV bits
-// (0-7). The shortest length encoding is used (§5.2).
-func confFrame(op byte, fin bool, rsv byte, payload []byte) []byte {
-	b0 := op&0x0f | (rsv&7)<<4
-	if fin {
-		b0 |= 0x80
-	}
-	n := len(payload)
-	out := make([]byte, 0, 14+n)
-	out = append(out, b0)
-	switch {
-	case n <= 125:
-		out = append(out, 0x80|byte(n))
-	case n <= 0xffff:
-		out = append(out, 0x80|126, byte(n>>8), byte(n))
-	default:
-		out = append(out, 0x80|127)
-		out = binary.BigEndian.AppendUint64(out, uint64(n))
-	}
-	k := confKeys.Add(0x9e3779b97f4a7c15)
-	key := [4]byte{byte(k>>8) | 1, byte(k >> 16), byte(k>>24) | 0x80, byte(k >> 32)}
-	out = append(out, key[:]...)
-	start := len(out)
-	out = append(out, payload...)
-	// Eight bytes at a time: the 16 MiB cases are slow enough under -race
-	// without a loop per byte.
-	p := out[start:]
-	k8 := binary.LittleEndian.Uint64([]byte{key[0], key[1], key[2], key[3], key[0], key[1], key[2], key[3]})
-	i := 0
-	for ; i+8 <= len(p); i += 8 {
-		binary.LittleEndian.PutUint64(p[i:], binary.LittleEndian.Uint64(p[i:])^k8)
-	}
-	for ; i < len(p); i++ {
-		p[i] ^= key[i&3]
-	}
-	return out
-}
-
-func confText(p string) []byte { return confFrame(confOpText, true, 0, []byte(p)) }
-func confBin(p []byte) []byte  { return confFrame(confOpBin, true, 0, p) }
-func confPing(p string) []byte { return confFrame(confOpPing, true, 0, []byte(p)) }
-func confPong(p string) []byte { return confFrame(confOpPong, true, 0, []byte(p)) }
+func confText(p string) []byte { return servertest.DataFrame(servertest.OpText, true, 0, []byte(p)) }
+func confBin(p []byte) []byte  { return servertest.DataFrame(servertest.OpBinary, true, 0, p) }
+func confPing(p string) []byte { return servertest.DataFrame(servertest.OpPing, true, 0, []byte(p)) }
+func confPong(p string) []byte { return servertest.DataFrame(servertest.OpPong, true, 0, []byte(p)) }
 
 // confFrag is a data or continuation frame of a fragmented message.
-func confFrag(op byte, fin bool, p string) []byte { return confFrame(op, fin, 0, []byte(p)) }
+func confFrag(op byte, fin bool, p string) []byte { return servertest.DataFrame(op, fin, 0, []byte(p)) }
 
 // confClose is a close frame: code < 0 sends no body, otherwise the
 // 2-byte code followed by reason (§5.5.1).
 func confClose(code int, reason string) []byte {
 	if code < 0 {
-		return confFrame(confOpClose, true, 0, nil)
+		return servertest.DataFrame(servertest.OpClose, true, 0, nil)
 	}
 	body := binary.BigEndian.AppendUint16(nil, uint16(code))
-	return confFrame(confOpClose, true, 0, append(body, reason...))
+	return servertest.DataFrame(servertest.OpClose, true, 0, append(body, reason...))
 }
 
 func confCat(parts ...[]byte) []byte {
@@ -155,11 +94,11 @@ func confFragments(op byte, p []byte, size int) []byte {
 	var out []byte
 	for first := true; first || len(p) > 0; first = false {
 		k := min(size, len(p))
-		fop := confOpCont
+		fop := servertest.OpCont
 		if first {
 			fop = op
 		}
-		out = append(out, confFrame(fop, k == len(p), 0, p[:k])...)
+		out = append(out, servertest.DataFrame(fop, k == len(p), 0, p[:k])...)
 		p = p[k:]
 	}
 	return out
@@ -197,8 +136,7 @@ func confBinPayload(n int) []byte {
 // confConn is one client connection.
 type confConn struct {
 	tb   testing.TB
-	c    *net.TCPConn
-	br   *bufio.Reader
+	c    *servertest.Conn
 	feed string // how the current stream is being fed, for failure messages
 }
 
@@ -207,39 +145,15 @@ type confConn struct {
 // confConn and the response (its body read into the returned string).
 func confDial(tb testing.TB, addr, path, extra string) (*confConn, *http.Response, string) {
 	tb.Helper()
-	nc, err := net.DialTimeout("tcp", addr, 10*time.Second)
+	c := servertest.Dial(tb, addr)
+	resp, body, err := c.Upgrade(path, extra)
 	if err != nil {
-		tb.Fatalf("dial %s: %v", addr, err)
+		tb.Fatal(err)
 	}
-	c := nc.(*net.TCPConn)
-	tb.Cleanup(func() { _ = c.Close() })
-	var raw [16]byte
-	_, _ = rand.Read(raw[:])
-	key := base64.StdEncoding.EncodeToString(raw[:])
-	req := "GET " + path + " HTTP/1.1\r\nHost: " + addr + "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
-		"Sec-WebSocket-Key: " + key + "\r\nSec-WebSocket-Version: 13\r\n" + extra + "\r\n"
-	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := c.Write([]byte(req)); err != nil {
-		tb.Fatalf("write upgrade request: %v", err)
-	}
-	br := bufio.NewReaderSize(c, 64<<10)
-	resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodGet})
-	if err != nil {
-		tb.Fatalf("read upgrade response: %v", err)
-	}
-	_ = c.SetDeadline(time.Time{})
 	if resp.StatusCode != http.StatusSwitchingProtocols {
-		body, _ := io.ReadAll(resp.Body)
 		return nil, resp, string(body)
 	}
-	sum := sha1.Sum([]byte(key + confGUID))
-	if got, want := resp.Header.Get("Sec-WebSocket-Accept"), base64.StdEncoding.EncodeToString(sum[:]); got != want {
-		tb.Fatalf("Sec-WebSocket-Accept = %q, want %q (§4.2.2)", got, want)
-	}
-	if !strings.EqualFold(resp.Header.Get("Upgrade"), "websocket") || !strings.EqualFold(resp.Header.Get("Connection"), "upgrade") {
-		tb.Fatalf("101 without Upgrade: websocket / Connection: Upgrade: %v", resp.Header)
-	}
-	return &confConn{tb: tb, c: c, br: br}, resp, ""
+	return &confConn{tb: tb, c: c}, resp, ""
 }
 
 // confOpen is confDial for an upgrade that must succeed.
@@ -270,7 +184,7 @@ func (w *confConn) drained() {
 	if !confBarrierSupported {
 		return
 	}
-	srv, cli := w.c.RemoteAddr().(*net.TCPAddr), w.c.LocalAddr().(*net.TCPAddr)
+	srv, cli := w.c.TCP.RemoteAddr().(*net.TCPAddr), w.c.TCP.LocalAddr().(*net.TCPAddr)
 	deadline := time.Now().Add(10 * time.Second)
 	for i := 0; ; i++ {
 		n, found, err := confUnread(srv, cli)
@@ -307,8 +221,8 @@ func (w *confConn) write(p []byte, cuts []int, tolerant bool) {
 		if end <= prev {
 			continue
 		}
-		_ = w.c.SetWriteDeadline(time.Now().Add(confReadTimeout))
-		if _, err := w.c.Write(p[prev:end]); err != nil {
+		_ = w.c.TCP.SetWriteDeadline(time.Now().Add(confReadTimeout))
+		if _, err := w.c.TCP.Write(p[prev:end]); err != nil {
 			if tolerant && (errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET)) {
 				return
 			}
@@ -322,49 +236,25 @@ func (w *confConn) write(p []byte, cuts []int, tolerant bool) {
 }
 
 // readFrame reads one server frame and checks what every server frame
-// must be: unmasked (§5.1), no RSV bits (no extension is negotiated,
-// §5.2), control frames unfragmented and at most 125 bytes (§5.5). The
-// server never fragments, so data frames have FIN set.
+// must be: unmasked (§5.1, checked by ReadFrame), no RSV bits (no
+// extension is negotiated, §5.2), control frames unfragmented and at most
+// 125 bytes (§5.5). The server never fragments, so data frames have FIN
+// set.
 func (w *confConn) readFrame() (confSrv, error) {
 	w.tb.Helper()
-	_ = w.c.SetReadDeadline(time.Now().Add(confReadTimeout))
-	var h [2]byte
-	if _, err := io.ReadFull(w.br, h[:]); err != nil {
+	f, err := w.c.ReadFrame(confReadTimeout)
+	if err != nil {
 		return confSrv{}, err
 	}
-	fin, rsv, op := h[0]&0x80 != 0, h[0]&0x70, h[0]&0x0f
-	n := uint64(h[1] & 0x7f)
-	switch n {
-	case 126:
-		var e [2]byte
-		if _, err := io.ReadFull(w.br, e[:]); err != nil {
-			return confSrv{}, err
-		}
-		n = uint64(binary.BigEndian.Uint16(e[:]))
-	case 127:
-		var e [8]byte
-		if _, err := io.ReadFull(w.br, e[:]); err != nil {
-			return confSrv{}, err
-		}
-		n = binary.BigEndian.Uint64(e[:])
-	}
 	switch {
-	case h[1]&0x80 != 0:
-		w.fatalf("server frame is masked (§5.1)")
-	case rsv != 0:
-		w.fatalf("server frame has RSV bits %#x without a negotiated extension (§5.2)", rsv)
-	case !fin:
-		w.fatalf("server frame op %#x without FIN: the echo must send whole messages", op)
-	case op >= confOpClose && n > 125:
-		w.fatalf("server control frame of %d bytes (§5.5)", n)
-	case n > 64<<20:
-		w.fatalf("server frame of %d bytes", n)
+	case f.RSV != 0:
+		w.fatalf("server frame has RSV bits %#x without a negotiated extension (§5.2)", f.RSV<<4)
+	case !f.Fin:
+		w.fatalf("server frame op %#x without FIN: the echo must send whole messages", f.Op)
+	case f.Op >= servertest.OpClose && len(f.Payload) > 125:
+		w.fatalf("server control frame of %d bytes (§5.5)", len(f.Payload))
 	}
-	p := make([]byte, n)
-	if _, err := io.ReadFull(w.br, p); err != nil {
-		return confSrv{}, fmt.Errorf("payload of %d bytes: %w", n, err)
-	}
-	return confSrv{op: op, payload: p}, nil
+	return confSrv{op: f.Op, payload: f.Payload}, nil
 }
 
 // expect reads the next frames and compares them with want, in order.
@@ -390,7 +280,7 @@ func (w *confConn) expectClose(code int) {
 	if err != nil {
 		w.fatalf("want a close frame with %d, got %v", code, err)
 	}
-	if f.op != confOpClose {
+	if f.op != servertest.OpClose {
 		w.fatalf("want a close frame with %d, got %v", code, f)
 	}
 	switch {
@@ -415,14 +305,8 @@ func (w *confConn) expectClose(code int) {
 // nothing more.
 func (w *confConn) expectEOF() {
 	w.tb.Helper()
-	_ = w.c.SetReadDeadline(time.Now().Add(confReadTimeout))
-	var b [1]byte
-	n, err := w.br.Read(b[:])
-	if n > 0 {
-		w.fatalf("data after the server's close frame: %#x", b[0])
-	}
-	if err != io.EOF && !errors.Is(err, syscall.ECONNRESET) {
-		w.fatalf("want the server to close TCP after its close frame, got %v", err)
+	if rest := w.c.ExpectEOF(w.tb, confReadTimeout); len(rest) > 0 {
+		w.fatalf("data after the server's close frame: %q", rest)
 	}
 }
 
@@ -551,7 +435,7 @@ func confRun(t *testing.T, g *gateway, c confCase) {
 		w.write(c.send, cuts, true)
 		w.expect(c.want...)
 		w.expectClose(c.close)
-		_ = w.c.Close()
+		_ = w.c.TCP.Close()
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/wsgw/gateway/server"
+	"github.com/wsgw/gateway/server/servertest"
 )
 
 // RFC 6455 conformance of the framing layer, against the /echo
@@ -63,21 +64,21 @@ func confFraming() []confCase {
 		op       byte
 		payload  func(int) []byte
 	}{
-		{"1.1", "text", confOpText, func(n int) []byte { return bytes.Repeat([]byte("*"), n) }},
-		{"1.2", "binary", confOpBin, func(n int) []byte { return bytes.Repeat([]byte{0xfe}, n) }},
+		{"1.1", "text", servertest.OpText, func(n int) []byte { return bytes.Repeat([]byte("*"), n) }},
+		{"1.2", "binary", servertest.OpBinary, func(n int) []byte { return bytes.Repeat([]byte{0xfe}, n) }},
 	}
 	for _, k := range kinds {
 		for i, n := range []int{0, 125, 126, 127, 128, 65535, 65536} {
 			p := k.payload(n)
 			cs = append(cs, confCase{
 				id: fmt.Sprintf("%s.%d", k.id, i+1), what: fmt.Sprintf("%s of %d bytes", k.name, n),
-				send: confFrame(k.op, true, 0, p), want: []confSrv{{k.op, p}},
+				send: servertest.DataFrame(k.op, true, 0, p), want: []confSrv{{k.op, p}},
 			})
 		}
 		p := k.payload(65536)
 		cs = append(cs, confCase{
 			id: k.id + ".8", what: k.name + " of 65536 bytes in chops of 997",
-			send: confFrame(k.op, true, 0, p), want: []confSrv{{k.op, p}}, chop: 997,
+			send: servertest.DataFrame(k.op, true, 0, p), want: []confSrv{{k.op, p}}, chop: 997,
 		})
 	}
 	mixed := confTextPayload(70000)
@@ -86,7 +87,7 @@ func confFraming() []confCase {
 			send: confCat(confText("a"), confBin([]byte{0, 1, 2}), confText(confKosme), confBin(nil)),
 			want: []confSrv{confWantText("a"), confWantBin([]byte{0, 1, 2}), confWantText(confKosme), confWantBin([]byte{})}},
 		confCase{id: "§5.6", what: "multi-byte text of 70000 bytes",
-			send: confFrame(confOpText, true, 0, mixed), want: []confSrv{{confOpText, mixed}}},
+			send: servertest.DataFrame(servertest.OpText, true, 0, mixed), want: []confSrv{{servertest.OpText, mixed}}},
 		confCase{id: "§5.1", what: "unmasked client frame",
 			send: []byte{0x81, 0x05, 'h', 'e', 'l', 'l', 'o'}, close: 1002},
 		confCase{id: "§5.1", what: "unmasked frame after a valid one",
@@ -96,7 +97,7 @@ func confFraming() []confCase {
 		// would draw a TCP reset that can discard the end of the
 		// 100 KiB echo (no lingering close; see 7.1.6).
 		confCase{id: "§5.2", what: "100 KiB frame, then a reserved opcode in the same stream",
-			send: confCat(confBin(confBinPayload(100<<10)), confFrame(3, true, 0, nil)), want: []confSrv{confWantBin(confBinPayload(100 << 10))}, close: 1002, tail: 6},
+			send: confCat(confBin(confBinPayload(100<<10)), servertest.DataFrame(3, true, 0, nil)), want: []confSrv{confWantBin(confBinPayload(100 << 10))}, close: 1002, tail: 6},
 		confCase{id: "§5.2", what: "64-bit length with the most significant bit set",
 			send: []byte{0x82, 0xff, 0x80, 0, 0, 0, 0, 0, 0, 1, 1, 2, 3, 4}, close: 1002},
 	)
@@ -138,17 +139,17 @@ func confReservedBits() []confCase {
 	hello := confText(confHello)
 	echo := []confSrv{confWantText(confHello)}
 	rsvText := func(rsv byte) []byte {
-		return confCat(hello, confFrame(confOpText, true, rsv, []byte(confHello)), confPing(""))
+		return confCat(hello, servertest.DataFrame(servertest.OpText, true, rsv, []byte(confHello)), confPing(""))
 	}
 	return []confCase{
-		{id: "3.1", what: "text with RSV1", send: confFrame(confOpText, true, 1, []byte(confHello)), close: 1002},
+		{id: "3.1", what: "text with RSV1", send: servertest.DataFrame(servertest.OpText, true, 1, []byte(confHello)), close: 1002},
 		{id: "3.2", what: "text, then text with RSV2, then ping", send: rsvText(2), want: echo, close: 1002},
 		{id: "3.3", what: "text, then text with RSV3, then ping", send: rsvText(3), want: echo, close: 1002},
 		{id: "3.4", what: "text, then text with RSV4, then ping", send: rsvText(4), want: echo, close: 1002},
-		{id: "3.5", what: "binary with RSV5", send: confFrame(confOpBin, true, 5, bytes.Repeat([]byte{0xff}, 8)), close: 1002},
-		{id: "3.6", what: "ping with RSV6", send: confFrame(confOpPing, true, 6, []byte(confHello)), close: 1002},
-		{id: "3.7", what: "close with RSV7", send: confFrame(confOpClose, true, 7, []byte{0x03, 0xe8}), close: 1002},
-		{id: "§5.2", what: "continuation with RSV1", send: confCat(confFrag(confOpText, false, "a"), confFrame(confOpCont, true, 1, []byte("b"))), close: 1002},
+		{id: "3.5", what: "binary with RSV5", send: servertest.DataFrame(servertest.OpBinary, true, 5, bytes.Repeat([]byte{0xff}, 8)), close: 1002},
+		{id: "3.6", what: "ping with RSV6", send: servertest.DataFrame(servertest.OpPing, true, 6, []byte(confHello)), close: 1002},
+		{id: "3.7", what: "close with RSV7", send: servertest.DataFrame(servertest.OpClose, true, 7, []byte{0x03, 0xe8}), close: 1002},
+		{id: "§5.2", what: "continuation with RSV1", send: confCat(confFrag(servertest.OpText, false, "a"), servertest.DataFrame(servertest.OpCont, true, 1, []byte("b"))), close: 1002},
 	}
 }
 
@@ -157,7 +158,7 @@ func confReservedBits() []confCase {
 func confOpcodes() []confCase {
 	hello := confText(confHello)
 	echo := []confSrv{confWantText(confHello)}
-	op := func(o byte, p string) []byte { return confFrame(o, true, 0, []byte(p)) }
+	op := func(o byte, p string) []byte { return servertest.DataFrame(o, true, 0, []byte(p)) }
 	const rp = "reserved opcode payload"
 	return []confCase{
 		{id: "4.1.1", what: "opcode 3", send: op(3, ""), close: 1002},
@@ -177,11 +178,11 @@ func confOpcodes() []confCase {
 // (control frames are never fragmented, may come between fragments).
 func confFragmentation() []confCase {
 	f := confFrag
-	const c, tx, bn = confOpCont, confOpText, confOpBin
+	const c, tx, bn = servertest.OpCont, servertest.OpText, servertest.OpBinary
 	twice := func(p []byte) []byte { return confCat(p, p) }
 	return []confCase{
-		{id: "5.1", what: "ping in 2 fragments", send: confCat(confFrame(confOpPing, false, 0, []byte("fragment1")), f(c, true, "fragment2")), close: 1002},
-		{id: "5.2", what: "pong in 2 fragments", send: confCat(confFrame(confOpPong, false, 0, []byte("fragment1")), f(c, true, "fragment2")), close: 1002},
+		{id: "5.1", what: "ping in 2 fragments", send: confCat(servertest.DataFrame(servertest.OpPing, false, 0, []byte("fragment1")), f(c, true, "fragment2")), close: 1002},
+		{id: "5.2", what: "pong in 2 fragments", send: confCat(servertest.DataFrame(servertest.OpPong, false, 0, []byte("fragment1")), f(c, true, "fragment2")), close: 1002},
 		{id: "5.3, 5.4, 5.5", what: "text in 2 fragments", send: confCat(f(tx, false, "fragment1"), f(c, true, "fragment2")),
 			want: []confSrv{confWantText("fragment1fragment2")}},
 		{id: "5.6, 5.7, 5.8", what: "text in 2 fragments with a ping between", send: confCat(f(tx, false, "fragment1"), confPing("ping payload"), f(c, true, "fragment2")),
@@ -207,7 +208,7 @@ func confFragmentation() []confCase {
 		{id: "§5.4", what: "fragmented message then an unfragmented one",
 			send: confCat(f(tx, false, "a"), f(c, true, "b"), confBin([]byte("c"))),
 			want: []confSrv{confWantText("ab"), confWantBin([]byte("c"))}},
-		{id: "§5.5", what: "close (no FIN)", send: confFrame(confOpClose, false, 0, []byte{0x03, 0xe8}), close: 1002},
+		{id: "§5.5", what: "close (no FIN)", send: servertest.DataFrame(servertest.OpClose, false, 0, []byte{0x03, 0xe8}), close: 1002},
 	}
 }
 
@@ -216,7 +217,7 @@ func confFragmentation() []confCase {
 // of Markus Kuhn's UTF-8-test.txt that Autobahn uses.
 func confUTF8() []confCase {
 	f := confFrag
-	const c, tx = confOpCont, confOpText
+	const c, tx = servertest.OpCont, servertest.OpText
 	const uni = "Hello-\xc2\xb5@\xc3\x9f\xc3\xb6\xc3\xa4\xc3\xbc\xc3\xa0\xc3\xa1-UTF-8!!" // Hello-µ@ßöäüàá-UTF-8!!
 	cut := strings.Index(uni, "\xc3\xbc")
 	cs := []confCase{
@@ -355,7 +356,7 @@ func confCloseCases() []confCase {
 		{id: "7.1.2", what: "two closes", send: confCat(confClose(1000, ""), confClose(1000, "")), close: 1000},
 		{id: "7.1.3", what: "ping after close", send: confCat(confClose(1000, ""), confPing("")), close: 1000},
 		{id: "7.1.4", what: "text after close", send: confCat(confClose(1000, ""), confText("Hello World!")), close: 1000},
-		{id: "7.1.5", what: "fragment, close, last fragment", send: confCat(confFrag(confOpText, false, "fragment1"), confClose(1000, ""), confFrag(confOpCont, true, "fragment2")), close: 1000},
+		{id: "7.1.5", what: "fragment, close, last fragment", send: confCat(confFrag(servertest.OpText, false, "fragment1"), confClose(1000, ""), confFrag(servertest.OpCont, true, "fragment2")), close: 1000},
 		// The ping travels with the close: sent in a later TCP segment,
 		// after the server has closed, it would draw a TCP reset that
 		// discards whatever of the 256 KiB echo the server's kernel has
@@ -363,10 +364,10 @@ func confCloseCases() []confCase {
 		// frame; it does no lingering close). Autobahn sends it all in
 		// one write too.
 		{id: "7.1.6", what: "256 KiB text, text, close, ping",
-			send: confCat(confFrame(confOpText, true, 0, big), confText("Hello World!"), confClose(1000, ""), confPing("")),
-			want: []confSrv{{confOpText, big}, confWantText("Hello World!")}, close: 1000, tail: 6 + 8},
+			send: confCat(servertest.DataFrame(servertest.OpText, true, 0, big), confText("Hello World!"), confClose(1000, ""), confPing("")),
+			want: []confSrv{{servertest.OpText, big}, confWantText("Hello World!")}, close: 1000, tail: 6 + 8},
 		{id: "7.3.1", what: "close without body", send: confClose(-1, ""), close: confEmptyClose},
-		{id: "7.3.2", what: "close with a 1-byte body", send: confFrame(confOpClose, true, 0, []byte{0x03}), close: 1002},
+		{id: "7.3.2", what: "close with a 1-byte body", send: servertest.DataFrame(servertest.OpClose, true, 0, []byte{0x03}), close: 1002},
 		{id: "7.3.3", what: "close with code, no reason", send: confClose(1000, ""), close: 1000},
 		{id: "7.3.4", what: "close with a short reason", send: confClose(1000, "Hello World!"), close: 1000},
 		{id: "7.3.5", what: "close with a 123-byte reason", send: confClose(1000, strings.Repeat("*", 123)), close: 1000},
@@ -395,8 +396,8 @@ func confCloseCases() []confCase {
 // 1300-byte fragments comes back whole.
 func confAutoFragmentation() []confCase {
 	p := bytes.Repeat([]byte("*"), 65536)
-	return []confCase{{id: "10.1.1", what: "64 KiB text in 1300-byte fragments", send: confFragments(confOpText, p, 1300),
-		want: []confSrv{{confOpText, p}}}}
+	return []confCase{{id: "10.1.1", what: "64 KiB text in 1300-byte fragments", send: confFragments(servertest.OpText, p, 1300),
+		want: []confSrv{{servertest.OpText, p}}}}
 }
 
 // TestConformanceScripts covers the cases whose timing matters: a step
@@ -411,10 +412,10 @@ func TestConformanceScripts(t *testing.T) {
 	const h = 6
 	bigBad := confTextPayload(1 << 20)
 	bigBad[100000] = 0xff
-	bigFrame := confFrame(confOpText, true, 0, bigBad)
+	bigFrame := servertest.DataFrame(servertest.OpText, true, 0, bigBad)
 	bigH := len(bigFrame) - len(bigBad)
 	good := confTextPayload(64 << 10)
-	goodFrame := confFrame(confOpText, true, 0, good)
+	goodFrame := servertest.DataFrame(servertest.OpText, true, 0, good)
 	goodH := len(goodFrame) - len(good)
 	goodCut := 1000 // inside a code point
 	for utf8.RuneStart(good[goodCut]) {
@@ -426,17 +427,17 @@ func TestConformanceScripts(t *testing.T) {
 		close    int
 	}{
 		{"5.19, 5.20", "text in 5 fragments, pings between, each answered before the next fragment", []confStep{
-			{confCat(confFrag(confOpText, false, "fragment1"), confFrag(confOpCont, false, "fragment2"), confPing("pongme 1!")), []confSrv{confWantPong("pongme 1!")}},
-			{confCat(confFrag(confOpCont, false, "fragment3"), confFrag(confOpCont, false, "fragment4"), confPing("pongme 2!")), []confSrv{confWantPong("pongme 2!")}},
-			{confFrag(confOpCont, true, "fragment5"), []confSrv{confWantText("fragment1fragment2fragment3fragment4fragment5")}},
+			{confCat(confFrag(servertest.OpText, false, "fragment1"), confFrag(servertest.OpCont, false, "fragment2"), confPing("pongme 1!")), []confSrv{confWantPong("pongme 1!")}},
+			{confCat(confFrag(servertest.OpCont, false, "fragment3"), confFrag(servertest.OpCont, false, "fragment4"), confPing("pongme 2!")), []confSrv{confWantPong("pongme 2!")}},
+			{confFrag(servertest.OpCont, true, "fragment5"), []confSrv{confWantText("fragment1fragment2fragment3fragment4fragment5")}},
 		}, confAutoClose},
 		{"6.4.1", "invalid code point in the 2nd of 3 frames: fail before the 3rd", []confStep{
-			{confCat(confFrag(confOpText, false, confKosme), confPing("A")), []confSrv{confWantPong("A")}},
-			{confFrag(confOpCont, false, p2), nil},
+			{confCat(confFrag(servertest.OpText, false, confKosme), confPing("A")), []confSrv{confWantPong("A")}},
+			{confFrag(servertest.OpCont, false, p2), nil},
 		}, 1007},
 		{"6.4.2", "2nd of 3 frames holds only the invalid byte", []confStep{
-			{confCat(confFrag(confOpText, false, payload[:12]), confPing("A")), []confSrv{confWantPong("A")}},
-			{confFrag(confOpCont, false, payload[12:13]), nil},
+			{confCat(confFrag(servertest.OpText, false, payload[:12]), confPing("A")), []confSrv{confWantPong("A")}},
+			{confFrag(servertest.OpCont, false, payload[12:13]), nil},
 		}, 1007},
 		{"6.4.3", "one frame in 3 chops: fail on the 2nd chop, before the frame is complete", []confStep{
 			{frame[:h+len(confKosme)], nil},
@@ -450,12 +451,12 @@ func TestConformanceScripts(t *testing.T) {
 			{bigFrame[:bigH+100001], nil},
 		}, 1007},
 		{"§8.1", "invalid continuation of a code point begun in an earlier frame, in a partial frame", []confStep{
-			{confCat(confFrag(confOpText, false, "a\xf0\x9f"), confPing("A")), []confSrv{confWantPong("A")}},
-			{confFrag(confOpCont, true, "\x98A"+strings.Repeat("z", 1000))[:8+1+1], nil},
+			{confCat(confFrag(servertest.OpText, false, "a\xf0\x9f"), confPing("A")), []confSrv{confWantPong("A")}},
+			{confFrag(servertest.OpCont, true, "\x98A"+strings.Repeat("z", 1000))[:8+1+1], nil},
 		}, 1007},
 		{"§8.1", "valid text frame cut inside a code point, completed later", []confStep{
 			{goodFrame[:goodH+goodCut], nil},
-			{goodFrame[goodH+goodCut:], []confSrv{{confOpText, good}}},
+			{goodFrame[goodH+goodCut:], []confSrv{{servertest.OpText, good}}},
 		}, confAutoClose},
 	}
 	for _, tt := range tests {
@@ -499,7 +500,7 @@ func TestConformanceLimits(t *testing.T) {
 		id   string
 		op   byte
 		name string
-	}{{"9.1", confOpText, "text"}, {"9.2", confOpBin, "binary"}} {
+	}{{"9.1", servertest.OpText, "text"}, {"9.2", servertest.OpBinary, "binary"}} {
 		for _, n := range []struct {
 			sub  string
 			size int
@@ -508,27 +509,27 @@ func TestConformanceLimits(t *testing.T) {
 		}
 	}
 	cases = append(cases,
-		large{"9.3.1", "text of 4 MiB in 64-byte fragments", confOpText, 4 * MiB, 64, 0},
-		large{"9.4.6", "binary of 4 MiB in 64 KiB fragments", confOpBin, 4 * MiB, 64 * KiB, 0},
-		large{"9.3", "text of 16 MiB in 64 KiB fragments", confOpText, 16 * MiB, 64 * KiB, 0},
-		large{"9.4", "binary of 16 MiB in 64 KiB fragments", confOpBin, 16 * MiB, 64 * KiB, 0},
-		large{"9.5.6", "text of 1 MiB written in chops of 2 KiB", confOpText, 1 * MiB, 0, 2 * KiB},
-		large{"9.6.6", "binary of 1 MiB written in chops of 2 KiB", confOpBin, 1 * MiB, 0, 2 * KiB},
+		large{"9.3.1", "text of 4 MiB in 64-byte fragments", servertest.OpText, 4 * MiB, 64, 0},
+		large{"9.4.6", "binary of 4 MiB in 64 KiB fragments", servertest.OpBinary, 4 * MiB, 64 * KiB, 0},
+		large{"9.3", "text of 16 MiB in 64 KiB fragments", servertest.OpText, 16 * MiB, 64 * KiB, 0},
+		large{"9.4", "binary of 16 MiB in 64 KiB fragments", servertest.OpBinary, 16 * MiB, 64 * KiB, 0},
+		large{"9.5.6", "text of 1 MiB written in chops of 2 KiB", servertest.OpText, 1 * MiB, 0, 2 * KiB},
+		large{"9.6.6", "binary of 1 MiB written in chops of 2 KiB", servertest.OpBinary, 1 * MiB, 0, 2 * KiB},
 	)
 	for _, c := range cases {
 		t.Run(c.id+" "+c.what, func(t *testing.T) {
 			p := confBinPayload(c.n)
-			if c.op == confOpText {
+			if c.op == servertest.OpText {
 				p = confTextPayload(c.n)
 			}
-			send := confFrame(c.op, true, 0, p)
+			send := servertest.DataFrame(c.op, true, 0, p)
 			if c.frag > 0 {
 				send = confFragments(c.op, p, c.frag)
 			}
 			feeds := [][]int{nil}
 			if c.chop > 0 {
 				feeds = [][]int{confChops(len(send), c.chop)}
-			} else if c.n == 4*MiB && c.frag == 0 && c.op == confOpText {
+			} else if c.n == 4*MiB && c.frag == 0 && c.op == servertest.OpText {
 				// A few random cuts (Autobahn's chops, and the
 				// cut UTF-8 of a large frame).
 				feeds = confFeeds(confCase{send: send})[12:]
@@ -552,16 +553,16 @@ func TestConformanceLimits(t *testing.T) {
 	}
 	// 9.7.*, 9.8.*: many messages pipelined, echoed in order.
 	for _, n := range []int{0, 256, 4096} {
-		for _, op := range []byte{confOpText, confOpBin} {
+		for _, op := range []byte{servertest.OpText, servertest.OpBinary} {
 			t.Run(fmt.Sprintf("9.7, 9.8 1000 messages of %d bytes op %d", n, op), func(t *testing.T) {
 				p := confBinPayload(n)
-				if op == confOpText {
+				if op == servertest.OpText {
 					p = confTextPayload(n)
 				}
 				var send []byte
 				want := make([]confSrv, 1000)
 				for i := range want {
-					send = append(send, confFrame(op, true, 0, p)...)
+					send = append(send, servertest.DataFrame(op, true, 0, p)...)
 					want[i] = confSrv{op, p}
 				}
 				w := confOpen(t, g)
@@ -587,12 +588,12 @@ func TestConformanceEchoLimit(t *testing.T) {
 		steps      []confStep
 		close      int
 	}{
-		{"echo: a message of exactly the limit", "/echo", []confStep{{confFrame(confOpText, true, 0, max), []confSrv{{confOpText, max}}}}, confAutoClose},
+		{"echo: a message of exactly the limit", "/echo", []confStep{{servertest.DataFrame(servertest.OpText, true, 0, max), []confSrv{{servertest.OpText, max}}}}, confAutoClose},
 		{"echo: a message over the gateway's own limit", "/echo", []confStep{{confBin(make([]byte, 100<<10)), []confSrv{confWantBin(make([]byte, 100<<10))}}}, confAutoClose},
-		{"echo: one frame over the limit, header only", "/echo", []confStep{{confFrame(confOpBin, true, 0, make([]byte, limit+1))[:14], nil}}, 1009},
+		{"echo: one frame over the limit, header only", "/echo", []confStep{{servertest.DataFrame(servertest.OpBinary, true, 0, make([]byte, limit+1))[:14], nil}}, 1009},
 		{"echo: fragments adding up to more than the limit", "/echo", []confStep{{confCat(
-			confFrame(confOpText, false, 0, half), confFrame(confOpCont, false, 0, half), confFrame(confOpCont, true, 0, []byte("x"))), nil}}, 1009},
-		{"ws: a message over MaxMessageBytes, header only", "/ws", []confStep{{confFrame(confOpText, true, 0, make([]byte, 64<<10+1))[:14], nil}}, 1009},
+			servertest.DataFrame(servertest.OpText, false, 0, half), servertest.DataFrame(servertest.OpCont, false, 0, half), servertest.DataFrame(servertest.OpCont, true, 0, []byte("x"))), nil}}, 1009},
+		{"ws: a message over MaxMessageBytes, header only", "/ws", []confStep{{servertest.DataFrame(servertest.OpText, true, 0, make([]byte, 64<<10+1))[:14], nil}}, 1009},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -637,7 +638,7 @@ func TestConformanceHandshake(t *testing.T) {
 			}
 			// A compressed message sets RSV1 (RFC 7692 §6); without
 			// the extension that is a protocol error.
-			w.write(confCat(confText(confHello), confFrame(confOpText, true, 4, []byte{0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00})), nil, true)
+			w.write(confCat(confText(confHello), servertest.DataFrame(servertest.OpText, true, 4, []byte{0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00})), nil, true)
 			w.expect(confWantText(confHello))
 			w.expectClose(1002)
 		})

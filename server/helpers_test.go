@@ -17,6 +17,7 @@ import (
 	"github.com/wsgw/gateway/fanout"
 	"github.com/wsgw/gateway/fanout/redistest"
 	"github.com/wsgw/gateway/server"
+	"github.com/wsgw/gateway/server/servertest"
 )
 
 // gateway is a real gateway (gnet server plus fanout hub) on a free port,
@@ -98,7 +99,7 @@ func startGateway(tb testing.TB, rs *redistest.Server, mutate ...func(*options))
 		_ = srv.Shutdown(ctx) // closes the hub too
 	})
 	if rs != nil {
-		redistest.WaitFor(tb, 10*time.Second, "gateway's Redis link", hub.Healthy)
+		servertest.WaitFor(tb, 10*time.Second, "gateway's Redis link", hub.Healthy)
 	}
 	return g
 }

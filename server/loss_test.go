@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/wsgw/gateway/fanout/redistest"
+	"github.com/wsgw/gateway/server/servertest"
 )
 
 // lossNotice is a messages_lost error frame.
@@ -49,10 +50,10 @@ func TestLossNotice(t *testing.T) {
 		o.srv.SlowClientTimeout = 0
 		o.hub.SendQueue = 64
 	})
-	slow := dialRaw(t, g.addr, 4096)
-	slow.subscribe(t, channel, pattern, quiet)
+	slow := servertest.Upgrade(t, g.addr, servertest.RcvBuf(4096))
+	rawSubscribe(t, slow, channel, pattern, quiet)
 	rs.Publish(t, quiet, `"before the pause"`)
-	slow.expectText(t, `"before the pause"`)
+	slow.ExpectText(t, `"before the pause"`)
 
 	// From here on it reads nothing.
 	payload := `{"pad":"` + strings.Repeat("x", 2040) + `"}`
@@ -85,13 +86,14 @@ func TestLossNotice(t *testing.T) {
 	received := map[string]uint64{}
 	notices, jumps := 0, 0
 	for known[channel] < total || known[pattern] < total {
-		op, p, err := slow.readFrame(10 * time.Second)
+		f, err := slow.ReadFrame(10 * time.Second)
 		if err != nil {
 			t.Fatalf("the reader knows of seq %v of %d and hears nothing more: %v", known, total, err)
 		}
-		if op != opText {
+		if f.Op != servertest.OpText {
 			continue
 		}
+		p := f.Payload
 		var m struct {
 			Type    string `json:"type"`
 			Seq     uint64 `json:"seq"`
@@ -160,7 +162,7 @@ func TestLossNotice(t *testing.T) {
 	rs.Publish(t, channel, `"after"`)
 	rs.Publish(t, inPat, `"after"`)
 	for range 2 {
-		p := slow.expectText(t, `"after"`)
+		p := slow.ExpectText(t, `"after"`)
 		if seq := seqOf(p); seq != total+1 {
 			t.Fatalf("next message has seq %d, want %d: %s", seq, total+1, p)
 		}

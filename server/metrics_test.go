@@ -18,6 +18,7 @@ import (
 
 	"github.com/wsgw/gateway/fanout/redistest"
 	"github.com/wsgw/gateway/server"
+	"github.com/wsgw/gateway/server/servertest"
 )
 
 // scraper serves a gateway's metrics, registered on a fresh registry, over
@@ -150,7 +151,7 @@ func TestMetricsEndToEnd(t *testing.T) {
 	// frames_delivered is counted right after the Writev the clients
 	// read from, so it may trail their reads by a moment.
 	var f families
-	redistest.WaitFor(t, 5*time.Second, "frames_delivered to reach what the clients received", func() bool {
+	servertest.WaitFor(t, 5*time.Second, "frames_delivered to reach what the clients received", func() bool {
 		f = sc.scrape(t)
 		return f.value(t, "gateway_frames_delivered_total") >= float64(queued)
 	})
@@ -204,7 +205,7 @@ func TestMetricsEndToEnd(t *testing.T) {
 	for _, cl := range cls {
 		_ = cl.c.Close(websocket.StatusNormalClosure, "")
 	}
-	redistest.WaitFor(t, 10*time.Second, "connections and streams back to 0", func() bool {
+	servertest.WaitFor(t, 10*time.Second, "connections and streams back to 0", func() bool {
 		f := sc.scrape(t)
 		return f.value(t, "gateway_connections") == 0 && f.value(t, "gateway_streams") == 0
 	})

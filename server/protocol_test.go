@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"strconv"
 	"strings"
 	"sync"
@@ -16,6 +15,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/wsgw/gateway/fanout/redistest"
+	"github.com/wsgw/gateway/server/servertest"
 )
 
 func TestHTTPEndpoints(t *testing.T) {
@@ -276,11 +276,11 @@ func TestOneUpstreamSubscriptionAndRelease(t *testing.T) {
 		cl.subscribe(t, "market:tick:SHARED", "market:tick:S*")
 		clients = append(clients, cl)
 	}
-	if got := rs.Do(t, "PUBSUB", "NUMSUB", "market:tick:SHARED"); got != "market:tick:SHARED 1" {
-		t.Fatalf("NUMSUB = %q, want one upstream subscriber for 20 clients", got)
+	if got := rs.NumSub(t, "market:tick:SHARED"); got != 1 {
+		t.Fatalf("NUMSUB = %d, want one upstream subscriber for 20 clients", got)
 	}
-	if got := rs.Do(t, "PUBSUB", "NUMPAT"); got != "1" {
-		t.Fatalf("NUMPAT = %q, want 1", got)
+	if got := rs.NumPat(t); got != 1 {
+		t.Fatalf("NUMPAT = %d, want 1", got)
 	}
 	for _, cl := range clients[:19] {
 		_ = cl.c.Close(websocket.StatusNormalClosure, "")
@@ -291,11 +291,10 @@ func TestOneUpstreamSubscriptionAndRelease(t *testing.T) {
 	_ = clients[19].c.Close(websocket.StatusNormalClosure, "")
 	// After the linger (100 ms here, at most a second by configuration);
 	// the deadline leaves room for a loaded machine.
-	redistest.WaitFor(t, 5*time.Second, "upstream unsubscribe", func() bool {
-		return rs.Do(t, "PUBSUB", "NUMSUB", "market:tick:SHARED") == "market:tick:SHARED 0" &&
-			rs.Do(t, "PUBSUB", "NUMPAT") == "0"
+	servertest.WaitFor(t, 5*time.Second, "upstream unsubscribe", func() bool {
+		return rs.NumSub(t, "market:tick:SHARED") == 0 && rs.NumPat(t) == 0
 	})
-	redistest.WaitFor(t, 5*time.Second, "zero streams in /stats", func() bool {
+	servertest.WaitFor(t, 5*time.Second, "zero streams in /stats", func() bool {
 		st := g.stats(t)
 		return st.Streams == 0 && st.Connections == 0
 	})
@@ -353,7 +352,7 @@ func TestControlFramesAndClose(t *testing.T) {
 		t.Fatalf("close handshake: %v", err)
 	}
 	<-readCtx.Done()
-	redistest.WaitFor(t, 5*time.Second, "connection count back to 0", func() bool {
+	servertest.WaitFor(t, 5*time.Second, "connection count back to 0", func() bool {
 		return g.srv.Connections() == 0
 	})
 }
@@ -363,51 +362,28 @@ func TestControlFramesAndClose(t *testing.T) {
 func TestRawUpgradeAndFrameSplits(t *testing.T) {
 	rs := redistest.Start(t)
 	g := startGateway(t, rs)
-	c, err := net.Dial("tcp", g.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	req := "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
-		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-	frame := maskedText([]byte(`{"action":"ping","requestId":"split"}`))
+	c := servertest.Dial(t, g.addr)
+	req := servertest.UpgradeRequest("/ws", "")
+	frame := servertest.Frame(0x81, []byte(`{"action":"ping","requestId":"split"}`), false)
 	for _, b := range append([]byte(req), frame...) {
-		if _, err := c.Write([]byte{b}); err != nil {
-			t.Fatal(err)
-		}
+		c.Send(t, []byte{b})
 	}
-	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_ = c.TCP.SetReadDeadline(time.Now().Add(5 * time.Second))
 	buf := make([]byte, 4096)
 	var got []byte
 	for !bytes.Contains(got, []byte(`"split"`)) {
-		n, err := c.Read(buf)
+		n, err := c.R.Read(buf)
 		if err != nil {
 			t.Fatalf("read: %v (got %q)", err, got)
 		}
 		got = append(got, buf[:n]...)
 	}
-	if !bytes.HasPrefix(got, []byte("HTTP/1.1 101 ")) || !bytes.Contains(got, []byte("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")) {
+	if !bytes.HasPrefix(got, []byte("HTTP/1.1 101 ")) || !bytes.Contains(got, []byte(servertest.SampleAccept)) {
 		t.Fatalf("bad upgrade response: %q", got)
 	}
 	if bytes.Contains(bytes.ToLower(got), []byte("permessage-deflate")) {
 		t.Fatalf("permessage-deflate must not be negotiated: %q", got)
 	}
-}
-
-func maskedText(p []byte) []byte {
-	mask := [4]byte{1, 2, 3, 4}
-	out := []byte{0x81}
-	switch {
-	case len(p) < 126:
-		out = append(out, 0x80|byte(len(p)))
-	default:
-		out = append(out, 0x80|126, byte(len(p)>>8), byte(len(p)))
-	}
-	out = append(out, mask[:]...)
-	for i, b := range p {
-		out = append(out, b^mask[i%4])
-	}
-	return out
 }
 
 func TestThousandClients(t *testing.T) {
@@ -474,13 +450,13 @@ func TestThousandClients(t *testing.T) {
 			_ = cl.c.CloseNow() // TCP drop without a close frame
 		}
 	}
-	redistest.WaitFor(t, 20*time.Second, "clean /stats after 1000 clients left", func() bool {
+	servertest.WaitFor(t, 20*time.Second, "clean /stats after 1000 clients left", func() bool {
 		st := g.stats(t)
 		return st.Connections == 0 && st.Streams == 0
 	})
 	// The stream table empties before the UNSUBSCRIBE reaches Redis.
-	redistest.WaitFor(t, 5*time.Second, "no pattern subscription upstream after everyone left", func() bool {
-		return rs.Do(t, "PUBSUB", "NUMPAT") == "0"
+	servertest.WaitFor(t, 5*time.Second, "no pattern subscription upstream after everyone left", func() bool {
+		return rs.NumPat(t) == 0
 	})
 }
 
@@ -501,7 +477,7 @@ func TestIdleQueueReleased(t *testing.T) {
 		t.Fatalf("queues = %d while the connection has just been served, want 1", q)
 	}
 	// Released after five quiet sweeps, one a second.
-	redistest.WaitFor(t, 15*time.Second, "the idle connection's queue to be released", func() bool {
+	servertest.WaitFor(t, 15*time.Second, "the idle connection's queue to be released", func() bool {
 		return g.stats(t).Queues == 0
 	})
 	rs.Publish(t, "market:tick:IDLE", "2")

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"runtime"
@@ -21,6 +20,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/wsgw/gateway/fanout/redistest"
+	"github.com/wsgw/gateway/server/servertest"
 )
 
 // publishScript publishes ARGV[3] on KEYS[1] ARGV[2]-ARGV[1]+1 times in
@@ -30,7 +30,7 @@ const publishScript = `for i = tonumber(ARGV[1]), tonumber(ARGV[2]) do redis.cal
 // pausedReader is a raw client that reads nothing until resume, then
 // reads everything, recording what a client doing gap detection sees.
 type pausedReader struct {
-	rc   *rawClient
+	rc   *servertest.Conn
 	done chan struct{}
 
 	mu        sync.Mutex
@@ -45,20 +45,20 @@ func (p *pausedReader) resume() {
 	go func() {
 		defer close(p.done)
 		for {
-			op, payload, err := p.rc.readFrame(20 * time.Second)
+			f, err := p.rc.ReadFrame(20 * time.Second)
 			p.mu.Lock()
 			switch {
 			case err != nil:
 				p.err = err
 				p.mu.Unlock()
 				return
-			case op == opClose:
-				p.closeCode = closeCode(payload)
+			case f.Op == servertest.OpClose:
+				p.closeCode = servertest.CloseCode(f.Payload)
 				// Complete the handshake, then read on until
 				// the gateway closes TCP.
-				_ = p.rc.writeFrame(opClose, payload[:min(2, len(payload))])
-			case op == opText:
-				if seq := seqOf(payload); seq != 0 {
+				_ = p.rc.WriteFrame(servertest.OpClose, f.Payload[:min(2, len(f.Payload))])
+			case f.Op == servertest.OpText:
+				if seq := seqOf(f.Payload); seq != 0 {
 					if seq != p.last+1 {
 						p.gaps++
 					}
@@ -133,17 +133,17 @@ func TestSlowReaderIsolated(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			rs := redistest.Start(t)
-			logs := &logRecorder{}
+			logs := &servertest.LogRecorder{}
 			g := startGateway(t, rs, func(o *options) {
 				o.srv.Loops = 1 // both readers on the same loop and shard
 				o.srv.MaxOutboundBytes = 32 << 10
 				o.srv.SlowClientMaxDrops = tt.maxDrops
 				o.srv.SlowClientTimeout = tt.timeout
-				o.srv.Logger = slog.New(logs)
+				o.srv.Logger = logs.Logger()
 				o.hub.SendQueue = 64
 			})
-			slow := &pausedReader{rc: dialRaw(t, g.addr, 4096), done: make(chan struct{})}
-			slow.rc.subscribe(t, channel)
+			slow := &pausedReader{rc: servertest.Upgrade(t, g.addr, servertest.RcvBuf(4096)), done: make(chan struct{})}
+			rawSubscribe(t, slow.rc, channel)
 			fast := dial(t, g.wsURL(""))
 			fast.subscribe(t, channel)
 			heap0 := heapInuse()
@@ -208,20 +208,20 @@ func TestSlowReaderIsolated(t *testing.T) {
 				if code != 1013 || !errors.Is(err, io.EOF) {
 					t.Fatalf("slow reader ended with close code %d, %v after %d frames; want 1013 then EOF", code, err, frames)
 				}
-				redistest.WaitFor(t, 10*time.Second, "the slow connection to be gone", func() bool { return g.srv.Connections() == 1 })
+				servertest.WaitFor(t, 10*time.Second, "the slow connection to be gone", func() bool { return g.srv.Connections() == 1 })
 				return
 			case slowTimeout:
 				if !ended {
 					t.Fatalf("the paused reader was still connected after %d messages", total)
 				}
-				if l, ok := logs.find("connection closed", "reason=too slow"); !ok {
-					t.Fatalf("no 'connection closed' log with the slow-client reason: %q", logs.lines)
+				if l, ok := logs.Find("connection closed", "reason=too slow"); !ok {
+					t.Fatalf("no 'connection closed' log with the slow-client reason: %q", logs.Lines())
 				} else {
 					t.Log(l)
 				}
 				return
 			}
-			redistest.WaitFor(t, 20*time.Second, "the resumed reader to reach the last message", func() bool {
+			servertest.WaitFor(t, 20*time.Second, "the resumed reader to reach the last message", func() bool {
 				_, last, _, _, _ := slow.snapshot()
 				return last == total
 			})
@@ -262,7 +262,7 @@ func TestRedisKilledAndRestarted(t *testing.T) {
 	b.expect(t, "data")
 
 	rs.Kill(t)
-	redistest.WaitFor(t, 10*time.Second, "/health 503", func() bool { return g.health(t) == 503 })
+	servertest.WaitFor(t, 10*time.Second, "/health 503", func() bool { return g.health(t) == 503 })
 	tests := []struct {
 		name string
 		cl   *client
@@ -293,9 +293,9 @@ func TestRedisKilledAndRestarted(t *testing.T) {
 	}
 
 	rs.Restart(t)
-	redistest.WaitFor(t, 10*time.Second, "/health 200", func() bool { return g.health(t) == 200 })
-	redistest.WaitFor(t, 10*time.Second, "streams subscribed again", func() bool {
-		return numsub(t, rs, "market:tick:K") == 1 && rs.Do(t, "PUBSUB", "NUMPAT") == "1"
+	servertest.WaitFor(t, 10*time.Second, "/health 200", func() bool { return g.health(t) == 200 })
+	servertest.WaitFor(t, 10*time.Second, "streams subscribed again", func() bool {
+		return rs.NumSub(t, "market:tick:K") == 1 && rs.NumPat(t) == 1
 	})
 	rs.Publish(t, "market:tick:K", "2")
 	rs.Publish(t, "market:tick:P1", "2")
@@ -333,8 +333,8 @@ func TestGatewayStartsBeforeRedis(t *testing.T) {
 	cl.subscribe(t, "market:tick:EARLY")
 
 	rs.Restart(t)
-	redistest.WaitFor(t, 15*time.Second, "/health 200 once Redis is up", func() bool { return g.health(t) == 200 })
-	redistest.WaitFor(t, 10*time.Second, "the upstream subscription", func() bool { return numsub(t, rs, "market:tick:EARLY") == 1 })
+	servertest.WaitFor(t, 15*time.Second, "/health 200 once Redis is up", func() bool { return g.health(t) == 200 })
+	servertest.WaitFor(t, 10*time.Second, "the upstream subscription", func() bool { return rs.NumSub(t, "market:tick:EARLY") == 1 })
 	rs.Publish(t, "market:tick:EARLY", `{"first":true}`)
 	if m := cl.expect(t, "data"); m.seq() != 1 || m.str("channel") != "market:tick:EARLY" {
 		t.Fatalf("got %v, want the first message with seq 1", m)
@@ -349,40 +349,40 @@ func TestGatewayStartsBeforeRedis(t *testing.T) {
 func TestCanaryDetectsWedgedPubSub(t *testing.T) {
 	rs := redistest.Start(t)
 	px := startWedgeProxy(t, rs.Addr())
-	logs := &logRecorder{}
+	logs := &servertest.LogRecorder{}
 	g := startGateway(t, nil, func(o *options) {
 		o.hub.RedisAddr = px.Addr()
 		o.hub.CanaryInterval = 200 * time.Millisecond
-		o.hub.Logger = slog.New(logs)
+		o.hub.Logger = logs.Logger()
 	})
-	redistest.WaitFor(t, 10*time.Second, "/health 200", func() bool { return g.health(t) == 200 })
+	servertest.WaitFor(t, 10*time.Second, "/health 200", func() bool { return g.health(t) == 200 })
 	cl := dial(t, g.wsURL(""))
 	cl.subscribe(t, "market:tick:C")
 	rs.Publish(t, "market:tick:C", "1")
 	lastBefore := cl.expect(t, "data").seq()
 	sc := newScraper(t, g)
-	redistest.WaitFor(t, 10*time.Second, "the canary round trip in the metrics", func() bool {
+	servertest.WaitFor(t, 10*time.Second, "the canary round trip in the metrics", func() bool {
 		return sc.scrape(t).value(t, "gateway_redis_canary_rtt_seconds") > 0
 	})
 
 	if n := px.wedgePubSub(); n != 1 {
 		t.Fatalf("wedged %d pub/sub connections, want 1", n)
 	}
-	redistest.WaitFor(t, 10*time.Second, "/health 503 on a wedged link", func() bool { return g.health(t) == 503 })
+	servertest.WaitFor(t, 10*time.Second, "/health 503 on a wedged link", func() bool { return g.health(t) == 503 })
 	// Promptly: before the fix, the control goroutine was stuck for
 	// about 10 s handing the wedged connection back to rueidis's pool,
 	// and told clients only afterwards.
 	if m, err := cl.readErr(5 * time.Second); err != nil || m.str("code") != "upstream_interrupted" || fmt.Sprint(m["channels"]) != "[market:tick:C]" {
 		t.Fatalf("got %v, %v; want upstream_interrupted naming market:tick:C within 5 s of /health going 503", m, err)
 	}
-	if l, ok := logs.find("redis link down", "canary"); !ok {
-		t.Fatalf("no 'redis link down' log naming the canary; logs: %q", logs.lines)
+	if l, ok := logs.Find("redis link down", "canary"); !ok {
+		t.Fatalf("no 'redis link down' log naming the canary; logs: %q", logs.Lines())
 	} else {
 		t.Log(l)
 	}
-	redistest.WaitFor(t, 10*time.Second, "the wedged connection to be closed by the gateway", func() bool { return px.numWedgedOpen() == 0 })
-	redistest.WaitFor(t, 10*time.Second, "/health 200 after reconnecting", func() bool { return g.health(t) == 200 })
-	redistest.WaitFor(t, 10*time.Second, "exactly one upstream subscriber again", func() bool { return numsub(t, rs, "market:tick:C") == 1 })
+	servertest.WaitFor(t, 10*time.Second, "the wedged connection to be closed by the gateway", func() bool { return px.numWedgedOpen() == 0 })
+	servertest.WaitFor(t, 10*time.Second, "/health 200 after reconnecting", func() bool { return g.health(t) == 200 })
+	servertest.WaitFor(t, 10*time.Second, "exactly one upstream subscriber again", func() bool { return rs.NumSub(t, "market:tick:C") == 1 })
 	rs.Publish(t, "market:tick:C", "2")
 	if m := cl.expect(t, "data"); m.seq() < lastBefore+2 {
 		t.Fatalf("first seq after the wedge %d, last before %d: want a gap of at least 2", m.seq(), lastBefore)
@@ -413,21 +413,21 @@ func TestKeepalive(t *testing.T) {
 			msgs <- m
 		}
 	}()
-	silent := dialRaw(t, g.addr, 0)
+	silent := servertest.Upgrade(t, g.addr)
 
 	t.Run("client ping gets pong", func(t *testing.T) {
-		rc := dialRaw(t, g.addr, 0)
-		if err := rc.writeFrame(opPing, []byte("are you there")); err != nil {
+		rc := servertest.Upgrade(t, g.addr)
+		if err := rc.WriteFrame(servertest.OpPing, []byte("are you there")); err != nil {
 			t.Fatal(err)
 		}
 		for {
-			op, p, err := rc.readFrame(5 * time.Second)
+			f, err := rc.ReadFrame(5 * time.Second)
 			if err != nil {
 				t.Fatalf("no pong: %v", err)
 			}
-			if op == opPong {
-				if string(p) != "are you there" {
-					t.Fatalf("pong payload %q", p)
+			if f.Op == servertest.OpPong {
+				if string(f.Payload) != "are you there" {
+					t.Fatalf("pong payload %q", f.Payload)
 				}
 				return
 			}
@@ -436,22 +436,22 @@ func TestKeepalive(t *testing.T) {
 	t.Run("silent peer is pinged, then closed with 1001", func(t *testing.T) {
 		pings := 0
 		for {
-			op, p, err := silent.readFrame(10 * time.Second)
+			f, err := silent.ReadFrame(10 * time.Second)
 			if err != nil {
 				t.Fatalf("after %d pings: %v, want a close frame", pings, err)
 			}
-			if op == opPing {
+			if f.Op == servertest.OpPing {
 				pings++
 				continue
 			}
-			if op != opClose || closeCode(p) != 1001 || pings == 0 {
-				t.Fatalf("got opcode %#x %q after %d pings, want close 1001 after pings", op, p, pings)
+			if f.Op != servertest.OpClose || servertest.CloseCode(f.Payload) != 1001 || pings == 0 {
+				t.Fatalf("got %v after %d pings, want close 1001 after pings", f, pings)
 			}
 			break
 		}
 		// No close reply from us: the gateway drops TCP after its grace.
 		for {
-			_, _, err := silent.readFrame(10 * time.Second)
+			_, err := silent.ReadFrame(10 * time.Second)
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() {
 				t.Fatal("the silent peer's TCP connection was not closed")
@@ -511,27 +511,27 @@ func TestConnectionChurn(t *testing.T) {
 	var baseHeap uint64
 	for round := 1; round <= rounds; round++ {
 		t.Run("round "+strconv.Itoa(round), func(t *testing.T) {
-			clients := make([]*rawClient, n)
+			clients := make([]*servertest.Conn, n)
 			t.Cleanup(func() {
 				for _, c := range clients {
 					if c != nil {
-						_ = c.c.Close()
+						_ = c.TCP.Close()
 					}
 				}
 			})
 			err := each(func(i int) error {
-				rc, err := dialRawErr(g.addr, 0)
+				rc, err := servertest.UpgradeErr(g.addr)
 				if err != nil {
 					return err
 				}
 				clients[i] = rc
 				sub := `{"action":"subscribe","channels":["market:tick:` + strconv.Itoa(i%20) + `","market:tick:Z*"]}`
-				if err := rc.writeFrame(opText, []byte(sub)); err != nil {
+				if err := rc.WriteFrame(servertest.OpText, []byte(sub)); err != nil {
 					return err
 				}
-				op, p, err := rc.readFrame(20 * time.Second)
-				if err != nil || op != opText || !bytes.Contains(p, []byte(`"subscribed"`)) {
-					return fmt.Errorf("subscribe ack: %#x %q %v", op, p, err)
+				f, err := rc.ReadFrame(20 * time.Second)
+				if err != nil || f.Op != servertest.OpText || !bytes.Contains(f.Payload, []byte(`"subscribed"`)) {
+					return fmt.Errorf("subscribe ack: %v %v", f, err)
 				}
 				return nil
 			})
@@ -544,7 +544,7 @@ func TestConnectionChurn(t *testing.T) {
 			if d := runtime.NumGoroutine() - g0; d > 50 {
 				t.Fatalf("%d more goroutines with %d connections open: want none per connection", d, n)
 			}
-			if got := numsub(t, rs, "market:tick:7"); got != 1 {
+			if got := rs.NumSub(t, "market:tick:7"); got != 1 {
 				t.Fatalf("NUMSUB = %d with 50 clients on the channel, want 1", got)
 			}
 
@@ -552,33 +552,32 @@ func TestConnectionChurn(t *testing.T) {
 				rc := clients[i]
 				switch i % 4 {
 				case 0, 2: // close handshake
-					if err := rc.writeFrame(opClose, []byte{0x03, 0xe8}); err != nil {
+					if err := rc.WriteFrame(servertest.OpClose, []byte{0x03, 0xe8}); err != nil {
 						return err
 					}
 					for {
-						op, _, err := rc.readFrame(20 * time.Second)
+						_, err := rc.ReadFrame(20 * time.Second)
 						if errors.Is(err, io.EOF) {
 							return nil
 						}
 						if err != nil {
 							return fmt.Errorf("waiting for the close echo and EOF: %w", err)
 						}
-						_ = op
 					}
 				case 1: // FIN, no close frame
-					return rc.c.Close()
+					return rc.TCP.Close()
 				default: // RST, no close frame
-					_ = rc.c.(*net.TCPConn).SetLinger(0)
-					return rc.c.Close()
+					_ = rc.TCP.SetLinger(0)
+					return rc.TCP.Close()
 				}
 			})
 			if err != nil {
 				t.Fatal(err)
 			}
-			redistest.WaitFor(t, 20*time.Second, "zero connections, streams and upstream subscriptions", func() bool {
+			servertest.WaitFor(t, 20*time.Second, "zero connections, streams and upstream subscriptions", func() bool {
 				st := g.stats(t)
 				return st.Connections == 0 && st.Streams == 0 &&
-					rs.Do(t, "PUBSUB", "NUMPAT") == "0" && rs.Do(t, "PUBSUB", "CHANNELS") == ""
+					rs.NumPat(t) == 0 && rs.Do(t, "PUBSUB", "CHANNELS") == ""
 			})
 			if round == 1 {
 				// The first round warms pools and grows slices to their
@@ -586,10 +585,10 @@ func TestConnectionChurn(t *testing.T) {
 				baseG, baseHeap = runtime.NumGoroutine(), heapInuse()
 				return
 			}
-			redistest.WaitFor(t, 10*time.Second, "goroutines back to the level after round 1", func() bool {
+			servertest.WaitFor(t, 10*time.Second, "goroutines back to the level after round 1", func() bool {
 				return runtime.NumGoroutine() <= baseG+5
 			})
-			redistest.WaitFor(t, 10*time.Second, "heap back to the level after round 1", func() bool {
+			servertest.WaitFor(t, 10*time.Second, "heap back to the level after round 1", func() bool {
 				return heapInuse() <= baseHeap+4<<20
 			})
 		})
@@ -630,7 +629,7 @@ func TestAcceptRateLimit(t *testing.T) {
 	}
 	existing.send(t, `{"action":"ping","requestId":"storm"}`)
 	existing.expect(t, "pong")
-	redistest.WaitFor(t, 5*time.Second, "an upgrade to be accepted again", func() bool {
+	servertest.WaitFor(t, 5*time.Second, "an upgrade to be accepted again", func() bool {
 		c, err := dialErr(g.wsURL(""), nil)
 		if err == nil {
 			_ = c.CloseNow()
@@ -654,20 +653,20 @@ func TestShutdownAnswers503(t *testing.T) {
 		// shutdown ends well before its deadline.
 		dial(t, g.wsURL("")).c.CloseRead(context.Background())
 	}
-	early := rawDial(t, g.addr, "") // accepted, request not sent yet
+	early := servertest.Dial(t, g.addr) // accepted, request not sent yet
 
 	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Second)
 	defer cancel()
 	stopped := make(chan error, 1)
 	go func() { stopped <- g.srv.Shutdown(ctx) }()
-	redistest.WaitFor(t, 5*time.Second, "the drain to close a first connection", func() bool {
+	servertest.WaitFor(t, 5*time.Second, "the drain to close a first connection", func() bool {
 		return g.srv.Connections() < clients
 	})
 	if g.srv.Connections() == 0 {
 		t.Fatal("every connection closed at once: the drain is not paced, nothing left to test")
 	}
-	early.write(t, []byte(upgradeRequest("/ws", "")))
-	if code, head := early.readHead(t); code != http.StatusServiceUnavailable {
+	early.Send(t, []byte(servertest.UpgradeRequest("/ws", "")))
+	if code, head := early.ReadHead(t); code != http.StatusServiceUnavailable {
 		t.Fatalf("upgrade sent during the drain on a connection accepted before it: %d %q, want 503", code, head)
 	}
 	if code := upgradeStatus(t, g.addr, "", "/ws", ""); code != http.StatusServiceUnavailable {

@@ -21,7 +21,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -30,6 +29,7 @@ import (
 
 	"github.com/wsgw/gateway/auth"
 	"github.com/wsgw/gateway/fanout/redistest"
+	"github.com/wsgw/gateway/server/servertest"
 )
 
 func tokenQuery(tok string) string { return "/ws?token=" + url.QueryEscape(tok) }
@@ -62,7 +62,7 @@ func TestAuthUpgrade(t *testing.T) {
 				c[k] = v
 			}
 		}
-		return secSign(t, jwt.SigningMethodHS256, secJWTSecret, c)
+		return servertest.Sign(t, jwt.SigningMethodHS256, secJWTSecret, c)
 	}
 	userTok := hs("user", nil)
 	// A user token whose payload is swapped for an admin one, signature
@@ -86,18 +86,18 @@ func TestAuthUpgrade(t *testing.T) {
 		{"API key prefix", open, tokenQuery(secAPIKey[:len(secAPIKey)-1]), "", 401},
 		{"API key with a suffix", open, tokenQuery(secAPIKey + "0"), "", 401},
 		{"HS256 in query", open, tokenQuery(userTok), "", 101},
-		{"HS384", open, tokenQuery(secSign(t, jwt.SigningMethodHS384, secJWTSecret, secClaims("user", nil))), "", 101},
-		{"HS512", open, tokenQuery(secSign(t, jwt.SigningMethodHS512, secJWTSecret, secClaims("user", nil))), "", 101},
+		{"HS384", open, tokenQuery(servertest.Sign(t, jwt.SigningMethodHS384, secJWTSecret, secClaims("user", nil))), "", 101},
+		{"HS512", open, tokenQuery(servertest.Sign(t, jwt.SigningMethodHS512, secJWTSecret, secClaims("user", nil))), "", 101},
 		{"HS256 as Bearer", open, "/ws", "Bearer " + userTok, 101},
 		{"same token in query and header", open, tokenQuery(userTok), "Bearer " + userTok, 101},
 		{"expired", open, tokenQuery(hs("user", map[string]any{"exp": now.Add(-time.Hour).Unix()})), "", 401},
 		{"expired within the leeway", open, tokenQuery(hs("user", map[string]any{"exp": now.Add(-2 * time.Second).Unix()})), "", 101},
 		{"not valid yet", open, tokenQuery(hs("user", map[string]any{"nbf": now.Add(time.Hour).Unix()})), "", 401},
 		{"nbf within the leeway", open, tokenQuery(hs("user", map[string]any{"nbf": now.Add(2 * time.Second).Unix()})), "", 101},
-		{"alg none", open, tokenQuery(secSign(t, jwt.SigningMethodNone, jwt.UnsafeAllowNoneSignatureType, secClaims("admin", nil))), "", 401},
-		{"wrong secret", open, tokenQuery(secSign(t, jwt.SigningMethodHS256, []byte("another-secret-another-secret-0123456789"), secClaims("admin", nil))), "", 401},
+		{"alg none", open, tokenQuery(servertest.Sign(t, jwt.SigningMethodNone, jwt.UnsafeAllowNoneSignatureType, secClaims("admin", nil))), "", 401},
+		{"wrong secret", open, tokenQuery(servertest.Sign(t, jwt.SigningMethodHS256, []byte("another-secret-another-secret-0123456789"), secClaims("admin", nil))), "", 401},
 		{"tampered payload", open, tokenQuery(tampered), "", 401},
-		{"RS256 when only HMAC is configured", open, tokenQuery(secSign(t, jwt.SigningMethodRS256, secRSAKey(), secClaims("user", nil))), "", 401},
+		{"RS256 when only HMAC is configured", open, tokenQuery(servertest.Sign(t, jwt.SigningMethodRS256, servertest.RSAKey(), secClaims("user", nil))), "", 401},
 		{"unknown role", open, tokenQuery(hs("superuser", nil)), "", 401},
 		{"no role claim", open, tokenQuery(hs("", map[string]any{"role": nil})), "", 401},
 		{"role not a string", open, tokenQuery(hs("", map[string]any{"role": 1})), "", 401},
@@ -137,7 +137,7 @@ func TestAuthUpgrade(t *testing.T) {
 			t.Fatalf("dial error %v, response %v: want HTTP 401", err, resp)
 		}
 	})
-	redistest.WaitFor(t, 10*time.Second, "no connection left open", func() bool {
+	servertest.WaitFor(t, 10*time.Second, "no connection left open", func() bool {
 		return open.srv.Connections() == 0 && strict.srv.Connections() == 0
 	})
 }
@@ -158,38 +158,44 @@ func TestAuthPublicKeys(t *testing.T) {
 		other    any
 		wrongAlg func() string
 	}{
-		{"RS256", jwt.SigningMethodRS256, secRSAKey(), &secRSAKey().PublicKey, nil,
-			func() string { return secSign(t, jwt.SigningMethodRS384, secRSAKey(), secClaims("admin", nil)) }},
-		{"ES256", jwt.SigningMethodES256, secECKey(), &secECKey().PublicKey, secOtherECKey(),
-			func() string { return secSign(t, jwt.SigningMethodEdDSA, secEdKey(), secClaims("admin", nil)) }},
-		{"EdDSA", jwt.SigningMethodEdDSA, secEdKey(), secEdKey().Public(), secOtherEdKey(),
-			func() string { return secSign(t, jwt.SigningMethodES256, secECKey(), secClaims("admin", nil)) }},
+		{"RS256", jwt.SigningMethodRS256, servertest.RSAKey(), &servertest.RSAKey().PublicKey, nil,
+			func() string {
+				return servertest.Sign(t, jwt.SigningMethodRS384, servertest.RSAKey(), secClaims("admin", nil))
+			}},
+		{"ES256", jwt.SigningMethodES256, servertest.ECKey(), &servertest.ECKey().PublicKey, servertest.OtherECKey(),
+			func() string {
+				return servertest.Sign(t, jwt.SigningMethodEdDSA, servertest.EdKey(), secClaims("admin", nil))
+			}},
+		{"EdDSA", jwt.SigningMethodEdDSA, servertest.EdKey(), servertest.EdKey().Public(), servertest.OtherEdKey(),
+			func() string {
+				return servertest.Sign(t, jwt.SigningMethodES256, servertest.ECKey(), secClaims("admin", nil))
+			}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			pemKey := secPublicPEM(t, tt.public)
+			pemKey := servertest.PublicPEM(t, tt.public)
 			g := startGateway(t, rs, func(o *options) {
 				o.auth.RequireAuth = true
 				o.auth.JWTPublicKeyPEM = pemKey
 			})
-			valid := secSign(t, tt.method, tt.private, secClaims("admin", nil))
+			valid := servertest.Sign(t, tt.method, tt.private, secClaims("admin", nil))
 			cases := []struct {
 				name  string
 				token string
 				want  int
 			}{
 				{"valid", valid, 101},
-				{"HMAC keyed with the public key", secSign(t, jwt.SigningMethodHS256, pemKey, secClaims("admin", nil)), 401},
-				{"alg none", secSign(t, jwt.SigningMethodNone, jwt.UnsafeAllowNoneSignatureType, secClaims("admin", nil)), 401},
+				{"HMAC keyed with the public key", servertest.Sign(t, jwt.SigningMethodHS256, pemKey, secClaims("admin", nil)), 401},
+				{"alg none", servertest.Sign(t, jwt.SigningMethodNone, jwt.UnsafeAllowNoneSignatureType, secClaims("admin", nil)), 401},
 				{"another algorithm", tt.wrongAlg(), 401},
-				{"expired", secSign(t, tt.method, tt.private, secClaims("admin", map[string]any{"exp": time.Now().Add(-time.Hour).Unix()})), 401},
+				{"expired", servertest.Sign(t, tt.method, tt.private, secClaims("admin", map[string]any{"exp": time.Now().Add(-time.Hour).Unix()})), 401},
 			}
 			if tt.other != nil {
 				cases = append(cases, struct {
 					name  string
 					token string
 					want  int
-				}{"another key", secSign(t, tt.method, tt.other, secClaims("admin", nil)), 401})
+				}{"another key", servertest.Sign(t, tt.method, tt.other, secClaims("admin", nil)), 401})
 			}
 			for _, c := range cases {
 				t.Run(c.name, func(t *testing.T) {
@@ -587,33 +593,33 @@ func TestMessageTooBig(t *testing.T) {
 		h = append(h, 0, 0, 0, 0, 0, 0xa0, 0, 0) // 10 MiB
 		return append(h, 1, 2, 3, 4)             // mask
 	}
-	fragment := clientFrame(0x01, bytes.Repeat([]byte("a"), 40<<10), false) // text, not FIN
+	fragment := servertest.Frame(0x01, bytes.Repeat([]byte("a"), 40<<10), false) // text, not FIN
 	raw := []struct {
 		name  string
 		first []byte
 	}{
 		{"10 MiB frame, partial body", hdr10MiB(0x81)},
 		{"fragment then a 10 MiB continuation", append(append([]byte(nil), fragment...), hdr10MiB(0x80)...)},
-		{"fragments summing over", append(append([]byte(nil), fragment...), clientFrame(0x80, bytes.Repeat([]byte("b"), 40<<10), false)...)},
+		{"fragments summing over", append(append([]byte(nil), fragment...), servertest.Frame(0x80, bytes.Repeat([]byte("b"), 40<<10), false)...)},
 	}
 	for _, tt := range raw {
 		t.Run(tt.name, func(t *testing.T) {
-			rc := rawUpgrade(t, g.addr)
-			rc.write(t, tt.first)
+			rc := servertest.Upgrade(t, g.addr)
+			rc.Send(t, tt.first)
 			done := make(chan struct{})
 			go func() {
 				// Part of the announced body; the server may have
 				// closed already, so errors are expected.
 				defer close(done)
-				_ = rc.SetWriteDeadline(time.Now().Add(10 * time.Second))
-				_, _ = rc.Write(bytes.Repeat([]byte("z"), 128<<10))
+				_ = rc.TCP.SetWriteDeadline(time.Now().Add(10 * time.Second))
+				_, _ = rc.TCP.Write(bytes.Repeat([]byte("z"), 128<<10))
 			}()
-			rc.expectClose(t, 1009)
+			rc.ExpectClose(t, 1009)
 			<-done
 			by.alive(t)
 		})
 	}
-	redistest.WaitFor(t, 10*time.Second, "only the bystander left", func() bool { return g.srv.Connections() == 1 })
+	servertest.WaitFor(t, 10*time.Second, "only the bystander left", func() bool { return g.srv.Connections() == 1 })
 	by.alive(t)
 }
 
@@ -624,60 +630,60 @@ func TestHostileFrames(t *testing.T) {
 	rs := redistest.Start(t)
 	g := startGateway(t, rs)
 	by := newBystander(t, g, rs)
-	text := func(p string) []byte { return clientFrame(0x81, []byte(p), false) }
-	closeFrame := func(p []byte) []byte { return clientFrame(0x88, p, false) }
+	text := func(p string) []byte { return servertest.Frame(0x81, []byte(p), false) }
+	closeFrame := func(p []byte) []byte { return servertest.Frame(0x88, p, false) }
 	cat := func(frames ...[]byte) []byte { return bytes.Join(frames, nil) }
 	tests := []struct {
 		name  string
 		bytes []byte
-		want  uint16
+		want  int
 	}{
-		{"unmasked text", clientFrame(0x81, []byte(`{"action":"ping"}`), true), 1002},
-		{"unmasked close", clientFrame(0x88, closePayload(1000, ""), true), 1002},
-		{"RSV1 without extension", clientFrame(0xC1, []byte("hi"), false), 1002},
-		{"RSV2", clientFrame(0xA1, []byte("hi"), false), 1002},
-		{"RSV3 on a ping", clientFrame(0x99, nil, false), 1002},
-		{"reserved data opcode 3", clientFrame(0x83, []byte("hi"), false), 1002},
-		{"reserved control opcode 0xB", clientFrame(0x8B, nil, false), 1002},
-		{"ping over 125 bytes", clientFrame(0x89, bytes.Repeat([]byte("p"), 126), false), 1002},
-		{"close over 125 bytes", closeFrame(closePayload(1000, strings.Repeat("r", 124))), 1002},
-		{"fragmented ping", clientFrame(0x09, []byte("p"), false), 1002},
-		{"continuation without a start", clientFrame(0x80, []byte("x"), false), 1002},
-		{"new message inside a fragmented one", cat(clientFrame(0x01, []byte("a"), false), text("b")), 1002},
+		{"unmasked text", servertest.Frame(0x81, []byte(`{"action":"ping"}`), true), 1002},
+		{"unmasked close", servertest.Frame(0x88, servertest.ClosePayload(1000, ""), true), 1002},
+		{"RSV1 without extension", servertest.Frame(0xC1, []byte("hi"), false), 1002},
+		{"RSV2", servertest.Frame(0xA1, []byte("hi"), false), 1002},
+		{"RSV3 on a ping", servertest.Frame(0x99, nil, false), 1002},
+		{"reserved data opcode 3", servertest.Frame(0x83, []byte("hi"), false), 1002},
+		{"reserved control opcode 0xB", servertest.Frame(0x8B, nil, false), 1002},
+		{"ping over 125 bytes", servertest.Frame(0x89, bytes.Repeat([]byte("p"), 126), false), 1002},
+		{"close over 125 bytes", closeFrame(servertest.ClosePayload(1000, strings.Repeat("r", 124))), 1002},
+		{"fragmented ping", servertest.Frame(0x09, []byte("p"), false), 1002},
+		{"continuation without a start", servertest.Frame(0x80, []byte("x"), false), 1002},
+		{"new message inside a fragmented one", cat(servertest.Frame(0x01, []byte("a"), false), text("b")), 1002},
 		{"64-bit length with the top bit set", []byte{0x81, 0xff, 0x80, 0, 0, 0, 0, 0, 0, 1, 1, 2, 3, 4}, 1002},
 		{"invalid UTF-8", text("bad \xff byte"), 1007},
 		{"overlong UTF-8", text("\xc0\xaf"), 1007},
 		{"UTF-16 surrogate", text("\xed\xa0\x80"), 1007},
-		{"invalid UTF-8 across fragments", cat(clientFrame(0x01, []byte("\xe2\x82"), false), clientFrame(0x80, []byte("("), false)), 1007},
-		{"truncated UTF-8 at the end", cat(clientFrame(0x01, []byte("ok"), false), clientFrame(0x80, []byte("\xe2\x82"), false)), 1007},
-		{"close reason not UTF-8", closeFrame(closePayload(1000, "\xff")), 1007},
-		{"close code 1005", closeFrame(closePayload(1005, "")), 1002},
-		{"close code 1006", closeFrame(closePayload(1006, "")), 1002},
-		{"close code 999", closeFrame(closePayload(999, "")), 1002},
-		{"close code 1004", closeFrame(closePayload(1004, "")), 1002},
-		{"close code 1015", closeFrame(closePayload(1015, "")), 1002},
-		{"close code 5000", closeFrame(closePayload(5000, "")), 1002},
+		{"invalid UTF-8 across fragments", cat(servertest.Frame(0x01, []byte("\xe2\x82"), false), servertest.Frame(0x80, []byte("("), false)), 1007},
+		{"truncated UTF-8 at the end", cat(servertest.Frame(0x01, []byte("ok"), false), servertest.Frame(0x80, []byte("\xe2\x82"), false)), 1007},
+		{"close reason not UTF-8", closeFrame(servertest.ClosePayload(1000, "\xff")), 1007},
+		{"close code 1005", closeFrame(servertest.ClosePayload(1005, "")), 1002},
+		{"close code 1006", closeFrame(servertest.ClosePayload(1006, "")), 1002},
+		{"close code 999", closeFrame(servertest.ClosePayload(999, "")), 1002},
+		{"close code 1004", closeFrame(servertest.ClosePayload(1004, "")), 1002},
+		{"close code 1015", closeFrame(servertest.ClosePayload(1015, "")), 1002},
+		{"close code 5000", closeFrame(servertest.ClosePayload(5000, "")), 1002},
 		{"one-byte close body", closeFrame([]byte{3}), 1002},
-		{"valid close 1000 is echoed", closeFrame(closePayload(1000, "bye")), 1000},
-		{"valid close 4000 is echoed", closeFrame(closePayload(4000, "")), 4000},
+		{"valid close 1000 is echoed", closeFrame(servertest.ClosePayload(1000, "bye")), 1000},
+		{"valid close 4000 is echoed", closeFrame(servertest.ClosePayload(4000, "")), 4000},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			rc := rawUpgrade(t, g.addr)
-			rc.write(t, tt.bytes)
-			rc.expectClose(t, tt.want)
-			redistest.WaitFor(t, 10*time.Second, "only the bystander left", func() bool { return g.srv.Connections() == 1 })
+			rc := servertest.Upgrade(t, g.addr)
+			rc.Send(t, tt.bytes)
+			rc.ExpectClose(t, tt.want)
+			servertest.WaitFor(t, 10*time.Second, "only the bystander left", func() bool { return g.srv.Connections() == 1 })
 			by.alive(t)
 		})
 	}
 	t.Run("binary message answered bad_request, connection stays", func(t *testing.T) {
-		rc := rawUpgrade(t, g.addr)
-		rc.write(t, clientFrame(0x82, []byte{0, 1, 2, 0xff}, false))
-		rc.expectText(t, `"code":"bad_request"`)
-		rc.write(t, text(`{"action":"ping","requestId":"after-binary"}`))
-		rc.expectText(t, `"after-binary"`)
-		rc.write(t, closeFrame(closePayload(1000, "")))
-		rc.expectClose(t, 1000)
+		rc := servertest.Upgrade(t, g.addr)
+		rc.Send(t, servertest.Frame(0x82, []byte{0, 1, 2, 0xff}, false))
+		rc.ExpectText(t, `"code":"bad_request"`)
+		rc.Send(t, text(`{"action":"ping","requestId":"after-binary"}`))
+		rc.ExpectText(t, `"after-binary"`)
+		rc.Send(t, closeFrame(servertest.ClosePayload(1000, "")))
+		rc.ExpectClose(t, 1000)
 		by.alive(t)
 	})
 }
@@ -710,23 +716,23 @@ func TestFloodWithoutReading(t *testing.T) {
 		// stays: the connection is still open afterwards.
 		stays bool
 	}{
-		{"pings", clientFrame(0x89, bytes.Repeat([]byte("p"), 125), false), 128 << 10, true}, // 16 MiB
-		{"large error replies", clientFrame(0x81, badReq, false), 100, false},                // 4 MiB
+		{"pings", servertest.Frame(0x89, bytes.Repeat([]byte("p"), 125), false), 128 << 10, true}, // 16 MiB
+		{"large error replies", servertest.Frame(0x81, badReq, false), 100, false},                // 4 MiB
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			// The previous case's buffers must be gone before measuring.
-			redistest.WaitFor(t, 10*time.Second, "only the bystander", func() bool { return g.srv.Connections() == 1 })
+			servertest.WaitFor(t, 10*time.Second, "only the bystander", func() bool { return g.srv.Connections() == 1 })
 			// A small receive buffer keeps the kernels from absorbing
 			// what the gateway answers: it has to hold it, or not.
-			rc := rawUpgradeRcvbuf(t, g.addr, 4096)
+			rc := servertest.Upgrade(t, g.addr, servertest.RcvBuf(4096))
 			heap0 := secHeapInuse()
 			batch := bytes.Repeat(tt.frame, max(1, (256<<10)/len(tt.frame)))
 			per := len(batch) / len(tt.frame)
-			_ = rc.SetWriteDeadline(time.Now().Add(60 * time.Second))
+			_ = rc.TCP.SetWriteDeadline(time.Now().Add(60 * time.Second))
 			sent := 0
 			for sent < tt.count {
-				if _, err := rc.Write(batch); err != nil {
+				if _, err := rc.TCP.Write(batch); err != nil {
 					break // closed by the server: fine, checked below
 				}
 				sent += per
@@ -741,9 +747,9 @@ func TestFloodWithoutReading(t *testing.T) {
 					t.Fatalf("%d connections, want the flooder and the bystander", c)
 				}
 			} else {
-				redistest.WaitFor(t, 10*time.Second, "the flooder closed", func() bool { return g.srv.Connections() == 1 })
+				servertest.WaitFor(t, 10*time.Second, "the flooder closed", func() bool { return g.srv.Connections() == 1 })
 			}
-			_ = rc.Close()
+			_ = rc.TCP.Close()
 			by.alive(t)
 		})
 	}
@@ -795,14 +801,14 @@ const (
 // arrives within endlessAnswerBound bytes and that the server then closes.
 func endlessHead(tb testing.TB, addr, prefix string, fill byte, total int) {
 	tb.Helper()
-	rc := rawDialWith(tb, addr, &net.Dialer{Timeout: 10 * time.Second, Control: setsockopt(syscall.SO_SNDBUF, endlessSndbuf)})
-	written, done := streamBytes(rc, []byte(prefix), fill, total)
-	code, head := rc.readHead(tb)
+	rc := servertest.Dial(tb, addr, servertest.SndBuf(endlessSndbuf))
+	written, done := streamBytes(rc.TCP, []byte(prefix), fill, total)
+	code, head := rc.ReadHead(tb)
 	answeredAt := written.Load()
 	if code != http.StatusRequestHeaderFieldsTooLarge {
 		tb.Fatalf("answered %d, want 431: %q", code, head)
 	}
-	rc.expectEOF(tb, 10*time.Second)
+	rc.ExpectEOF(tb, 10*time.Second)
 	<-done
 	if answeredAt > endlessAnswerBound {
 		tb.Fatalf("the 431 came after %d KiB of the endless head, want within %d KiB: the server buffered far more than its 8 KiB limit",
@@ -830,29 +836,29 @@ func TestHostileHTTP(t *testing.T) {
 		return p
 	}
 	t.Run("random bytes", func(t *testing.T) {
-		rc := rawDial(t, g.addr, "")
-		rc.write(t, append(random(4096), "\r\n\r\n"...))
-		if code, head := rc.readHead(t); code != http.StatusBadRequest {
+		rc := servertest.Dial(t, g.addr)
+		rc.Send(t, append(random(4096), "\r\n\r\n"...))
+		if code, head := rc.ReadHead(t); code != http.StatusBadRequest {
 			t.Fatalf("answered %d, want 400: %q", code, head)
 		}
-		rc.expectEOF(t, 10*time.Second)
+		rc.ExpectEOF(t, 10*time.Second)
 	})
 	t.Run("random bytes without an end", func(t *testing.T) {
-		rc := rawDial(t, g.addr, "")
-		rc.write(t, random(16<<10))
-		if code, head := rc.readHead(t); code != http.StatusRequestHeaderFieldsTooLarge {
+		rc := servertest.Dial(t, g.addr)
+		rc.Send(t, random(16<<10))
+		if code, head := rc.ReadHead(t); code != http.StatusRequestHeaderFieldsTooLarge {
 			t.Fatalf("answered %d, want 431: %q", code, head)
 		}
-		rc.expectEOF(t, 10*time.Second)
+		rc.ExpectEOF(t, 10*time.Second)
 	})
 	t.Run("request line with no end", func(t *testing.T) {
 		endlessHead(t, g.addr, "GET /ws?", 'a', 8<<20)
 	})
 	t.Run("unterminated request line, then silence", func(t *testing.T) {
-		rc := rawDial(t, g.addr, "")
+		rc := servertest.Dial(t, g.addr)
 		start := time.Now()
-		rc.write(t, []byte("GET /ws HTTP/1.1"))
-		if rest := rc.expectEOF(t, 10*time.Second); len(rest) != 0 {
+		rc.Send(t, []byte("GET /ws HTTP/1.1"))
+		if rest := rc.ExpectEOF(t, 10*time.Second); len(rest) != 0 {
 			t.Fatalf("got %q, want the connection cut", rest)
 		}
 		if d := time.Since(start); d < time.Second {
@@ -863,15 +869,15 @@ func TestHostileHTTP(t *testing.T) {
 		endlessHead(t, g.addr, "GET /ws HTTP/1.1\r\nHost: gateway\r\nX-Big: ", 'b', 64<<20)
 	})
 	t.Run("upgrade without a key", func(t *testing.T) {
-		rc := rawDial(t, g.addr, "")
-		rc.write(t, []byte("GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n"))
-		if code, head := rc.readHead(t); code != http.StatusBadRequest {
+		rc := servertest.Dial(t, g.addr)
+		rc.Send(t, []byte("GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n"))
+		if code, head := rc.ReadHead(t); code != http.StatusBadRequest {
 			t.Fatalf("answered %d, want 400: %q", code, head)
 		}
-		rc.expectEOF(t, 10*time.Second)
+		rc.ExpectEOF(t, 10*time.Second)
 	})
 	by.alive(t)
-	redistest.WaitFor(t, 10*time.Second, "only the bystander left", func() bool { return g.srv.Connections() == 1 })
+	servertest.WaitFor(t, 10*time.Second, "only the bystander left", func() bool { return g.srv.Connections() == 1 })
 }
 
 // TestHandshakeTimeout: a client that has not completed its upgrade within
@@ -893,9 +899,9 @@ func TestHandshakeTimeout(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			start := time.Now()
-			rc := rawDial(t, g.addr, "")
+			rc := servertest.Dial(t, g.addr)
 			if tt.first != "" {
-				rc.write(t, []byte(tt.first))
+				rc.Send(t, []byte(tt.first))
 			}
 			stop := make(chan struct{})
 			done := make(chan struct{})
@@ -909,12 +915,12 @@ func TestHandshakeTimeout(t *testing.T) {
 						return
 					case <-tick.C:
 					}
-					if _, err := rc.Write([]byte{tt.drip[i]}); err != nil {
+					if _, err := rc.TCP.Write([]byte{tt.drip[i]}); err != nil {
 						return
 					}
 				}
 			}()
-			rest := rc.expectEOF(t, 10*time.Second)
+			rest := rc.ExpectEOF(t, 10*time.Second)
 			close(stop)
 			<-done
 			if len(rest) != 0 {
@@ -1107,7 +1113,7 @@ func TestConnectionLimits(t *testing.T) {
 		}
 		by.alive(t)
 		_ = second.c.Close(websocket.StatusNormalClosure, "")
-		redistest.WaitFor(t, 10*time.Second, "slot freed", func() bool { return g.srv.Connections() == 1 })
+		servertest.WaitFor(t, 10*time.Second, "slot freed", func() bool { return g.srv.Connections() == 1 })
 		third := dial(t, g.wsURL(""))
 		third.subscribe(t, "market:tick:THIRD")
 	})
@@ -1131,7 +1137,7 @@ func TestConnectionLimits(t *testing.T) {
 				t.Cleanup(func() { _ = c.Close() })
 				<-start
 				_ = c.SetDeadline(time.Now().Add(20 * time.Second))
-				if _, err := c.Write([]byte(upgradeRequest("/ws", ""))); err != nil {
+				if _, err := c.Write([]byte(servertest.UpgradeRequest("/ws", ""))); err != nil {
 					t.Errorf("write: %v", err)
 					return
 				}
@@ -1165,14 +1171,14 @@ func TestConnectionLimits(t *testing.T) {
 			t.Fatalf("third connection from 127.0.0.1 answered %d, want 503", got)
 		}
 		// Another address is counted apart.
-		other := rawDial(t, g.addr, secondLoopback(t))
-		other.write(t, []byte(upgradeRequest("/ws", "")))
-		if code, head := other.readHead(t); code != http.StatusSwitchingProtocols {
+		other := servertest.Dial(t, g.addr, servertest.LocalIP(secondLoopback(t)))
+		other.Send(t, []byte(servertest.UpgradeRequest("/ws", "")))
+		if code, head := other.ReadHead(t); code != http.StatusSwitchingProtocols {
 			t.Fatalf("first connection from 127.0.0.2 answered %d: %q", code, head)
 		}
 		by.alive(t)
 		_ = second.c.Close(websocket.StatusNormalClosure, "")
-		redistest.WaitFor(t, 10*time.Second, "slot freed", func() bool { return g.srv.Connections() == 2 })
+		servertest.WaitFor(t, 10*time.Second, "slot freed", func() bool { return g.srv.Connections() == 2 })
 		if got := upgradeStatus(t, g.addr, "127.0.0.1", "/ws", ""); got != http.StatusSwitchingProtocols {
 			t.Fatalf("connection after a slot was freed answered %d, want 101", got)
 		}
@@ -1193,15 +1199,15 @@ func secondLoopback(tb testing.TB) string {
 // accepted connections: no token, API key or JWT ever appears in it.
 func TestNoTokenInLogs(t *testing.T) {
 	rs := redistest.Start(t)
-	var sink logSink
+	var sink servertest.LogRecorder
 	g := startGateway(t, rs, func(o *options) {
 		o.auth.APIKey = secAPIKey
 		o.auth.JWTSecret = secJWTSecret
-		o.srv.Logger = sink.logger()
-		o.hub.Logger = sink.logger()
+		o.srv.Logger = sink.Logger()
+		o.hub.Logger = sink.Logger()
 	})
 	wrongKey := "sec-wrong-key-2b7e151628aed2a6abf7"
-	badJWT := secSign(t, jwt.SigningMethodHS256, []byte("not-the-secret-not-the-secret-not-the-secret"), secClaims("admin", nil))
+	badJWT := servertest.Sign(t, jwt.SigningMethodHS256, []byte("not-the-secret-not-the-secret-not-the-secret"), secClaims("admin", nil))
 	expiredJWT := hsToken(t, "admin", map[string]any{"exp": time.Now().Add(-time.Hour).Unix()})
 	unknownRole := hsToken(t, "root-role-xyz", nil)
 	goodJWT := hsToken(t, "admin", map[string]any{"sub": "client-log-test"})
@@ -1224,7 +1230,7 @@ func TestNoTokenInLogs(t *testing.T) {
 		cl.subscribe(t, "engine:signal:LOG")
 		_ = cl.c.Close(websocket.StatusNormalClosure, "")
 	}
-	redistest.WaitFor(t, 10*time.Second, "three connection-closed log lines", func() bool {
+	servertest.WaitFor(t, 10*time.Second, "three connection-closed log lines", func() bool {
 		return strings.Count(sink.String(), "connection closed") >= 3
 	})
 	logs := sink.String()

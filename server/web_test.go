@@ -1,16 +1,15 @@
 package server_test
 
 import (
-	"bufio"
 	"bytes"
-	"errors"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/wsgw/gateway/server/servertest"
 )
 
 // TestWebAssets checks that the demo page and the client are served from
@@ -79,26 +78,13 @@ func TestWebAssets(t *testing.T) {
 // send buffer for the connection small, and returns the body.
 func getSmallWindow(tb testing.TB, addr, path string, rcvbuf int) []byte {
 	tb.Helper()
-	d := net.Dialer{Timeout: 10 * time.Second, Control: func(_, _ string, rc syscall.RawConn) error {
-		var serr error
-		err := rc.Control(func(fd uintptr) {
-			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, rcvbuf)
-			if serr == nil {
-				serr = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, syscall.TCP_MAXSEG, 256)
-			}
-		})
-		return errors.Join(err, serr)
-	}}
-	c, err := d.Dial("tcp", addr)
-	if err != nil {
-		tb.Fatalf("dial %s: %v", addr, err)
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := io.WriteString(c, "GET "+path+" HTTP/1.1\r\nHost: gateway\r\n\r\n"); err != nil {
+	c := servertest.Dial(tb, addr, servertest.RcvBuf(rcvbuf), servertest.SocketOption(syscall.IPPROTO_TCP, syscall.TCP_MAXSEG, 256))
+	defer c.TCP.Close()
+	_ = c.TCP.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(c.TCP, "GET "+path+" HTTP/1.1\r\nHost: gateway\r\n\r\n"); err != nil {
 		tb.Fatal(err)
 	}
-	resp, err := http.ReadResponse(bufio.NewReaderSize(c, 512), nil)
+	resp, err := http.ReadResponse(c.R, nil)
 	if err != nil {
 		tb.Fatalf("GET %s: %v", path, err)
 	}
