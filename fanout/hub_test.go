@@ -758,7 +758,7 @@ func TestHubRefusedStreamKeepsLink(t *testing.T) {
 	if !hs.h.Healthy() {
 		t.Fatal("a refused stream took the link down")
 	}
-	redistest.WaitFor(t, waitTimeout, "ok:2 to be dropped after its linger", func() bool { return hs.h.Stats().Streams == 1 })
+	servertest.WaitFor(t, waitTimeout, "ok:2 to be dropped after its linger", func() bool { return hs.h.Stats().Streams == 1 })
 	if n := srv.NumSub(t, "ok:2"); n != 0 {
 		t.Fatalf("NUMSUB ok:2 = %d after the request was refused", n)
 	}

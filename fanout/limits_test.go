@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/wsgw/gateway/fanout/redistest"
+	"github.com/wsgw/gateway/server/servertest"
 )
 
 // pauseRedis makes redis-server hold every client command for d (CLIENT
@@ -50,7 +51,7 @@ func blockControl(tb testing.TB, hs *harness, srv *redistest.Server, c *client) 
 	if err := hs.h.Subscribe(c.sub, []string{"blocker"}, []string{"blocker"}, nil); err != nil {
 		tb.Fatal(err)
 	}
-	redistest.WaitFor(tb, waitTimeout, "the control goroutine to take the request", func() bool {
+	servertest.WaitFor(tb, waitTimeout, "the control goroutine to take the request", func() bool {
 		hs.h.mu.Lock()
 		defer hs.h.mu.Unlock()
 		return len(hs.h.pending) == 0
@@ -133,7 +134,7 @@ func TestHubMaxStreams(t *testing.T) {
 	a.expectAck(t, "unsubscribed", []string{"s1", "s2"}, "")
 	hs.h.Unsubscribe(b.sub, []string{"s3"}, []string{"s3"}, nil)
 	b.expectAck(t, "unsubscribed", []string{"s3"}, "")
-	redistest.WaitFor(t, waitTimeout, "s3 to expire", func() bool { return hs.h.Stats().Streams == 2 })
+	servertest.WaitFor(t, waitTimeout, "s3 to expire", func() bool { return hs.h.Stats().Streams == 2 })
 	hs.subscribe(t, a, []string{"s4"}, "")
 }
 
@@ -205,12 +206,12 @@ func TestHubPipelinesUpstream(t *testing.T) {
 		c.expectAck(t, "subscribed", []string{fmt.Sprint("c", i)}, "")
 	}
 	want := 1 + (n+upstreamChunk-1)/upstreamChunk
-	redistest.WaitFor(t, waitTimeout, "the SUBSCRIBEs in MONITOR", func() bool { return mon.count("SUBSCRIBE") >= want })
+	servertest.WaitFor(t, waitTimeout, "the SUBSCRIBEs in MONITOR", func() bool { return mon.count("SUBSCRIBE") >= want })
 	if got := mon.count("SUBSCRIBE"); got != want {
 		t.Fatalf("%d SUBSCRIBE commands for %d requests, want %d (the blocker, then chunks of %d)", got, n, want, upstreamChunk)
 	}
 	hs.remove(t, c)
-	redistest.WaitFor(t, waitTimeout, "every stream to expire", func() bool { return hs.h.Stats().Streams == 0 })
+	servertest.WaitFor(t, waitTimeout, "every stream to expire", func() bool { return hs.h.Stats().Streams == 0 })
 	if got := mon.count("UNSUBSCRIBE"); got > 2*((n+1+upstreamChunk-1)/upstreamChunk) {
 		t.Fatalf("%d UNSUBSCRIBE commands for %d streams: not batched", got, n+1)
 	}
@@ -232,7 +233,7 @@ func TestHubDropsStreamRefusedOnReconnect(t *testing.T) {
 	cfg.CanaryInterval = 50 * time.Millisecond
 	hs := startHub(t, cfg)
 	waitHealthy(t, hs.h, true)
-	redistest.WaitFor(t, waitTimeout, "the canary warning", func() bool {
+	servertest.WaitFor(t, waitTimeout, "the canary warning", func() bool {
 		return hs.logs.count("redis refused the canary channel: grant the gateway's Redis user &__ws_gateway:canary:*; the canary is off on this link") > 0
 	})
 	a := hs.newClient(t, "a", 0)

@@ -196,7 +196,7 @@ func TestNewStreamRate(t *testing.T) {
 		t.Fatalf("got %v", m)
 	}
 	// The bucket refills (one token per 500 ms here).
-	redistest.WaitFor(t, 10*time.Second, "a token for a new channel", func() bool {
+	servertest.WaitFor(t, 10*time.Second, "a token for a new channel", func() bool {
 		cl.send(t, subscribeReq("retry", "market:tick:R0"))
 		m := cl.read(t)
 		switch {
@@ -275,7 +275,7 @@ func TestUpstreamRefusal(t *testing.T) {
 	if st := g.hub.Stats(); st.Reconnects != 0 || !st.RedisUp {
 		t.Fatalf("Stats %+v: the link went down", st)
 	}
-	redistest.WaitFor(t, 5*time.Second, "the refused streams to be gone", func() bool { return g.hub.Stats().Streams == 3 })
+	servertest.WaitFor(t, 5*time.Second, "the refused streams to be gone", func() bool { return g.hub.Stats().Streams == 3 })
 }
 
 // paddedPing is a ping command of exactly n bytes (an ignored field pads
@@ -333,7 +333,7 @@ func TestPartialMessageTimeout(t *testing.T) {
 	okStart := time.Now()
 	ok.Send(t, servertest.Frame(0x01, msg[:30000], false))
 	for i := 1; i <= 3; i++ {
-		redistest.WaitFor(t, time.Second, "the next pacing step", func() bool { return time.Since(okStart) > time.Duration(i)*timeout/10 })
+		servertest.WaitFor(t, time.Second, "the next pacing step", func() bool { return time.Since(okStart) > time.Duration(i)*timeout/10 })
 		ok.Send(t, servertest.Frame(0x89, nil, false))
 	}
 	ok.Send(t, servertest.Frame(0x80, msg[30000:], false))
@@ -349,7 +349,7 @@ func TestPartialMessageTimeout(t *testing.T) {
 		t.Fatalf("closed after %v, before the %v timeout", d, timeout)
 	}
 	by.alive(t)
-	redistest.WaitFor(t, 10*time.Second, "the closed sockets to be gone", func() bool { return g.srv.Connections() == 2 })
+	servertest.WaitFor(t, 10*time.Second, "the closed sockets to be gone", func() bool { return g.srv.Connections() == 2 })
 }
 
 // TestPartialMessageBytes: the bytes of unfinished messages across all

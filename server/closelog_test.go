@@ -49,7 +49,7 @@ func TestCloseLogFramesSent(t *testing.T) {
 			tt.use(t, cl)
 			_ = cl.c.Close(websocket.StatusNormalClosure, "")
 			var lines []string
-			redistest.WaitFor(t, 10*time.Second, "the close log line", func() bool {
+			servertest.WaitFor(t, 10*time.Second, "the close log line", func() bool {
 				lines = closedLines(logs)
 				return len(lines) > before
 			})

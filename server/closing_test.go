@@ -166,7 +166,7 @@ func TestCloseCodeWhileClientWrites(t *testing.T) {
 			}
 		})
 	}
-	redistest.WaitFor(t, 10*time.Second, "every connection to be closed", func() bool { return g.srv.Connections() == 0 })
+	servertest.WaitFor(t, 10*time.Second, "every connection to be closed", func() bool { return g.srv.Connections() == 0 })
 }
 
 // TestSlowReaderResumesAndReads1013: five readers stop reading while
@@ -212,14 +212,14 @@ func TestSlowReaderResumesAndReads1013(t *testing.T) {
 		published = last
 		// Paced by what the gateway has received, so that its shards
 		// keep up and every loss is the paused readers' own.
-		redistest.WaitFor(t, 30*time.Second, "the gateway to receive the batch", func() bool {
+		servertest.WaitFor(t, 30*time.Second, "the gateway to receive the batch", func() bool {
 			return g.hub.Stats().MessagesReceived >= uint64(last) || gone()
 		})
 	}
 	if hd := g.hub.Stats().HandoffDropped; hd != 0 {
 		t.Fatalf("%d messages lost at the shards' hand-off: the publisher outran the gateway", hd)
 	}
-	redistest.WaitFor(t, 30*time.Second, "the gateway to give up on the five readers", gone)
+	servertest.WaitFor(t, 30*time.Second, "the gateway to give up on the five readers", gone)
 	t.Logf("published %d messages in %v; the gateway gave up on the readers", published, time.Since(start).Round(time.Millisecond))
 	time.Sleep(pause) // the readers' pause, not a synchronisation
 	for _, p := range ps {
@@ -257,7 +257,7 @@ func TestLingerBounds(t *testing.T) {
 		if _, err := rc.TCP.Write(header); err != nil {
 			t.Fatal(err)
 		}
-		redistest.WaitFor(t, 10*time.Second, "the gateway to close the silent client", func() bool {
+		servertest.WaitFor(t, 10*time.Second, "the gateway to close the silent client", func() bool {
 			return g.srv.Connections() == 0
 		})
 		// The decision came after start; the gateway's deadline is on
@@ -295,7 +295,7 @@ func TestLingerBounds(t *testing.T) {
 			t.Fatalf("%d more goroutines with %d connections closing", d, n)
 		}
 		t.Logf("heap with %d connections closing: +%d KiB", n, (int64(heapInuse())-int64(heap))>>10)
-		redistest.WaitFor(t, 30*time.Second, "every silent client to be closed", func() bool {
+		servertest.WaitFor(t, 30*time.Second, "every silent client to be closed", func() bool {
 			return g.srv.Connections() == 0
 		})
 		for _, rc := range rcs[:10] {
@@ -322,7 +322,7 @@ func TestLingerBounds(t *testing.T) {
 				}
 			}
 		}()
-		redistest.WaitFor(t, 20*time.Second, "the gateway to cut the client off", func() bool {
+		servertest.WaitFor(t, 20*time.Second, "the gateway to cut the client off", func() bool {
 			return g.srv.Connections() == 0
 		})
 		select {

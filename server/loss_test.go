@@ -64,7 +64,7 @@ func TestLossNotice(t *testing.T) {
 			rs.Do(t, "EVAL", publishScript, "1", ch, strconv.Itoa(first), strconv.Itoa(last), payload)
 		}
 		published += 2 * batch
-		redistest.WaitFor(t, 10*time.Second, "the gateway to receive the batch", func() bool {
+		servertest.WaitFor(t, 10*time.Second, "the gateway to receive the batch", func() bool {
 			return g.hub.Stats().MessagesReceived >= uint64(published+1)
 		})
 	}

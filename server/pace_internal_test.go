@@ -18,6 +18,7 @@ import (
 	"github.com/wsgw/gateway/auth"
 	"github.com/wsgw/gateway/fanout"
 	"github.com/wsgw/gateway/fanout/redistest"
+	"github.com/wsgw/gateway/server/servertest"
 )
 
 // startInternal starts a real gateway (one event loop) against rs for the
@@ -46,7 +47,7 @@ func startInternal(tb testing.TB, rs *redistest.Server, cfg Config, sendQueue in
 		defer cancel()
 		_ = s.Shutdown(ctx)
 	})
-	redistest.WaitFor(tb, 10*time.Second, "the Redis link", s.hub.Healthy)
+	servertest.WaitFor(tb, 10*time.Second, "the Redis link", s.hub.Healthy)
 	return s
 }
 
@@ -119,7 +120,7 @@ func TestPaceCloseParked(t *testing.T) {
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	}, 64)
 	dialPaused(t, s.Addr(), channel)
-	redistest.WaitFor(t, 10*time.Second, "the subscription upstream", func() bool {
+	servertest.WaitFor(t, 10*time.Second, "the subscription upstream", func() bool {
 		return strings.HasSuffix(rs.Do(t, "PUBSUB", "NUMSUB", channel), " 1")
 	})
 	s.loopsMu.Lock()
@@ -129,7 +130,7 @@ func TestPaceCloseParked(t *testing.T) {
 	// Publish until the connection is parked with a full queue.
 	payload := `"` + strings.Repeat("x", 2040) + `"`
 	var cn *conn
-	redistest.WaitFor(t, 20*time.Second, "the connection to be parked with a full queue", func() bool {
+	servertest.WaitFor(t, 20*time.Second, "the connection to be parked with a full queue", func() bool {
 		for range 20 {
 			rs.Publish(t, channel, payload)
 		}

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/wsgw/gateway/fanout/redistest"
+	"github.com/wsgw/gateway/server/servertest"
 )
 
 // rss is a resident memory figure of process pid from /proc/pid/status,
@@ -202,7 +203,7 @@ func TestChurnBounded(t *testing.T) {
 	var warmStats churnStats
 	churn(warm, url, 99, &warmStats)
 	cancelWarm()
-	redistest.WaitFor(t, 10*time.Second, "the warm-up streams to expire", func() bool { return streams() == 1 })
+	servertest.WaitFor(t, 10*time.Second, "the warm-up streams to expire", func() bool { return streams() == 1 })
 	before := settledRSS(t, pid, 20*time.Second)
 
 	ctx, cancel := context.WithTimeout(context.Background(), attack)
@@ -233,7 +234,7 @@ func TestChurnBounded(t *testing.T) {
 		if _, _, err := probe.Read(wctx); err != nil {
 			t.Fatal(err)
 		}
-		redistest.WaitFor(t, 10*time.Second, "the probe upstream", func() bool { return probeSubs() == "market:tick:probe 1" })
+		servertest.WaitFor(t, 10*time.Second, "the probe upstream", func() bool { return probeSubs() == "market:tick:probe 1" })
 		if err := probe.Write(wctx, websocket.MessageText, []byte(`{"action":"unsubscribe","channels":["market:tick:probe"]}`)); err != nil {
 			t.Fatal(err)
 		}
@@ -242,7 +243,7 @@ func TestChurnBounded(t *testing.T) {
 		}
 		wcancel()
 		acked := time.Now()
-		redistest.WaitFor(t, 10*time.Second, "the probe's unsubscribe upstream", func() bool { return probeSubs() == "market:tick:probe 0" })
+		servertest.WaitFor(t, 10*time.Second, "the probe's unsubscribe upstream", func() bool { return probeSubs() == "market:tick:probe 0" })
 		slowest = max(slowest, time.Since(acked))
 	}
 	_ = attackers.Wait()
@@ -266,7 +267,7 @@ func TestChurnBounded(t *testing.T) {
 		t.Error("no churning subscribe was ever acked: the test did not exercise the gateway")
 	}
 
-	redistest.WaitFor(t, 10*time.Second, "every churned stream to expire", func() bool { return streams() == 1 })
+	servertest.WaitFor(t, 10*time.Second, "every churned stream to expire", func() bool { return streams() == 1 })
 	if n := rs.Do(t, "PUBSUB", "NUMPAT"); n != "1" {
 		t.Errorf("Redis holds %s patterns, want 1 (the reader's)", n)
 	}
@@ -275,7 +276,7 @@ func TestChurnBounded(t *testing.T) {
 	}
 	limit := before + before/10
 	var after int64
-	redistest.WaitFor(t, 90*time.Second, "RSS within 10 % of its level before the churn", func() bool {
+	servertest.WaitFor(t, 90*time.Second, "RSS within 10 % of its level before the churn", func() bool {
 		after = rss(t, pid, "VmRSS")
 		return after <= limit
 	})
@@ -283,7 +284,7 @@ func TestChurnBounded(t *testing.T) {
 
 	// The reader got every message, in order, never interrupted.
 	want := published.Load()
-	redistest.WaitFor(t, 10*time.Second, "the reader to catch up", func() bool {
+	servertest.WaitFor(t, 10*time.Second, "the reader to catch up", func() bool {
 		if v := readErr.Load(); v != nil {
 			t.Fatal(v)
 		}
@@ -300,7 +301,7 @@ func settledRSS(tb testing.TB, pid int, timeout time.Duration) int64 {
 	tb.Helper()
 	prev := rss(tb, pid, "VmRSS")
 	var cur int64
-	redistest.WaitFor(tb, timeout, "RSS to settle", func() bool {
+	servertest.WaitFor(tb, timeout, "RSS to settle", func() bool {
 		time.Sleep(time.Second) // sampling period, not synchronisation
 		cur = rss(tb, pid, "VmRSS")
 		d := cur - prev

@@ -14,7 +14,7 @@
 // lines that no client library reads.
 //
 // Goroutine: the test's. Start, Kill, Restart, Stop, Do, Publish, NumSub,
-// NumPat, Monitor and WaitFor report failures with tb.Fatalf, so they must be
+// NumPat and Monitor report failures with tb.Fatalf, so they must be
 // called from the goroutine running the test (the testing package forbids
 // FailNow elsewhere). Exec is the error-returning variant of Do for use
 // from helper goroutines. All methods are safe for concurrent use.
@@ -24,6 +24,7 @@
 // 10s deadline (no fixed sleeps), and each Server is killed and reaped by a
 // tb.Cleanup, so a failing test cannot leak a redis-server. On Linux the
 // child also gets SIGKILL if the test binary dies (e.g. on -timeout panic).
+// Polling a condition of a test is servertest.WaitFor's (server/servertest).
 //
 // The redis-server binary is looked up in $REDIS_SERVER, then in PATH; `make
 // deps` (run by `make test`) installs Debian's redis-server package.
