@@ -153,7 +153,7 @@ func TestStopAndOptions(t *testing.T) {
 	if got, err := s.Exec("NOSUCHCOMMAND", "x"); !errors.As(err, &rerr) || !strings.Contains(err.Error(), "unknown command") {
 		t.Fatalf("unknown command = %q, %v; want the error reply", got, err)
 	}
-	if msg := catchFatal(t, func(tb testing.TB) { s.Do(tb, "NOSUCHCOMMAND", "x") }); !strings.Contains(msg, "unknown command") {
+	if msg := servertest.CatchFatal(t, func(tb testing.TB) { s.Do(tb, "NOSUCHCOMMAND", "x") }); !strings.Contains(msg, "unknown command") {
 		t.Fatalf("Do of an unknown command failed with %q, want the error reply", msg)
 	}
 	if got := s.Do(t, "GET", "missing"); got != "(nil)" {
@@ -184,48 +184,14 @@ func TestParallelServers(t *testing.T) {
 	}
 }
 
-// fatalTB captures Fatal* instead of ending the test.
-type fatalTB struct {
-	testing.TB
-	msg string
-}
-
-type fatalPanic struct{}
-
-func (f *fatalTB) Helper() {}
-func (f *fatalTB) Fatal(args ...any) {
-	f.msg = fmt.Sprint(args...)
-	panic(fatalPanic{})
-}
-func (f *fatalTB) Fatalf(format string, args ...any) {
-	f.msg = fmt.Sprintf(format, args...)
-	panic(fatalPanic{})
-}
-
-func catchFatal(t *testing.T, fn func(tb testing.TB)) string {
-	t.Helper()
-	f := &fatalTB{TB: t}
-	func() {
-		defer func() {
-			if r := recover(); r != nil {
-				if _, ok := r.(fatalPanic); !ok {
-					panic(r)
-				}
-			}
-		}()
-		fn(f)
-	}()
-	return f.msg
-}
-
 func TestMissingBinary(t *testing.T) {
 	t.Setenv("REDIS_SERVER", "")
 	t.Setenv("PATH", t.TempDir())
-	if msg := catchFatal(t, func(tb testing.TB) { lookBinary(tb) }); msg != notFoundMsg {
+	if msg := servertest.CatchFatal(t, func(tb testing.TB) { lookBinary(tb) }); msg != notFoundMsg {
 		t.Fatalf("missing binary message = %q", msg)
 	}
 	t.Setenv("REDIS_SERVER", "/nonexistent/redis-server")
-	if msg := catchFatal(t, func(tb testing.TB) { lookBinary(tb) }); !strings.Contains(msg, "REDIS_SERVER") {
+	if msg := servertest.CatchFatal(t, func(tb testing.TB) { lookBinary(tb) }); !strings.Contains(msg, "REDIS_SERVER") {
 		t.Fatalf("bad $REDIS_SERVER message = %q", msg)
 	}
 }

@@ -1,14 +1,11 @@
 package servertest
 
 import (
-	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
-	"crypto/x509"
-	"encoding/pem"
 	"sync"
 	"testing"
 	"time"
@@ -46,17 +43,6 @@ func newEdKey() ed25519.PrivateKey {
 		panic(err)
 	}
 	return k
-}
-
-// PublicPEM is pub as a PEM "PUBLIC KEY" block (PKIX), the form
-// JWT_PUBLIC_KEY_FILE takes.
-func PublicPEM(tb testing.TB, pub crypto.PublicKey) []byte {
-	tb.Helper()
-	der, err := x509.MarshalPKIXPublicKey(pub)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})
 }
 
 // Sign signs claims with method and key (golang-jwt/jwt/v5).

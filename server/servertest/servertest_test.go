@@ -14,44 +14,17 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 )
 
-// fatalTB captures Fatal* instead of ending the test.
-type fatalTB struct {
-	testing.TB
-	msg string
-}
-
-type fatalPanic struct{}
-
-func (f *fatalTB) Helper() {}
-func (f *fatalTB) Fatalf(format string, args ...any) {
-	f.msg = fmt.Sprintf(format, args...)
-	panic(fatalPanic{})
-}
-
-func catchFatal(t *testing.T, fn func(tb testing.TB)) string {
-	t.Helper()
-	f := &fatalTB{TB: t}
-	func() {
-		defer func() {
-			if r := recover(); r != nil {
-				if _, ok := r.(fatalPanic); !ok {
-					panic(r)
-				}
-			}
-		}()
-		fn(f)
-	}()
-	return f.msg
-}
-
 func TestWaitFor(t *testing.T) {
 	n := 0
 	WaitFor(t, time.Second, "three polls", func() bool { n++; return n == 3 })
-	msg := catchFatal(t, func(tb testing.TB) {
+	msg := CatchFatal(t, func(tb testing.TB) {
 		WaitFor(tb, 20*time.Millisecond, "godot", func() bool { return false })
 	})
 	if msg != "timed out after 20ms waiting for godot" {
 		t.Fatalf("WaitFor failure message = %q", msg)
+	}
+	if msg := CatchFatal(t, func(testing.TB) {}); msg != "" {
+		t.Fatalf("CatchFatal of a helper that passes = %q", msg)
 	}
 }
 
