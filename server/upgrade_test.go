@@ -192,17 +192,18 @@ func TestUpgradeFastPathMatchesNetHTTP(t *testing.T) {
 	}
 }
 
-// TestUpgradeFastPathMalformedHeads pins the heads net/http rejects but
-// gobwas/ws upgrades: the fast path answers them itself, after the same
-// Origin and token checks (FuzzUpgradeFastPath checks any such head).
-func TestUpgradeFastPathMalformedHeads(t *testing.T) {
-	ok := upgradeToken(t, "user")
-	s := benchServer(t, []byte(testJWTSecret), "http://ok.example")
-	for _, tc := range []struct {
-		name string
-		head []byte
-		want int
-	}{
+// malformedHead is a head net/http rejects but gobwas/ws upgrades (a
+// control character in a header value), and the fast path's answer.
+type malformedHead struct {
+	name string
+	head []byte
+	want int
+}
+
+// malformedHeads are TestUpgradeFastPathMalformedHeads' cases and seeds of
+// FuzzUpgradeFastPath; ok is a valid token.
+func malformedHeads(ok string) []malformedHead {
+	return []malformedHead{
 		{"anonymous", upgradeHead("/ws", "X-Ctl: a\x01b"), http.StatusSwitchingProtocols},
 		{"valid token", upgradeHead("/ws?token="+ok, "X-Ctl: a\x01b"), http.StatusSwitchingProtocols},
 		{"valid bearer, allowed origin", upgradeHead("/ws", "X-Ctl: a\x01b", "Authorization: Bearer "+ok, "Origin: http://ok.example"), http.StatusSwitchingProtocols},
@@ -210,7 +211,15 @@ func TestUpgradeFastPathMalformedHeads(t *testing.T) {
 		{"control character in the origin", upgradeHead("/ws", "Origin: http://ok.example\x01"), http.StatusForbidden},
 		{"bad token", upgradeHead("/ws?token=nope", "X-Ctl: a\x01b"), http.StatusUnauthorized},
 		{"bad bearer on echo", upgradeHead("/echo", "X-Ctl: a\x01b", "Authorization: Bearer nope"), http.StatusUnauthorized},
-	} {
+	}
+}
+
+// TestUpgradeFastPathMalformedHeads pins the heads net/http rejects but
+// gobwas/ws upgrades: the fast path answers them itself, after the same
+// Origin and token checks (FuzzUpgradeFastPath checks any such head).
+func TestUpgradeFastPathMalformedHeads(t *testing.T) {
+	s := benchServer(t, []byte(testJWTSecret), "http://ok.example")
+	for _, tc := range malformedHeads(upgradeToken(t, "user")) {
 		t.Run(tc.name, func(t *testing.T) {
 			if _, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(tc.head))); err == nil {
 				t.Fatalf("net/http accepts %q: not a case for the fast path alone", tc.head)
@@ -234,22 +243,15 @@ func TestUpgradeFastPathMalformedHeads(t *testing.T) {
 // fast path as gobwas/ws reads them; the token and Origin checks are the
 // same either way: checkedAnswer.
 func FuzzUpgradeFastPath(f *testing.F) {
-	ok := upgradeToken(f, "user")
 	for _, seed := range [][]byte{
 		upgradeHead("/ws"), upgradeHead("/echo?token=x"), upgradeHead("/ws", "Origin: http://evil.example"),
 		upgradeHead("/ws", "Authorization: Basic abc"), upgradeHead("http://gw.example/ws"),
 		upgradeHead("/ws?token=%zz"), upgradeHead("/ws", "Connection: keep-alive, Upgrade"),
-		// Malformed for net/http (a control character in a header
-		// value), a valid upgrade for gobwas/ws.
-		upgradeHead("/ws", "X-Ctl: a\x01b"),
-		upgradeHead("/ws?token="+ok, "X-Ctl: a\x01b"),
-		upgradeHead("/ws", "X-Ctl: a\x01b", "Origin: http://evil.example"),
-		upgradeHead("/ws", "Origin: http://ok.example\x01"),
-		upgradeHead("/ws?token=nope", "X-Ctl: a\x01b"),
-		upgradeHead("/echo", "X-Ctl: a\x01b", "Authorization: Bearer nope"),
-		upgradeHead("/ws", "X-Ctl: a\x01b", "Authorization: Bearer "+ok, "Origin: http://ok.example"),
 	} {
 		f.Add(seed)
+	}
+	for _, m := range malformedHeads(upgradeToken(f, "user")) {
+		f.Add(m.head)
 	}
 	s := benchServer(f, []byte(testJWTSecret), "http://ok.example")
 	f.Fuzz(func(t *testing.T, head []byte) {
