@@ -43,9 +43,18 @@ test: deps
 ## allocs: the testing.AllocsPerRun gates (Test*Allocs) and the exhaustive
 ## checks (Test*Exhaustive) once without -race: under -race sync.Pool drops
 ## items on purpose, so the wsproto gates skip themselves and the exhaustive
-## checks sample. These tests are named so that this pattern finds them.
+## checks sample. These tests are named so that this pattern finds them, and
+## a test calling testing.AllocsPerRun under another name fails the target.
 ALLOC_TESTS ?= Allocs$$|Exhaustive$$
 allocs:
+	@misnamed=$$(grep -rl --include='*_test.go' 'testing\.AllocsPerRun' . | \
+		xargs awk '/^func /{name = $$2; sub(/\(.*/, "", name)} \
+			/testing\.AllocsPerRun/ && name ~ /^Test/ && name !~ /Allocs$$/ {print FILENAME ": " name}' | sort -u); \
+	if [ -n "$$misnamed" ]; then \
+		echo "allocs: these tests call testing.AllocsPerRun but are not named Test*Allocs, so make allocs would not run them:" >&2; \
+		echo "$$misnamed" >&2; \
+		exit 1; \
+	fi
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) -run '$(ALLOC_TESTS)' ./...
 
 ## deps: redis-server on PATH (integration tests start real ones, see fanout/redistest)

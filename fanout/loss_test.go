@@ -186,10 +186,10 @@ func TestLossHandOff(t *testing.T) {
 	t.Logf("%d drops told in %d notices", n, len(notices))
 }
 
-// TestTakeLossHappyPath: the consumer's check after every drained batch
+// TestTakeLossAllocs: the consumer's check after every drained batch
 // costs no allocation while nothing was lost, nor after a notice was
 // claimed.
-func TestTakeLossHappyPath(t *testing.T) {
+func TestTakeLossAllocs(t *testing.T) {
 	h, err := New(testConfig("127.0.0.1:1"), []Waker{nopWaker{}})
 	if err != nil {
 		t.Fatal(err)
