@@ -34,7 +34,11 @@ package server
 //     something, whichever is latest. A client that resumes reading
 //     within CloseLinger therefore reads everything up to the close
 //     frame, and one still sending over a slow link gets to its close
-//     frame, within lingerLimit bytes.
+//     frame, within lingerLimit bytes. Progress or not, the connection
+//     is closed lingerRounds times CloseLinger after the decision (like
+//     nginx's lingering_time next to its lingering_timeout), so that a
+//     client trickling pings or reading a byte at a time cannot keep a
+//     socket the gateway has given up on.
 //
 // No timer or goroutine per connection: a closing connection is on its
 // loop's closing list, which the tick walks every tickEvery; an idle or
@@ -53,6 +57,11 @@ import (
 // gateway stops reading it (lingerLimit): enough for the rest of a large
 // message the client had started before it read the close frame.
 const lingerMinBytes = 4 << 20
+
+// lingerRounds bounds a lingering close as a whole: CloseLinger is how
+// long the gateway waits for progress, lingerRounds*CloseLinger how long
+// it waits at most.
+const lingerRounds = 5
 
 // beginClose starts closing an open connection with r (see above). skip
 // says the inbound stream is out of step (a protocol error), so it is
@@ -78,7 +87,9 @@ func (cn *conn) closing(reason string) {
 	c := cn.c()
 	cn.state = stateClosing
 	cn.setCloseReason(reason)
-	c.lingerUntil = time.Now().UnixNano() + int64(cn.loop.srv.cfg.CloseLinger)
+	now := time.Now().UnixNano()
+	c.lingerUntil = now + int64(cn.loop.srv.cfg.CloseLinger)
+	c.lingerEnd = now + lingerRounds*int64(cn.loop.srv.cfg.CloseLinger)
 	c.outLeft = int(^uint(0) >> 1)
 	// Frames still queued will not be sent: give them back now rather
 	// than hold them while the connection lingers. OnClose does not
@@ -112,7 +123,7 @@ func (l *loopState) settle(cn *conn, now int64) (done bool) {
 		_ = syscall.Shutdown(cn.gc.Fd(), syscall.SHUT_WR)
 		c.lingerUntil = max(c.lingerUntil, now+linger)
 	}
-	return now >= c.lingerUntil
+	return now >= min(c.lingerUntil, c.lingerEnd)
 }
 
 // lingerTick walks the loop's closing connections: shuts down the write

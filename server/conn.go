@@ -102,6 +102,7 @@ type connCold struct {
 	// The lingering close (closing.go), from the moment the gateway
 	// decided to close.
 	lingerUntil int64  // close then, unless the client makes progress
+	lingerEnd   int64  // close then, progress or not
 	outLeft     int    // gnet's outbound bytes at the last look
 	lingered    uint64 // inbound bytes read while closing
 	shut        bool   // the write side is shut down (SHUT_WR)
