@@ -80,7 +80,10 @@ func (s *Server) command(cn *conn, p []byte) gnet.Action {
 		cn.reply(wsproto.NewError(cerr.Code, cerr.Message, cerr.Channels, cerr.RequestID, now))
 		return gnet.None
 	}
-	if n := len(cmd.Channels); n > 1 && s.rateLimited(cn, now, n-1, cmd.Action, cmd.RequestID) {
+	// A request costs at most a full bucket, its message's token
+	// included, so that a request of many channels passes on a full
+	// bucket however fast it was parsed.
+	if n := min(len(cmd.Channels), s.cfg.MaxMessagesPerSecond) - 1; n > 0 && s.rateLimited(cn, now, n, cmd.Action, cmd.RequestID) {
 		return gnet.None
 	}
 	cn.loop.applyRefusals()
