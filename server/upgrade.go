@@ -302,7 +302,14 @@ func expiryNanos(t time.Time) int64 {
 // client never holds an accepted WebSocket.
 func (s *Server) refuse(cn *conn, why refuseReason, status int, msg string) gnet.Action {
 	s.ctr.refuse(why)
-	_, _ = cn.gc.Write(httpError(status, msg))
+	if status == http.StatusServiceUnavailable {
+		// Every 503 here is temporary (shutting down, full, this
+		// address's share taken): RFC 9110 §10.2.3 lets a client that
+		// honours it come back in a second rather than guess.
+		_, _ = cn.gc.Write(appendHTTP(nil, status, "text/plain; charset=utf-8", "Retry-After: 1\r\n", []byte(msg+"\n")))
+	} else {
+		_, _ = cn.gc.Write(httpError(status, msg))
+	}
 	cn.setCloseReason(msg)
 	return gnet.Close
 }

@@ -240,6 +240,8 @@ func TestSignalShutdown(t *testing.T) {
 				t.Fatalf("upgrade during the shutdown: no HTTP answer (%v), want 503", err)
 			case resp.StatusCode != http.StatusServiceUnavailable:
 				t.Fatalf("upgrade during the shutdown: HTTP %d, want 503", resp.StatusCode)
+			case resp.Header.Get("Retry-After") != "1":
+				t.Fatalf("upgrade during the shutdown: 503 with Retry-After %q, want 1", resp.Header.Get("Retry-After"))
 			}
 
 			select {
@@ -276,9 +278,9 @@ func TestSignalShutdown(t *testing.T) {
 			}
 			for ch := range channels {
 				name := "market:tick:" + strconv.Itoa(ch)
-				if !mon.Saw("UNSUBSCRIBE", name) {
-					t.Errorf("no UNSUBSCRIBE of %s before exit", name)
-				}
+				// MONITOR's feed is read on its own goroutine: what
+				// Redis saw before the exit may not be read yet.
+				servertest.WaitFor(t, 5*time.Second, "the UNSUBSCRIBE of "+name+" before exit", func() bool { return mon.Saw("UNSUBSCRIBE", name) })
 				if got := rs.NumSub(t, name); got != 0 {
 					t.Errorf("PUBSUB NUMSUB %s after exit: %d", name, got)
 				}
