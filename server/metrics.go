@@ -26,6 +26,8 @@ const (
 	refuseBadUpgrade
 	refuseHandshakeTimeout
 	refuseFileLimit
+	refuseUntrustedProxy
+	refuseBadProxyHeader
 	numRefuseReasons
 )
 
@@ -43,6 +45,8 @@ var refuseReasonNames = [numRefuseReasons]string{
 	refuseBadUpgrade:       "bad_upgrade",
 	refuseHandshakeTimeout: "handshake_timeout",
 	refuseFileLimit:        "file_limit",
+	refuseUntrustedProxy:   "untrusted_proxy_header",
+	refuseBadProxyHeader:   "bad_proxy_header",
 }
 
 // cmdResult is the outcome of one inbound client command.
@@ -138,8 +142,8 @@ type Metrics struct {
 	srv *Server
 
 	connections, sockets, streams, queues, redisUp, canaryRTT, buildInfo *prometheus.Desc
-	refused, commands                                                    *prometheus.Desc
-	received, delivered, dropped, handoff, slow, reconnects              *prometheus.Desc
+	refused, commands                                                                *prometheus.Desc
+	received, delivered, dropped, handoff, slow, reconnects                          *prometheus.Desc
 }
 
 // NewMetrics builds the collector of s and of the Hub s was built with.
