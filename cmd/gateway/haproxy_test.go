@@ -262,7 +262,10 @@ func (c *lbClient) run(ctx context.Context, mayReconnect func() bool) {
 		}
 		v, _ := strconv.Atoi(string(m.Data))
 		c.mu.Lock()
-		if c.seq != 0 && (m.Seq != c.seq+1 || v != c.val+1) {
+		// The seq must rise by one (the gateway lost nothing) and so
+		// must the publisher's counter (nothing was lost before it), but
+		// for a value the publisher sent twice after a timeout.
+		if c.seq != 0 && (m.Seq != c.seq+1 || (v != c.val+1 && v != c.val)) {
 			c.mu.Unlock()
 			c.fail(fmt.Errorf("seq %d value %d after seq %d value %d: a gap", m.Seq, v, c.seq, c.val))
 			return
@@ -405,7 +408,17 @@ func TestBehindHAProxy(t *testing.T) {
 			}
 		}
 		for i := 1; ctx.Err() == nil; i++ {
-			if _, err := rs.Exec("PUBLISH", channel, strconv.Itoa(i)); err != nil {
+			// A PUBLISH that timed out on this loaded machine may or
+			// may not have reached Redis: send the same value again
+			// (the clients take a repeated value for that), and give up
+			// only if Redis stays unreachable.
+			var err error
+			for try := 0; try < 5 && ctx.Err() == nil; try++ {
+				if _, err = rs.Exec("PUBLISH", channel, strconv.Itoa(i)); err == nil {
+					break
+				}
+			}
+			if err != nil {
 				if ctx.Err() == nil {
 					pubErr.Store(err)
 				}
