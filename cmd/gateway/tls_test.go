@@ -2,8 +2,11 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"net/http"
+	"os"
+	"os/exec"
 	"slices"
 	"strings"
 	"testing"
@@ -15,7 +18,8 @@ import (
 
 // TestRedisTLS runs the binary against redis-servers on TLS with
 // certificates made here: with a client certificate (the server
-// requires one) and a password in REDIS_URL, which is never shown; with
+// requires one) and a password in REDIS_URL, which the log, /stats,
+// /health, /metrics and -help never show; with
 // the CA only and REDIS_TLS_SERVER_NAME; and refused, with a log line
 // saying why and /health 503, for a wrong CA or a missing client
 // certificate.
@@ -35,7 +39,7 @@ func TestRedisTLS(t *testing.T) {
 	caOnly := redistest.Start(t, redistest.WithTLS(ca, serverPair, false))
 	wrongCA := redistest.NewCA(t, "another CA")
 
-	common := []string{"REDIS_WS_GATEWAY_HOST=127.0.0.1", "REDIS_WS_GATEWAY_PORT=0", "ADMIN_ADDR=", "CANARY_INTERVAL=200ms"}
+	common := []string{"REDIS_WS_GATEWAY_HOST=127.0.0.1", "REDIS_WS_GATEWAY_PORT=0", "ADMIN_ADDR=127.0.0.1:0", "CANARY_INTERVAL=200ms"}
 	for _, tc := range []struct {
 		name string
 		rs   *redistest.Server
@@ -90,10 +94,16 @@ func TestRedisTLS(t *testing.T) {
 			if _, b, err := c.Read(ctx); err != nil || !strings.Contains(string(b), `"data":"over TLS"`) {
 				t.Fatalf("read %s, %v; want the message", b, err)
 			}
-			for _, path := range []string{"/stats", "/health"} {
-				if body := get(t, "http://"+p.addr+path); strings.Contains(body, password) {
-					t.Fatalf("%s shows the password: %s", path, body)
+			for _, url := range []string{"http://" + p.addr + "/stats", "http://" + p.addr + "/health", "http://" + adminAddr(t, p) + "/metrics"} {
+				if body := get(t, url); strings.Contains(body, password) {
+					t.Fatalf("%s shows the password: %s", url, body)
 				}
+			}
+			cmd := exec.Command(bin, "-help")
+			cmd.Env = append(os.Environ(), tc.env...)
+			help, _ := cmd.CombinedOutput() // the usage's exit status is not the point
+			if !strings.Contains(string(help), "REDIS_URL") || strings.Contains(string(help), password) {
+				t.Fatalf("-help with the settings in the environment: no REDIS_URL, or the password:\n%s", help)
 			}
 			if strings.Contains(p.logText(), password) {
 				t.Fatalf("the log shows the password:\n%s", p.logText())
@@ -134,6 +144,25 @@ func get(tb testing.TB, url string) string {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return string(b)
+}
+
+// adminAddr is the address the admin listener logged.
+func adminAddr(tb testing.TB, p *gatewayProc) string {
+	tb.Helper()
+	var addr string
+	servertest.WaitFor(tb, 10*time.Second, "the admin listener's address", func() bool {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		for _, l := range p.log {
+			var rec struct{ Msg, Addr string }
+			if json.Unmarshal([]byte(l), &rec) == nil && rec.Msg == "admin listening" {
+				addr = rec.Addr
+				return true
+			}
+		}
+		return false
+	})
+	return addr
 }
 
 // loggedWith reports whether a line with message msg that contains every
