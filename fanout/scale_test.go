@@ -34,6 +34,16 @@ type tracker struct {
 	// outages is how many upstream_interrupted errors named each
 	// stream.
 	outages map[string]int
+	// busBorne names the streams whose messages cross a Redis Cluster
+	// bus link on their way to the gateway (published on another node).
+	// Redis sends a PUBLISH over the bus links that are up at that
+	// moment; one being made again misses it (a node that answers no
+	// ping for half the node timeout, as on a loaded machine, has its
+	// link closed): their publisher's counter may jump with no fault of
+	// the gateway, but their seq must still rise by one. busLost counts
+	// what was skipped.
+	busBorne map[string]bool
+	busLost  map[string]int
 }
 
 type trackedStream struct {
@@ -45,7 +55,8 @@ type trackedStream struct {
 }
 
 func newTracker(c *client) *tracker {
-	return &tracker{c: c, streams: make(map[string]*trackedStream), outages: make(map[string]int)}
+	return &tracker{c: c, streams: make(map[string]*trackedStream), outages: make(map[string]int),
+		busBorne: make(map[string]bool), busLost: make(map[string]int)}
 }
 
 func (tr *tracker) stream(name string) *trackedStream {
@@ -88,6 +99,9 @@ func (tr *tracker) readUntil(tb testing.TB, timeout time.Duration, what string, 
 					tb.Fatalf("%s: %s: first seq after the outage %d, last before %d: no jump", tr.c.name, name, m.Seq, s.seq)
 				}
 				s.waiting, s.since = false, 0
+			case m.Seq == s.seq+1 && v > s.val+1 && tr.busBorne[name]:
+				tr.busLost[name] += v - s.val - 1
+				tb.Logf("%s: %s: publishes %d to %d lost on the cluster bus (seq %d follows %d)", tr.c.name, name, s.val+1, v-1, m.Seq, s.seq)
 			case m.Seq != s.seq+1 || v != s.val+1:
 				tb.Fatalf("%s: %s: seq %d value %d after seq %d value %d, with no interruption", tr.c.name, name, m.Seq, v, s.seq, s.val)
 			}
@@ -401,7 +415,9 @@ func TestHubCluster(t *testing.T) {
 	// The publishers count from 1 again: new trackers.
 	trA, trB := newTracker(a), newTracker(b)
 	// Classic publishes through one node that lives, as publishes
-	// through different nodes reach the others in any order.
+	// through different nodes reach the others in any order; they
+	// reach the gateway over the cluster bus.
+	trA.busBorne["news"], trA.busBorne["alerts.*"] = true, true
 	oc, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{other.Addr()}, ForceSingleClient: true, DisableCache: true})
 	if err != nil {
 		t.Fatal(err)
@@ -457,6 +473,13 @@ func TestHubCluster(t *testing.T) {
 	}
 	if n := cl.Sum(t, "PUBSUB", "NUMSUB", "news"); n != 1 {
 		t.Fatalf("news: %d subscriptions over the nodes after the move, want 1", n)
+	}
+	// The bus drops a publish only while one of its links is being
+	// made again: rarely, never most of them.
+	for _, name := range []string{"news", "alerts.*"} {
+		if lost, n := trA.busLost[name], trA.streams[name].n; lost*10 > n {
+			t.Fatalf("%s: %d publishes lost on the cluster bus, %d received", name, lost, n)
+		}
 	}
 
 	// Everyone leaves: after the linger, nothing is subscribed, and the
