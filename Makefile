@@ -57,7 +57,8 @@ allocs:
 	fi
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) -run '$(ALLOC_TESTS)' ./...
 
-## deps: redis-server on PATH (integration tests start real ones, see fanout/redistest)
+## deps: redis-server, redis-sentinel, redis-cli (redis-tools) and haproxy on PATH
+## (integration tests start real ones, see fanout/redistest and cmd/gateway)
 deps:
 	@if [ -n "$${REDIS_SERVER:-}" ] && [ -x "$${REDIS_SERVER}" ]; then \
 		echo "deps: using REDIS_SERVER=$${REDIS_SERVER}"; \
@@ -74,6 +75,32 @@ deps:
 		echo "deps: error: redis-server is not on PATH and cannot be installed automatically" >&2; \
 		echo "deps: (needs root and apt-get). Install it (Debian: apt-get install redis-server)" >&2; \
 		echo "deps: or set REDIS_SERVER=/path/to/redis-server." >&2; \
+		exit 1; \
+	fi
+	@: "Sentinel, Cluster and load-balancer tests: redis-sentinel, redis-cli, haproxy"; \
+	missing=""; \
+	for pair in redis-sentinel:redis-sentinel:REDIS_SENTINEL redis-cli:redis-tools:REDIS_CLI haproxy:haproxy:HAPROXY; do \
+		cmd=$${pair%%:*}; rest=$${pair#*:}; pkg=$${rest%%:*}; var=$${rest#*:}; \
+		if [ -n "$${!var:-}" ] && [ -x "$${!var}" ]; then \
+			echo "deps: using $$var=$${!var}"; \
+		elif PATH="$$PATH:/usr/sbin:/sbin" command -v $$cmd >/dev/null 2>&1; then \
+			echo "deps: $$(PATH="$$PATH:/usr/sbin:/sbin" command -v $$cmd)"; \
+		else \
+			missing="$$missing $$pkg"; \
+		fi; \
+	done; \
+	if [ -z "$$missing" ]; then \
+		:; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "deps: installing$$missing with apt-get"; \
+		apt-get update; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; \
+		: "tests start their own; stop the daemons the packages may have started"; \
+		service redis-sentinel stop >/dev/null 2>&1 || true; \
+		service haproxy stop >/dev/null 2>&1 || true; \
+	else \
+		echo "deps: error: missing$$missing and cannot install (needs root and apt-get)." >&2; \
+		echo "deps: Install them (Debian: apt-get install$$missing) or set REDIS_SENTINEL, REDIS_CLI, HAPROXY." >&2; \
 		exit 1; \
 	fi
 ifneq ($(BROWSER_TESTS),0)

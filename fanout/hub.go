@@ -36,6 +36,21 @@ type Config struct {
 	RedisAddr     string
 	RedisUsername string
 	RedisPassword string
+	// RedisURL, when set, replaces the three fields above: a URL that
+	// rueidis.ParseURL reads (redis://, rediss://, unix://; several
+	// addr for a Cluster, master_set for Sentinel). The client mode
+	// comes from the URL and the server's answer.
+	RedisURL string
+	// TLS: the CA to verify Redis's certificate with (empty: the
+	// system's), a client certificate and its key, and the name to
+	// verify (empty: each node's host). Read by LoadTLS. Any of them
+	// turns TLS on for RedisAddr; with RedisURL they need rediss://.
+	TLSCAFile, TLSCertFile, TLSKeyFile, TLSServerName string
+	// ShardedChannels are globs naming the channels publishers send
+	// with SPUBLISH: the hub follows them with SSUBSCRIBE, on the
+	// Cluster node owning each one's slot. A pattern that can match one
+	// of them is refused (SPUBLISH never reaches PSUBSCRIBE).
+	ShardedChannels []string
 	// RESP2 forces RESP2 (miniredis, the embedded mode, speaks no RESP3
 	// pub/sub).
 	RESP2 bool
@@ -68,6 +83,8 @@ type Config struct {
 	// return ErrBusy. Closing connections are never refused. 0 =
 	// unlimited.
 	MaxPending int
+
+	tls *tlsFiles // read from the TLS files by LoadTLS
 }
 
 // maxSendQueue bounds Config.SendQueue: a million frames owed to one
@@ -80,8 +97,19 @@ const maxSendQueue = 1 << 20
 // reports its answer as an error, and cmd/gateway under the name of the
 // setting bound to the field.
 func (c *Config) Check() (field, rule string) {
+	if c.RedisURL != "" {
+		if rule := checkURL(c.RedisURL); rule != "" {
+			return "RedisURL", rule
+		}
+	}
+	if field, rule := c.checkTLS(); field != "" {
+		return field, rule
+	}
+	if rule := c.checkSharded(); rule != "" {
+		return "ShardedChannels", rule
+	}
 	switch {
-	case c.RedisAddr == "":
+	case c.RedisAddr == "" && c.RedisURL == "":
 		return "RedisAddr", "must not be empty"
 	case c.SendQueue < 1 || c.SendQueue > maxSendQueue:
 		return "SendQueue", "must be between 1 and 1048576"
@@ -105,6 +133,11 @@ func (c *Config) Validate() error {
 	if field, rule := c.Check(); field != "" {
 		return fmt.Errorf("%w: %s %s", ErrConfig, field, rule)
 	}
+	if c.tls == nil {
+		if field, err := c.LoadTLS(); err != nil {
+			return fmt.Errorf("%w: %s: %w", ErrConfig, field, err)
+		}
+	}
 	if c.Handoff == 0 {
 		c.Handoff = 8192
 	}
@@ -124,6 +157,9 @@ func (c *Config) Validate() error {
 type stream struct {
 	name    string
 	pattern bool
+	// sharded: the channel matches Config.ShardedChannels, so it is
+	// followed with SSUBSCRIBE.
+	sharded bool
 	seq     atomic.Uint64 // last seq stamped; bumped once per outage
 	// refs counts local subscriptions. The control goroutine adds, the
 	// shards subtract; the control goroutine is the only one that
@@ -133,7 +169,12 @@ type stream struct {
 	// length for the dispatcher, which skips shards with nobody.
 	subs      [][]*Subscriber
 	shardSubs []atomic.Int32
-	idleSince time.Time // control goroutine only
+
+	// Control goroutine only.
+	idleSince time.Time
+	link      *link  // the link it is subscribed on; nil while none is (h.unplaced)
+	slot      uint16 // its Cluster slot, once slotKnown (sharded only)
+	slotKnown bool
 }
 
 // Stats is a snapshot of the hub's counters.
@@ -146,6 +187,13 @@ type Stats struct {
 	Dropped    uint64 `json:"frames_dropped"`
 	RedisUp    bool   `json:"redis_up"`
 	Reconnects uint64 `json:"redis_reconnects"`
+	// RedisMode is rueidis's client mode: "standalone", "sentinel" or
+	// "cluster"; empty until the first connection.
+	RedisMode string `json:"redis_mode"`
+	// RedisLinks is the number of pub/sub connections open: the
+	// classic link, plus one per Cluster node owning a followed sharded
+	// channel.
+	RedisLinks int `json:"redis_links"`
 	// HandoffDropped counts messages a shard never received because its
 	// hand-off channel was full (the Redis reader outpaced the shard):
 	// one per shard and message, however many of the shard's
@@ -177,6 +225,9 @@ type request struct {
 	st      *stream
 	streams []*stream // reqSubscribe: the streams joined, set by join
 	full    bool      // reqSubscribe: refused by join, MaxStreams reached
+	// shardedPats: reqSubscribe refused by join, for these patterns
+	// can match a sharded channel.
+	shardedPats []string
 }
 
 // Hub subscribes to Redis on behalf of all connections and fans each
@@ -196,12 +247,31 @@ type Hub struct {
 	streams map[string]*stream
 	idle    map[*stream]struct{}
 	client  rueidis.Client
-	dc      rueidis.DedicatedClient
-	dcWait  <-chan error
-	// retry fires the next connection attempt. linkDown re-arms it, as
-	// it runs on more paths than the dcWait case (a failed upstream
-	// (un)subscribe from subscribe or expire).
-	retry *time.Timer
+	mode    rueidis.ClientMode
+	// The links (links.go): the classic one, and a Cluster's sharded
+	// ones by node address.
+	classic    *link
+	shardLinks map[string]*link
+	// unplaced holds the streams no link has subscribed: their link
+	// broke, their slot's owner is not known or is down, or there is no
+	// link yet.
+	unplaced map[*stream]struct{}
+	owners   map[uint16]string    // Cluster slot → the node that last owned it
+	failed   map[string]time.Time // node → when a link to it last broke
+	// retry fires the next reconcile. linkDown re-arms it, as it runs
+	// on more paths than the linkErrs case (a failed upstream
+	// (un)subscribe from subscribe or expire); retryArmed says it is
+	// pending, backoff is the next delay after a failed reconcile.
+	retry      *time.Timer
+	retryArmed bool
+	backoff    time.Duration
+
+	// Events of the links: their wait channels (one goroutine each,
+	// watch) and the sunsubscribes their hooks saw (under evMu, and a
+	// kick).
+	linkErrs chan linkEvent
+	evMu     sync.Mutex
+	unsubs   []unsubEvent
 
 	// Requests from event loops: appended under mu, never blocking the
 	// loop; signalled through kick.
@@ -215,11 +285,17 @@ type Hub struct {
 	up         atomic.Bool
 	reconnects atomic.Uint64
 	canaryChan string
+	links      atomic.Int32                   // open links (Stats)
+	modeName   atomic.Value                   // string: rueidis's mode, once known (Stats)
 	publisher  atomic.Pointer[rueidis.Client] // set once the client exists
 	canaryRTT  atomic.Int64                   // nanoseconds
 	canaryLast atomic.Int64                   // unix nanos of the last canary received
-	upSince    time.Time                      // control goroutine only
-	everUp     bool                           // control goroutine only
+	// canaryOK is the send time (unix nanos) of the oldest canary Redis
+	// accepted that may not have come back yet (canaryLost); upSinceNs
+	// is when the classic link came up (unix nanos).
+	canaryOK  atomic.Int64
+	upSinceNs atomic.Int64
+	everUp    bool // control goroutine only
 
 	// canaryOff: Redis refused the canary's SUBSCRIBE on this link (an
 	// ACL without the canary channel), so its absence proves nothing.
@@ -260,13 +336,18 @@ func New(cfg Config, wakers []Waker) (*Hub, error) {
 		return nil, fmt.Errorf("%w: one waker per shard, none nil (got %d)", ErrConfig, len(wakers))
 	}
 	h := &Hub{
-		cfg:     cfg,
-		log:     cfg.Logger,
-		streams: make(map[string]*stream),
-		idle:    make(map[*stream]struct{}),
-		kick:    make(chan struct{}, 1),
-		done:    make(chan struct{}),
-		stopped: make(chan struct{}),
+		cfg:        cfg,
+		log:        cfg.Logger,
+		streams:    make(map[string]*stream),
+		idle:       make(map[*stream]struct{}),
+		shardLinks: make(map[string]*link),
+		unplaced:   make(map[*stream]struct{}),
+		owners:     make(map[uint16]string),
+		failed:     make(map[string]time.Time),
+		linkErrs:   make(chan linkEvent),
+		kick:       make(chan struct{}, 1),
+		done:       make(chan struct{}),
+		stopped:    make(chan struct{}),
 	}
 	var id [8]byte
 	_, _ = rand.Read(id[:])
@@ -316,8 +397,8 @@ func (h *Hub) Close(ctx context.Context) error {
 	}
 }
 
-// Healthy reports whether the pub/sub link to Redis is up. Safe for
-// concurrent use.
+// Healthy reports whether the pub/sub links to Redis are up and every
+// stream is subscribed upstream. Safe for concurrent use.
 func (h *Hub) Healthy() bool { return h.up.Load() }
 
 // Stats returns the current counters. Safe for concurrent use.
@@ -329,7 +410,9 @@ func (h *Hub) Stats() Stats {
 		Reconnects:       h.reconnects.Load(),
 		HandoffDropped:   h.handoff.Load(),
 		CanaryRTT:        time.Duration(h.canaryRTT.Load()),
+		RedisLinks:       int(h.links.Load()),
 	}
+	st.RedisMode, _ = h.modeName.Load().(string)
 	for _, sh := range h.shards {
 		st.Delivered += sh.delivered.Load()
 		st.Queues += sh.queues.Load()
@@ -396,9 +479,18 @@ func (h *Hub) release(st *stream) {
 	}
 }
 
-// onMessage is rueidis's pub/sub callback. It must never block (house
-// rule 6): it stamps the message, encodes it once, and hands the frame to
-// the shards with non-blocking sends.
+// onMessage is rueidis's pub/sub callback. It must never block: it
+// stamps the message, encodes it once, and hands the frame to the shards
+// with non-blocking sends.
+//
+// It runs on the reader goroutine of each link, so several run at once
+// in a Cluster (links.go). That is safe: the stream lookup is a
+// sync.Map, the seq and the counters are atomics, the frame pool is safe
+// for concurrent use, and the shards' channels take several producers.
+// Order within a stream holds, because a stream is subscribed on one
+// link at a time. A stream's seq is also bumped by the control goroutine
+// when its link breaks (interrupt): an atomic add, so it never takes
+// back a seq a message got.
 func (h *Hub) onMessage(m rueidis.PubSubMessage) {
 	now := time.Now()
 	if m.Channel == h.canaryChan {
@@ -451,10 +543,10 @@ func (h *Hub) control() {
 	defer close(h.stopped)
 	defer h.cancel()
 	ctx := h.ctx
-	backoff := h.cfg.RetryMin
+	h.backoff = h.cfg.RetryMin
 	retry := time.NewTimer(0)
 	defer retry.Stop()
-	h.retry = retry // linkDown re-arms it
+	h.retry, h.retryArmed = retry, true // linkDown and armRetry re-arm it
 	lingerTick := time.NewTicker(100 * time.Millisecond)
 	defer lingerTick.Stop()
 	if h.cfg.CanaryInterval > 0 {
@@ -466,22 +558,25 @@ func (h *Hub) control() {
 			h.shutdown(ctx)
 			return
 		case <-retry.C:
-			if err := h.connect(ctx); err != nil {
-				h.log.Warn("redis connect failed", "addr", h.cfg.RedisAddr, "err", err, "retry_in", backoff)
-				retry.Reset(backoff)
-				backoff = min(2*backoff, h.cfg.RetryMax)
+			h.retryArmed = false
+			if err := h.reconcile(ctx); err != nil {
+				h.log.Warn("redis connect failed", "redis", h.cfg.Target(), "err", err, "retry_in", h.backoff)
+				if !h.retryArmed {
+					retry.Reset(h.backoff)
+					h.retryArmed = true
+				}
+				h.backoff = min(2*h.backoff, h.cfg.RetryMax)
 			} else {
-				backoff = h.cfg.RetryMin
+				h.backoff = h.cfg.RetryMin
 			}
-		case err := <-h.dcWait:
-			h.linkDown(err) // re-arms h.retry
+		case ev := <-h.linkErrs:
+			h.linkDown(ev.l, ev.err) // re-arms h.retry
 		case <-h.kick:
 			h.process(ctx)
+			h.movedAway(ctx)
 		case now := <-lingerTick.C:
 			h.expire(ctx, now)
-			if h.canaryLost(now) {
-				h.linkDown(errCanaryLost) // re-arms h.retry
-			}
+			h.checkLinks(now)
 		}
 	}
 }
@@ -503,13 +598,10 @@ func (h *Hub) process(ctx context.Context) {
 		}
 	}
 	var refused map[*stream]struct{}
-	if len(fresh) > 0 && h.dc != nil {
-		bad, err := h.upstream(ctx, fresh, true)
-		if err != nil {
-			// The streams stay in the table; they are subscribed
-			// again when the link is back.
-			h.linkDown(err)
-		}
+	if len(fresh) > 0 {
+		// Streams no link can take now stay in the table; they are
+		// subscribed when a link is back (place).
+		bad := h.place(ctx, fresh)
 		if len(bad) > 0 {
 			// Refused by Redis, not broken: those streams (never
 			// acked) are dropped and their requests fail; the link
@@ -560,6 +652,11 @@ func (h *Hub) refusal(r *request, refused map[*stream]struct{}, now time.Time) *
 	if r.full {
 		return wsproto.NewStreamCapReached(h.cfg.MaxStreams, r.changed, r.reqID, now)
 	}
+	if r.shardedPats != nil {
+		return wsproto.NewError(wsproto.CodeUpstreamRefused,
+			"these patterns can match sharded channels, published with SPUBLISH, which Redis never delivers to a pattern: subscribe to those channels by name; nothing of the request was subscribed",
+			r.shardedPats, r.reqID, now)
+	}
 	var names []string
 	for _, st := range r.streams {
 		if _, ok := refused[st]; ok {
@@ -602,6 +699,11 @@ func (h *Hub) drop(st *stream) {
 	}
 	delete(h.streams, st.name)
 	delete(h.idle, st)
+	delete(h.unplaced, st)
+	if st.link != nil {
+		delete(st.link.streams, st)
+		st.link = nil
+	}
 	if st.pattern {
 		h.patterns.Delete(st.name)
 	} else {
@@ -624,6 +726,16 @@ func (h *Hub) toShard(sh *Shard, op shardOp) {
 // join takes a reference on each stream r names, creating the missing
 // ones, and appends the created ones to fresh. Control goroutine only.
 func (h *Hub) join(r *request, fresh []*stream) []*stream {
+	if len(h.cfg.ShardedChannels) > 0 {
+		for _, name := range r.changed {
+			if h.streams[name] == nil && auth.IsPattern(name) && h.hitsSharded(name) {
+				r.shardedPats = append(r.shardedPats, name)
+			}
+		}
+		if r.shardedPats != nil {
+			return fresh
+		}
+	}
 	if h.cfg.MaxStreams > 0 {
 		n := 0
 		for _, name := range r.changed {
@@ -640,9 +752,11 @@ func (h *Hub) join(r *request, fresh []*stream) []*stream {
 	for _, name := range r.changed {
 		st := h.streams[name]
 		if st == nil {
+			pattern := auth.IsPattern(name)
 			st = &stream{
 				name:      name,
-				pattern:   auth.IsPattern(name),
+				pattern:   pattern,
+				sharded:   !pattern && h.isSharded(name),
 				subs:      make([][]*Subscriber, len(h.shards)),
 				shardSubs: make([]atomic.Int32, len(h.shards)),
 			}
@@ -687,15 +801,8 @@ func (h *Hub) expire(ctx context.Context, now time.Time) {
 		h.nstreams.Add(-1)
 		gone = append(gone, st)
 	}
-	if len(gone) > 0 && h.dc != nil {
-		bad, err := h.upstream(ctx, gone, false)
-		if err != nil {
-			h.linkDown(err)
-		} else if len(bad) > 0 {
-			// The stream is gone from the table whatever Redis
-			// says: its messages, if any, find no subscriber.
-			h.log.Warn("redis refused unsubscribes", "streams", len(bad), "first", bad[0].st.name, "err", bad[0].err)
-		}
+	if len(gone) > 0 {
+		h.unsubscribe(ctx, gone)
 	}
 	h.shrinkMaps()
 }
@@ -723,4 +830,54 @@ func rebuilt[K comparable, V any](m map[K]V) map[K]V {
 	out := make(map[K]V, len(m))
 	maps.Copy(out, m)
 	return out
+}
+
+// unsubscribe takes streams, gone from the table, off their links:
+// one pipelined round trip per link. Control goroutine only.
+func (h *Hub) unsubscribe(ctx context.Context, gone []*stream) {
+	byLink := make(map[*link][]*stream)
+	for _, st := range gone {
+		delete(h.unplaced, st)
+		if l := st.link; l != nil {
+			delete(l.streams, st)
+			st.link = nil
+			byLink[l] = append(byLink[l], st)
+		}
+	}
+	for l, streams := range byLink {
+		if l.dead {
+			continue
+		}
+		res, err := h.upstream(ctx, l, streams, false)
+		if err != nil {
+			h.linkDown(l, err)
+		} else if len(res.refused) > 0 {
+			// The stream is gone from the table whatever Redis
+			// says: its messages, if any, find no subscriber.
+			h.log.Warn("redis refused unsubscribes", "streams", len(res.refused), "first", res.refused[0].st.name, "err", res.refused[0].err)
+		}
+	}
+	h.closeIdleShardLinks()
+	h.updateHealth()
+}
+
+// isSharded reports whether channel is one of Config.ShardedChannels.
+func (h *Hub) isSharded(channel string) bool {
+	for _, g := range h.cfg.ShardedChannels {
+		if auth.GlobMatch(g, channel) {
+			return true
+		}
+	}
+	return false
+}
+
+// hitsSharded reports whether pattern can match a channel of
+// Config.ShardedChannels.
+func (h *Hub) hitsSharded(pattern string) bool {
+	for _, g := range h.cfg.ShardedChannels {
+		if auth.PatternsOverlap(g, pattern) {
+			return true
+		}
+	}
+	return false
 }

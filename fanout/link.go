@@ -1,14 +1,16 @@
 package fanout
 
-// The Redis link: the pub/sub connection, upstream (un)subscribes, the
-// handling of a broken link, and the canary that proves pub/sub works.
-// Everything here runs on the control goroutine except canary (its own
-// goroutine) and the pub/sub callback (hub.go).
+// The Redis link: upstream (un)subscribes on a link, streams Redis
+// refuses, shutdown, and the canary that proves pub/sub works (links.go
+// has the set of links). Everything here runs on the control goroutine
+// except canary (its own goroutine) and the pub/sub callback (hub.go).
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strconv"
 	"time"
 
@@ -30,34 +32,57 @@ type streamError struct {
 	err error
 }
 
-// upstream sends SUBSCRIBE/PSUBSCRIBE (or their converses) for streams,
-// pipelined in one round trip of chunked commands. An error reply (NOPERM
-// when the gateway's Redis user has channel ACLs, say) concerns the
-// streams of its command only: they are returned in refused, and the link
-// is fine. err is non-nil only when the link itself failed (or timed out);
-// refused is then incomplete. Control goroutine only.
-func (h *Hub) upstream(ctx context.Context, streams []*stream, sub bool) (refused []streamError, err error) {
+// upstreamResult sorts the streams of an upstream subscribe that Redis
+// did not take on the link; the others were subscribed.
+type upstreamResult struct {
+	refused []streamError // an error reply about the stream itself (NOPERM)
+	moved   []*stream     // MOVED: their slot is on another node (h.owners updated)
+	later   []*stream     // ASK, TRYAGAIN, CLUSTERDOWN: their slot cannot take them now
+}
+
+// upstream sends SUBSCRIBE, PSUBSCRIBE, SSUBSCRIBE (or their converses)
+// for streams on link l, pipelined in one round trip of chunked commands:
+// channels, patterns, and sharded channels one command per slot (Redis
+// and rueidis refuse a command that spans slots). An error reply (NOPERM
+// when the gateway's Redis user has channel ACLs, say; MOVED for a
+// sharded channel asked of the wrong node) concerns the streams of its
+// command only: they are sorted into the result, and the link is fine.
+// err is non-nil only when the link itself failed (or timed out); the
+// result is then incomplete. Control goroutine only.
+func (h *Hub) upstream(ctx context.Context, l *link, streams []*stream, sub bool) (res upstreamResult, err error) {
 	ctx, cancel := context.WithTimeout(ctx, upstreamTimeout)
 	defer cancel()
 	var chans, pats []*stream
+	bySlot := make(map[uint16][]*stream)
 	for _, st := range streams {
-		if st.pattern {
+		switch {
+		case st.pattern:
 			pats = append(pats, st)
-		} else {
+		case st.sharded:
+			slot := h.slotOf(st)
+			bySlot[slot] = append(bySlot[slot], st)
+			if !sub {
+				l.expect[st.name]++ // its sunsubscribe is ours
+			}
+		default:
 			chans = append(chans, st)
 		}
 	}
+	lists := [][]*stream{chans, pats}
+	for _, slot := range slices.Sorted(maps.Keys(bySlot)) {
+		lists = append(lists, bySlot[slot])
+	}
 	var groups [][]*stream
-	for _, list := range [][]*stream{chans, pats} {
+	for _, list := range lists {
 		for len(list) > 0 {
 			n := min(upstreamChunk, len(list))
 			groups = append(groups, list[:n])
 			list = list[n:]
 		}
 	}
-	again, refused, err := h.pipeline(ctx, groups, sub)
+	again, err := h.pipeline(ctx, l, groups, sub, &res)
 	if err != nil || len(again) == 0 {
-		return refused, err
+		return res, err
 	}
 	// Redis checks the channels of a command as a whole (ACLs), so one
 	// refused name fails its chunk: ask again, one stream per command,
@@ -68,15 +93,16 @@ func (h *Hub) upstream(ctx context.Context, streams []*stream, sub bool) (refuse
 			groups = append(groups, g[i:i+1])
 		}
 	}
-	_, more, err := h.pipeline(ctx, groups, sub)
-	return append(refused, more...), err
+	_, err = h.pipeline(ctx, l, groups, sub, &res)
+	return res, err
 }
 
-// pipeline sends one command per group with a single DoMulti. Groups of
-// one stream that Redis refuses go to refused, larger ones to again.
-func (h *Hub) pipeline(ctx context.Context, groups [][]*stream, sub bool) (again [][]*stream, refused []streamError, err error) {
+// pipeline sends one command per group on l with a single DoMulti and
+// sorts the error replies into res. Groups of several streams refused
+// with an error about the streams go to again, to be asked one by one.
+func (h *Hub) pipeline(ctx context.Context, l *link, groups [][]*stream, sub bool, res *upstreamResult) (again [][]*stream, err error) {
 	if len(groups) == 0 {
-		return nil, nil, nil
+		return nil, nil
 	}
 	cmds := make(rueidis.Commands, len(groups))
 	names := make([]string, 0, upstreamChunk)
@@ -85,88 +111,53 @@ func (h *Hub) pipeline(ctx context.Context, groups [][]*stream, sub bool) (again
 		for _, st := range g {
 			names = append(names, st.name)
 		}
-		b := h.dc.B()
+		b := l.dc.B()
 		switch {
-		case !g[0].pattern && sub:
-			cmds[i] = b.Subscribe().Channel(names...).Build()
-		case !g[0].pattern:
-			cmds[i] = b.Unsubscribe().Channel(names...).Build()
-		case sub:
+		case g[0].pattern && sub:
 			cmds[i] = b.Psubscribe().Pattern(names...).Build()
-		default:
+		case g[0].pattern:
 			cmds[i] = b.Punsubscribe().Pattern(names...).Build()
+		case g[0].sharded && sub:
+			cmds[i] = b.Ssubscribe().Channel(names...).Build()
+		case g[0].sharded:
+			cmds[i] = b.Sunsubscribe().Channel(names...).Build()
+		case sub:
+			cmds[i] = b.Subscribe().Channel(names...).Build()
+		default:
+			cmds[i] = b.Unsubscribe().Channel(names...).Build()
 		}
 	}
-	for i, res := range h.dc.DoMulti(ctx, cmds...) {
-		e := res.Error()
+	for i, r := range l.dc.DoMulti(ctx, cmds...) {
+		e := r.Error()
 		if e == nil {
 			continue
 		}
-		if _, ok := rueidis.IsRedisErr(e); !ok {
-			return nil, nil, fmt.Errorf("fanout: upstream (un)subscribe: %w", e)
+		re, ok := rueidis.IsRedisErr(e)
+		if !ok {
+			return nil, fmt.Errorf("fanout: upstream (un)subscribe on %s: %w", l.addr, e)
 		}
-		if len(groups[i]) > 1 {
-			again = append(again, groups[i])
+		g := groups[i]
+		if g[0].sharded && !sub {
+			for _, st := range g {
+				delete(l.expect, st.name) // no confirmation will come
+			}
+		}
+		if addr, ok := re.IsMoved(); ok && g[0].sharded {
+			h.owners[h.slotOf(g[0])] = addr
+			res.moved = append(res.moved, g...)
 			continue
 		}
-		refused = append(refused, streamError{groups[i][0], e})
-	}
-	return again, refused, nil
-}
-
-// connect opens the pub/sub connection and subscribes every stream in
-// the table. Control goroutine only.
-func (h *Hub) connect(ctx context.Context) error {
-	if h.client == nil {
-		c, err := rueidis.NewClient(rueidis.ClientOption{
-			InitAddress:  []string{h.cfg.RedisAddr},
-			Username:     h.cfg.RedisUsername,
-			Password:     h.cfg.RedisPassword,
-			AlwaysRESP2:  h.cfg.RESP2,
-			DisableCache: true,
-			ClientName:   "ws-gateway",
-		})
-		if err != nil {
-			return fmt.Errorf("fanout: connect %s: %w", h.cfg.RedisAddr, err)
+		if _, ok := re.IsAsk(); ok || re.IsTryAgain() || re.IsClusterDown() {
+			res.later = append(res.later, g...)
+			continue
 		}
-		h.client = c
-		h.publisher.Store(&c)
-	}
-	dc, _ := h.client.Dedicate() // never handed back: see linkDown
-	wait := dc.SetPubSubHooks(rueidis.PubSubHooks{OnMessage: h.onMessage})
-	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	err := dc.Do(pctx, dc.B().Ping().Build()).Error()
-	cancel()
-	var refused []streamError
-	if err == nil {
-		h.dc = dc
-		all := make([]*stream, 0, len(h.streams))
-		for _, st := range h.streams {
-			all = append(all, st)
+		if len(g) > 1 {
+			again = append(again, g)
+			continue
 		}
-		if h.cfg.CanaryInterval > 0 {
-			all = append(all, &stream{name: h.canaryChan})
-		}
-		refused, err = h.upstream(ctx, all, true)
+		res.refused = append(res.refused, streamError{g[0], e})
 	}
-	if err != nil {
-		h.dc = nil
-		// Closed, not recycled: see linkDown.
-		dc.Close()
-		return err
-	}
-	h.dc, h.dcWait = dc, wait
-	if h.reconnects.Load() > 0 || h.everUp {
-		h.log.Info("redis link restored", "addr", h.cfg.RedisAddr, "streams", len(h.streams))
-	} else {
-		h.log.Info("redis link up", "addr", h.cfg.RedisAddr)
-	}
-	h.everUp = true
-	h.upSince = time.Now()
-	h.up.Store(true)
-	h.canaryOff.Store(false)
-	h.refusedOnConnect(refused)
-	return nil
+	return again, nil
 }
 
 // refusedOnConnect handles the streams Redis refused while the link was
@@ -198,49 +189,27 @@ func (h *Hub) refusedOnConnect(refused []streamError) {
 	}
 }
 
-// linkDown handles a broken pub/sub link: health goes red, every stream's
-// seq skips one so the first message after recovery shows the gap, and
-// every subscriber is told which of its channels were interrupted.
-func (h *Hub) linkDown(err error) {
-	if h.dc == nil {
-		return
-	}
-	h.log.Warn("redis link down", "addr", h.cfg.RedisAddr, "err", err)
-	h.up.Store(false)
-	h.reconnects.Add(1)
-	dc := h.dc
-	h.dc, h.dcWait = nil, nil
-	h.retry.Reset(h.cfg.RetryMin)
-	// Every shard gets the same snapshot of the streams, read-only: a
-	// shard reads only its own st.subs[idx] (see Shard.interrupted).
-	all := make([]*stream, 0, len(h.streams))
-	for _, st := range h.streams {
-		st.seq.Add(1)
-		all = append(all, st)
-	}
-	for _, sh := range h.shards {
-		h.toShard(sh, shardOp{kind: opInterrupted, streams: all})
-	}
-	// Close the connection rather than hand it back to rueidis's pool:
-	// recycling sends UNSUBSCRIBE without a deadline, which on a wedged
-	// link (the canary's case) blocks this goroutine until rueidis's own
-	// keepalive gives up, about 10 s. Close is bounded (1 s).
-	dc.Close()
-}
-
+// shutdown unsubscribes every stream upstream and closes the links and
+// the client. Control goroutine only.
 func (h *Hub) shutdown(ctx context.Context) {
-	if h.dc != nil {
-		all := make([]*stream, 0, len(h.streams))
-		for _, st := range h.streams {
-			all = append(all, st)
+	links := slices.Collect(maps.Values(h.shardLinks))
+	if h.classic != nil {
+		links = append(links, h.classic)
+	}
+	for _, l := range links {
+		streams := make([]*stream, 0, len(l.streams))
+		for st := range l.streams {
+			streams = append(streams, st)
 		}
-		if _, err := h.upstream(ctx, all, false); err != nil {
-			h.log.Warn("upstream unsubscribe at shutdown", "err", err)
+		if len(streams) > 0 {
+			if _, err := h.upstream(ctx, l, streams, false); err != nil {
+				h.log.Warn("upstream unsubscribe at shutdown", "addr", l.addr, "err", err)
+			}
 		}
-		// Closed, not recycled, as in linkDown: the unsubscribe above was
-		// bounded by Close's deadline, rueidis's clean-up would not be.
-		h.dc.Close()
-		h.dc = nil
+		// Closed, not recycled, as in linkDown: the unsubscribe above
+		// was bounded by Close's deadline, rueidis's clean-up would not
+		// be.
+		h.closeLink(l)
 	}
 	if h.client != nil {
 		h.client.Close()
@@ -250,18 +219,21 @@ func (h *Hub) shutdown(ctx context.Context) {
 
 var errCanaryLost = errors.New("fanout: canary did not come back through pub/sub")
 
-// canaryLost reports whether the link is up but no canary has come back
-// for three intervals. Control goroutine only.
+// canaryLost reports whether a canary that Redis accepted while the
+// classic link was up has not come back through it for three intervals.
+// A canary whose PUBLISH failed proves nothing about the link (in a
+// Cluster it may have gone to a node that just died), so it does not
+// count. Control goroutine only.
 func (h *Hub) canaryLost(now time.Time) bool {
 	iv := h.cfg.CanaryInterval
-	if iv <= 0 || h.dc == nil || h.canaryOff.Load() || now.Sub(h.upSince) < 3*iv {
+	if iv <= 0 || h.classic == nil || h.canaryOff.Load() {
 		return false
 	}
-	last := time.Unix(0, h.canaryLast.Load())
-	if last.Before(h.upSince) {
-		last = h.upSince
+	sent := h.canaryOK.Load()
+	if sent == 0 || sent < h.upSinceNs.Load() || h.canaryLast.Load() >= sent {
+		return false
 	}
-	return now.Sub(last) > 3*iv
+	return now.UnixNano()-sent > int64(3*iv)
 }
 
 // canary publishes the current time on the private canary channel every
@@ -283,10 +255,18 @@ func (h *Hub) canary() {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), h.cfg.CanaryInterval)
 		cl := *c
-		err := cl.Do(ctx, cl.B().Publish().Channel(h.canaryChan).Message(strconv.FormatInt(time.Now().UnixNano(), 10)).Build()).Error()
+		sent := time.Now().UnixNano()
+		err := cl.Do(ctx, cl.B().Publish().Channel(h.canaryChan).Message(strconv.FormatInt(sent, 10)).Build()).Error()
 		cancel()
 		if err != nil {
 			h.log.Debug("canary publish failed", "err", err)
+			continue
+		}
+		// canaryOK is the oldest accepted canary not known to be back:
+		// replaced once something came back after it, or once it
+		// predates the link.
+		if first := h.canaryOK.Load(); first == 0 || h.canaryLast.Load() >= first || first < h.upSinceNs.Load() {
+			h.canaryOK.Store(sent)
 		}
 	}
 }

@@ -315,12 +315,16 @@ func (sh *Shard) remove(s *Subscriber) {
 }
 
 // interrupted queues one upstream_interrupted error to each subscriber of
-// streams (the hub's snapshot of every stream), naming the channels it
-// follows. The shard keeps no set of its subscribers for this
-// rare event (at most 1 KiB per idle socket): a subscriber of
-// several streams is told once thanks to a set built here.
+// streams (those of a link that broke), naming the ones it follows. The
+// shard keeps no set of its subscribers for this rare event (at most
+// 1 KiB per idle socket): a subscriber of several streams is told once
+// thanks to a set built here.
 func (sh *Shard) interrupted(streams []*stream) {
 	now := time.Now()
+	hit := make(map[*stream]struct{}, len(streams))
+	for _, st := range streams {
+		hit[st] = struct{}{}
+	}
 	told := make(map[*Subscriber]struct{})
 	for _, st := range streams {
 		for _, s := range st.subs[sh.idx] {
@@ -328,9 +332,11 @@ func (sh *Shard) interrupted(streams []*stream) {
 				continue
 			}
 			told[s] = struct{}{}
-			names := make([]string, len(s.members))
-			for i, m := range s.members {
-				names[i] = m.st.name
+			names := make([]string, 0, len(s.members))
+			for _, m := range s.members {
+				if _, ok := hit[m.st]; ok {
+					names = append(names, m.st.name)
+				}
 			}
 			f := wsproto.NewUpstreamInterrupted(names, now)
 			if !s.enqueue(f, nil) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"time"
 )
 
@@ -92,6 +93,11 @@ type Config struct {
 	// 1009. 0 = unbounded. It must hold one largest message.
 	MaxPartialBytes int
 
+	// TrustedProxies are the addresses (CIDRs, or single IPs) whose
+	// PROXY protocol header and X-Forwarded-For give the client's
+	// address; the same headers from anyone else are refused (400).
+	TrustedProxies []string
+
 	// StatsPrivate keeps /stats off the public port (404 there): its
 	// counters include admin-only channels' traffic. The caller serves
 	// Server.Stats elsewhere (cmd on its admin listener).
@@ -169,6 +175,11 @@ func (c *Config) Check() (field, rule string) {
 	case c.CloseLinger < 0 || c.CloseLinger > maxCloseLinger:
 		return "CloseLinger", "must be between 0 and 1m"
 	}
+	for _, p := range c.TrustedProxies {
+		if _, err := parseTrusted(p); err != nil {
+			return "TrustedProxies", "must be CIDRs (10.0.0.0/8) or IP addresses"
+		}
+	}
 	if c.MaxPartialBytes > 0 {
 		// Partial messages are bounded in all, so the bound must hold
 		// the largest single message or that message could never be
@@ -203,4 +214,18 @@ func (c *Config) Validate() error {
 		c.Logger = slog.Default()
 	}
 	return nil
+}
+
+// parseTrusted reads one TrustedProxies entry: a CIDR, or an IP address
+// standing for itself alone.
+func parseTrusted(s string) (netip.Prefix, error) {
+	if p, err := netip.ParsePrefix(s); err == nil {
+		return p.Masked(), nil
+	}
+	ip, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	ip = ip.Unmap()
+	return netip.PrefixFrom(ip, ip.BitLen()), nil
 }

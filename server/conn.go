@@ -76,6 +76,12 @@ const (
 	// sweep pings a connection silent for PingInterval and closes one
 	// still silent PingTimeout after its last frame (RFC 6455 §5.5.2).
 	flagPinged
+	// flagProxyChecked: the connection's first bytes were looked at for
+	// a PROXY protocol header (proxy.go).
+	flagProxyChecked
+	// flagProxied: a trusted proxy gave the client's address, kept in
+	// Server.peers (proxy.go).
+	flagProxied
 )
 
 func (cn *conn) is(f connFlags) bool { return cn.flags&f != 0 }

@@ -56,6 +56,11 @@ type Stats struct {
 	Redis         struct {
 		Connected  bool   `json:"connected"`
 		Reconnects uint64 `json:"reconnects"`
+		// Mode is "standalone", "sentinel" or "cluster" once connected;
+		// Links counts the pub/sub connections (one, plus one per
+		// Cluster node owning a followed sharded channel).
+		Mode  string `json:"mode,omitempty"`
+		Links int    `json:"links"`
 	} `json:"redis"`
 	Version string `json:"version,omitempty"`
 }
@@ -74,6 +79,8 @@ func (s *Server) Stats() Stats {
 	st.UptimeSeconds = time.Since(s.started).Seconds()
 	st.Redis.Connected = hs.RedisUp
 	st.Redis.Reconnects = hs.Reconnects
+	st.Redis.Mode = hs.RedisMode
+	st.Redis.Links = hs.RedisLinks
 	st.Version = s.cfg.Version
 	return st
 }

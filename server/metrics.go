@@ -26,6 +26,8 @@ const (
 	refuseBadUpgrade
 	refuseHandshakeTimeout
 	refuseFileLimit
+	refuseUntrustedProxy
+	refuseBadProxyHeader
 	numRefuseReasons
 )
 
@@ -43,6 +45,8 @@ var refuseReasonNames = [numRefuseReasons]string{
 	refuseBadUpgrade:       "bad_upgrade",
 	refuseHandshakeTimeout: "handshake_timeout",
 	refuseFileLimit:        "file_limit",
+	refuseUntrustedProxy:   "untrusted_proxy_header",
+	refuseBadProxyHeader:   "bad_proxy_header",
 }
 
 // cmdResult is the outcome of one inbound client command.
@@ -137,9 +141,9 @@ func (c *counters) command(a wsproto.Action, r cmdResult) {
 type Metrics struct {
 	srv *Server
 
-	connections, sockets, streams, queues, redisUp, canaryRTT, buildInfo *prometheus.Desc
-	refused, commands                                                    *prometheus.Desc
-	received, delivered, dropped, handoff, slow, reconnects              *prometheus.Desc
+	connections, sockets, streams, queues, redisUp, redisLinks, canaryRTT, buildInfo *prometheus.Desc
+	refused, commands                                                                *prometheus.Desc
+	received, delivered, dropped, handoff, slow, reconnects                          *prometheus.Desc
 }
 
 // NewMetrics builds the collector of s and of the Hub s was built with.
@@ -154,7 +158,8 @@ func NewMetrics(s *Server) *Metrics {
 		sockets:     d("sockets", "Accepted TCP connections, upgraded or still in the handshake."),
 		streams:     d("streams", "Upstream Redis subscriptions (exact channels plus patterns)."),
 		queues:      d("queues", "Connections holding a send queue; an idle connection gives its queue back within seconds."),
-		redisUp:     d("redis_up", "1 while the pub/sub link to Redis is up."),
+		redisUp:     d("redis_up", "1 while the pub/sub links to Redis are up and every stream is subscribed."),
+		redisLinks:  d("redis_links", "Pub/sub connections to Redis: one, plus one per Cluster node owning a followed sharded channel."),
 		canaryRTT:   d("redis_canary_rtt_seconds", "Last round trip of the pub/sub canary through Redis (0 before the first or when disabled)."),
 		buildInfo:   d("build_info", "Always 1; the labels carry the build.", "version", "goversion"),
 		refused:     d("upgrades_refused_total", "Upgrade requests answered with an HTTP error instead of a WebSocket, by reason.", "reason"),
@@ -185,7 +190,7 @@ func (m *Metrics) Register(reg prometheus.Registerer) error {
 // Describe implements prometheus.Collector.
 func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
-		m.connections, m.sockets, m.streams, m.queues, m.redisUp, m.canaryRTT, m.buildInfo,
+		m.connections, m.sockets, m.streams, m.queues, m.redisUp, m.redisLinks, m.canaryRTT, m.buildInfo,
 		m.refused, m.commands, m.received, m.delivered, m.dropped, m.handoff, m.slow, m.reconnects,
 	} {
 		ch <- d
@@ -212,6 +217,7 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	gauge(m.streams, float64(hs.Streams))
 	gauge(m.queues, float64(hs.Queues))
 	gauge(m.redisUp, up)
+	gauge(m.redisLinks, float64(hs.RedisLinks))
 	gauge(m.canaryRTT, hs.CanaryRTT.Seconds())
 	gauge(m.buildInfo, 1, s.cfg.Version, runtime.Version())
 	for r := range numRefuseReasons {

@@ -8,6 +8,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"net/netip"
 	"slices"
 	"strconv"
 	"sync"
@@ -73,6 +74,12 @@ type Server struct {
 	perIP    map[string]int
 	upgrader ws.Upgrader
 
+	// proxies are Config.TrustedProxies, parsed. peers[i] holds the
+	// client addresses that trusted proxies gave for the connections of
+	// loop i (proxy.go); event loop i only.
+	proxies []netip.Prefix
+	peers   []map[*conn]netip.AddrPort
+
 	acceptRate rateLimiter
 
 	// Paced shutdown: closes are spread until closeBy.
@@ -108,6 +115,14 @@ func New(cfg Config, hubCfg fanout.Config, authn *auth.Authenticator, acl *auth.
 	// Negotiate and Protocol stay nil, so the response carries neither
 	// header and frames with RSV bits set are protocol errors.
 	s.upgrader = ws.Upgrader{}
+	for _, p := range cfg.TrustedProxies {
+		pfx, _ := parseTrusted(p) // checked by Validate
+		s.proxies = append(s.proxies, pfx)
+	}
+	s.peers = make([]map[*conn]netip.AddrPort, cfg.Loops)
+	for i := range s.peers {
+		s.peers[i] = make(map[*conn]netip.AddrPort)
+	}
 	s.acceptRate.rate = float64(cfg.MaxConnectionsPerSecond)
 	s.ctr.latency = newLatencyHistogram()
 	// Each loop's state is the waker of its shard, so the hub is built
@@ -251,9 +266,13 @@ func (s *Server) OnClose(c gnet.Conn, err error) gnet.Action {
 	}
 	cn.loop.remove(cn)
 	delete(cn.loop.recent, cn)
+	remote := s.peer(cn)
+	if cn.is(flagProxied) {
+		delete(s.peers[cn.loop.idx], cn)
+	}
 	if cn.state >= stateOpen {
 		s.conns.Add(-1)
-		s.releaseIP(c.RemoteAddr())
+		s.releaseIP(remote)
 		if cn.cold == nil || !cn.cold.removed {
 			s.hub.Remove(&cn.sub)
 		}
@@ -264,7 +283,7 @@ func (s *Server) OnClose(c gnet.Conn, err error) gnet.Action {
 				reason = err.Error()
 			}
 		}
-		s.log.Info("connection closed", "remote", c.RemoteAddr().String(), "role", s.roles[cn.role],
+		s.log.Info("connection closed", "remote", remote.String(), "role", s.roles[cn.role],
 			"duration", time.Since(time.Unix(0, cn.since)).Round(time.Millisecond),
 			"frames_sent", cn.sent, "dropped", cn.sub.Dropped(), "reason", reason)
 	}

@@ -47,6 +47,7 @@ type upgradeState struct {
 	query, authorization []byte
 	origin               []byte
 	hasOrigin, hasAuthz  bool
+	xff                  []string // X-Forwarded-For values, in order; nil when none
 }
 
 func newUpgradeState() *upgradeState {
@@ -76,6 +77,9 @@ func (u *upgradeState) onHeader(key, value []byte) error {
 		u.origin, u.hasOrigin = append(u.origin[:0], value...), true
 	case !u.hasAuthz && bytes.EqualFold(key, []byte("Authorization")):
 		u.authorization, u.hasAuthz = append(u.authorization[:0], value...), true
+	case bytes.EqualFold(key, []byte("X-Forwarded-For")):
+		// Every one counts: proxies may append their own header.
+		u.xff = append(u.xff, string(value))
 	}
 	return nil
 }
@@ -95,13 +99,16 @@ func (u *upgradeState) upgrade(s *Server, cn *conn, head []byte) (a gnet.Action,
 	u.in.Reset(head)
 	u.out.Reset()
 	u.wsPath, u.echo, u.hasOrigin, u.hasAuthz = false, false, false, false
-	u.query, u.origin, u.authorization = u.query[:0], u.origin[:0], u.authorization[:0]
+	u.query, u.origin, u.authorization, u.xff = u.query[:0], u.origin[:0], u.authorization[:0], nil
 	if _, err := u.upgrader.Upgrade(&u.rw); err != nil {
 		return gnet.None, false
 	}
 	echo := u.echo && s.cfg.Echo
 	if !u.wsPath && !echo {
 		return gnet.None, false
+	}
+	if a, ok := s.forwardedFor(cn, u.xff); !ok {
+		return a, true
 	}
 	id, role, a, ok := s.admit(cn, u.originAllowed(s), string(u.query), string(u.authorization))
 	if !ok {
@@ -135,6 +142,16 @@ func (s *Server) handshake(cn *conn) gnet.Action {
 		return gnet.None
 	}
 	buf, _ := c.Peek(-1)
+	if !cn.is(flagProxyChecked) {
+		// Before the head: a PROXY v2 header starts with CRLFCRLF.
+		a, done := s.proxyHeader(cn, buf)
+		if !done {
+			return a
+		}
+		if buf, _ = c.Peek(-1); len(buf) == 0 {
+			return gnet.None // the header came alone (a proxy's health check does)
+		}
+	}
 	end := bytes.Index(buf, []byte("\r\n\r\n"))
 	if end < 0 {
 		if len(buf) > s.cfg.MaxHeaderBytes {
@@ -165,6 +182,9 @@ func (s *Server) slowHandshake(cn *conn, head []byte) gnet.Action {
 	if err != nil {
 		return s.refuse(cn, refuseMalformed, http.StatusBadRequest, "malformed HTTP request")
 	}
+	if a, ok := s.forwardedFor(cn, req.Header.Values("X-Forwarded-For")); !ok {
+		return a
+	}
 	path := req.URL.Path
 	isWS := hasToken(req.Header.Get("Connection"), "upgrade") && strings.EqualFold(req.Header.Get("Upgrade"), "websocket")
 	wsPath := path == "/ws" || (s.cfg.Echo && path == "/echo")
@@ -192,7 +212,7 @@ func (s *Server) slowHandshake(cn *conn, head []byte) gnet.Action {
 		io.Reader
 		io.Writer
 	}{bytes.NewReader(head), &out}); err != nil {
-		s.releaseIP(c.RemoteAddr())
+		s.releaseIP(s.peer(cn))
 		// gobwas/ws has already written the matching 4xx response.
 		_, _ = c.Write(out.Bytes())
 		cn.setCloseReason("bad upgrade: " + err.Error())
@@ -230,7 +250,7 @@ func (s *Server) admit(cn *conn, originOK bool, rawQuery, authorization string) 
 		role, err = s.roleIndex(id.Role)
 	}
 	if err != nil {
-		s.log.Info("upgrade refused", "remote", c.RemoteAddr().String(), "reason", err)
+		s.log.Info("upgrade refused", "remote", s.peer(cn).String(), "reason", err)
 		return id, 0, s.refuse(cn, refuseUnauthorized, http.StatusUnauthorized, "unauthorized"), false
 	}
 	if s.cfg.MaxConnections > 0 && s.conns.Load() >= int64(s.cfg.MaxConnections) {
@@ -243,7 +263,7 @@ func (s *Server) admit(cn *conn, originOK bool, rawQuery, authorization string) 
 		s.ctr.refuse(refuseRateLimited)
 		return id, 0, gnet.Close, false
 	}
-	if !s.acquireIP(c.RemoteAddr()) {
+	if !s.acquireIP(s.peer(cn)) {
 		return id, 0, s.refuse(cn, refusePerIP, http.StatusServiceUnavailable, "too many connections from this address"), false
 	}
 	return id, role, gnet.None, true
@@ -259,7 +279,7 @@ func (s *Server) open(cn *conn, echo bool, id auth.Identity, role uint16, resp [
 	// atomically here, before the 101 goes out.
 	if n := s.conns.Add(1); s.cfg.MaxConnections > 0 && n > int64(s.cfg.MaxConnections) {
 		s.conns.Add(-1)
-		s.releaseIP(c.RemoteAddr())
+		s.releaseIP(s.peer(cn))
 		return s.refuse(cn, refuseMaxConnections, http.StatusServiceUnavailable, "too many connections")
 	}
 	_, _ = c.Write(resp)
@@ -279,7 +299,7 @@ func (s *Server) open(cn *conn, echo bool, id auth.Identity, role uint16, resp [
 	}
 	if s.log.Enabled(context.Background(), slog.LevelInfo) {
 		// Guarded: the address string is garbage of every connect.
-		s.log.Info("connection opened", "remote", c.RemoteAddr().String(), "role", id.Role, "auth", id.Method)
+		s.log.Info("connection opened", "remote", s.peer(cn).String(), "role", id.Role, "auth", id.Method)
 	}
 	return gnet.None
 }

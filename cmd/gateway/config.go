@@ -75,6 +75,12 @@ var settings = []setting{
 	{"REDIS_PORT", "redis-port", "6379", "Redis port", func(c *config) any { return &c.RedisPort }},
 	{"REDIS_USERNAME", "redis-username", "", "Redis ACL user name (empty: none)", func(c *config) any { return &c.Fanout.RedisUsername }},
 	{"REDIS_PASSWORD", "redis-password", "", "Redis password (empty: none)", func(c *config) any { return &c.Fanout.RedisPassword }},
+	{"REDIS_URL", "redis-url", "", "Redis URL, replacing REDIS_HOST, REDIS_PORT, REDIS_USERNAME and REDIS_PASSWORD: redis://[user:pass@]host:port, rediss:// (TLS), unix:///path, Sentinel redis://s1:26379?addr=s2:26379&master_set=mymaster, Cluster redis://n1:7000?addr=n2:7001 (logged with the password masked; empty: none)", func(c *config) any { return &c.Fanout.RedisURL }},
+	{"REDIS_TLS_CA_FILE", "redis-tls-ca-file", "", "PEM CA certificates to verify Redis with; turns TLS on for REDIS_HOST, needs rediss:// in REDIS_URL (empty: the system's)", func(c *config) any { return &c.Fanout.TLSCAFile }},
+	{"REDIS_TLS_CERT_FILE", "redis-tls-cert-file", "", "PEM client certificate for Redis, with REDIS_TLS_KEY_FILE (empty: none)", func(c *config) any { return &c.Fanout.TLSCertFile }},
+	{"REDIS_TLS_KEY_FILE", "redis-tls-key-file", "", "PEM private key of REDIS_TLS_CERT_FILE (empty: none)", func(c *config) any { return &c.Fanout.TLSKeyFile }},
+	{"REDIS_TLS_SERVER_NAME", "redis-tls-server-name", "", "name Redis certificates must carry (empty: each node's host)", func(c *config) any { return &c.Fanout.TLSServerName }},
+	{"SHARDED_CHANNELS", "sharded-channels", "", "comma-separated globs of the channels publishers send with SPUBLISH: followed with SSUBSCRIBE on the Cluster shard owning each; a pattern that can match one is refused (empty: none)", func(c *config) any { return &c.Fanout.ShardedChannels }},
 	{"REDIS_WS_GATEWAY_HOST", "host", "0.0.0.0", "address to listen on", func(c *config) any { return &c.Host }},
 	{"REDIS_WS_GATEWAY_PORT", "port", "8889", "port to listen on (0 picks a free one)", func(c *config) any { return &c.Port }},
 	{"ADMIN_ADDR", "admin-addr", "127.0.0.1:8890", "host:port of the private admin listener: /metrics (Prometheus) and /debug/pprof; keep it off the public network (empty: disabled)", func(c *config) any { return &c.AdminAddr }},
@@ -87,6 +93,7 @@ var settings = []setting{
 	{"MAX_CONNECTIONS_PER_IP", "max-connections-per-ip", "0", "open WebSocket connections per client address (0: unlimited; 503 above)", func(c *config) any { return &c.Server.MaxConnectionsPerIP }},
 	{"HANDSHAKE_TIMEOUT", "handshake-timeout", "5s", "time from accept to a completed upgrade", func(c *config) any { return &c.Server.HandshakeTimeout }},
 	{"ALLOWED_ORIGINS", "allowed-origins", "", "comma-separated Origins allowed to upgrade (empty: any)", func(c *config) any { return &c.Server.AllowedOrigins }},
+	{"TRUSTED_PROXIES", "trusted-proxies", "", "comma-separated CIDRs of load balancers whose PROXY protocol header (v1, v2) and X-Forwarded-For give the client's address; the same headers from any other address are refused with 400 (empty: none)", func(c *config) any { return &c.Server.TrustedProxies }},
 	{"REQUIRE_AUTH", "require-auth", "false", "refuse clients without a token", func(c *config) any { return &c.Auth.RequireAuth }},
 	{"GATEWAY_API_KEY", "api-key", "", "API key granting role admin (empty: disabled)", func(c *config) any { return &c.Auth.APIKey }},
 	{"DEFAULT_ROLE", "default-role", "user", "role of clients without a token when auth is not required", func(c *config) any { return &c.Auth.DefaultRole }},
@@ -265,6 +272,7 @@ func (c *config) validate() error {
 		{c.LogFormat != "text" && c.LogFormat != "json", "LOG_FORMAT", "must be text or json"},
 		{c.AdminAddr != "" && !isHostPort(c.AdminAddr), "ADMIN_ADDR", "must be host:port with a port number (or empty)"},
 		{c.Server.StatsPrivate && c.AdminAddr == "", "STATS_ADMIN_ONLY", "needs ADMIN_ADDR: /stats would be served nowhere"},
+		{c.EmbeddedRedis && c.Fanout.RedisURL != "", "EMBEDDED_REDIS", "cannot be used with REDIS_URL"},
 	}
 	for _, k := range checks {
 		if k.bad {
@@ -281,6 +289,11 @@ func (c *config) validate() error {
 	}
 	if field, rule := c.Fanout.Check(); field != "" {
 		return c.fieldError(&c.Fanout, field, rule)
+	}
+	// Read here, once, so that a bad file stops the start naming its
+	// setting; the certificates travel in c.Fanout.
+	if field, err := c.Fanout.LoadTLS(); err != nil {
+		return fmt.Errorf("%w: %s: %v", errConfig, c.settingOf(&c.Fanout, field), err)
 	}
 	return nil
 }
@@ -302,8 +315,8 @@ func (c *config) fieldError(pkg any, field, rule string) error {
 // derive computes) is returned as it is.
 func (c *config) settingOf(pkg any, field string) string {
 	f := reflect.ValueOf(pkg).Elem().FieldByName(field)
-	if !f.IsValid() {
-		return field
+	if !f.IsValid() || !f.CanInterface() {
+		return field // no such field, or an unexported one no setting binds
 	}
 	ptr := f.Addr().Interface()
 	for _, s := range settings {

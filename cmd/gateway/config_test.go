@@ -245,6 +245,17 @@ func TestLoadConfigErrors(t *testing.T) {
 		{"admin address bad port", []string{"-admin-addr", "127.0.0.1:http"}, nil, "ADMIN_ADDR"},
 		{"missing key file", nil, map[string]string{"JWT_PUBLIC_KEY_FILE": "/nonexistent/key.pem"}, "JWT_PUBLIC_KEY_FILE"},
 		{"unknown flag", []string{"-no-such-flag"}, nil, "no-such-flag"},
+		{"Redis URL scheme", nil, map[string]string{"REDIS_URL": "http://:" + testPassword + "@h:1"}, "REDIS_URL must be a Redis URL (redis://, rediss:// or unix://): invalid URL scheme: http"},
+		{"Redis URL that does not parse", nil, map[string]string{"REDIS_URL": "redis://u:" + testPassword + "@h:port"}, "REDIS_URL must be a Redis URL"},
+		{"Redis URL key", nil, map[string]string{"REDIS_URL": "redis://:" + testPassword + "@h:1?master_Set=m"}, `unknown parameter "master_Set"`},
+		{"Redis URL addr without port", nil, map[string]string{"REDIS_URL": "redis://h:1?addr=b"}, "addr=b must be host:port"},
+		{"TLS certificate without key", nil, map[string]string{"REDIS_TLS_CERT_FILE": "c.pem"}, "REDIS_TLS_CERT_FILE must be set together with REDIS_TLS_KEY_FILE"},
+		{"TLS CA with redis://", nil, map[string]string{"REDIS_URL": "redis://h:1", "REDIS_TLS_CA_FILE": "ca.pem"}, "REDIS_TLS_CA_FILE is set but REDIS_URL is not rediss://"},
+		{"missing TLS CA", nil, map[string]string{"REDIS_TLS_CA_FILE": "/nonexistent/ca.pem"}, "REDIS_TLS_CA_FILE: open /nonexistent/ca.pem"},
+		{"missing TLS key", nil, map[string]string{"REDIS_URL": "rediss://h:1", "REDIS_TLS_CERT_FILE": "/nonexistent/c.pem", "REDIS_TLS_KEY_FILE": "/nonexistent/k.pem"}, "REDIS_TLS_CERT_FILE: open /nonexistent/c.pem"},
+		{"long sharded glob", nil, map[string]string{"SHARDED_CHANNELS": "a.*," + strings.Repeat("b", 300)}, "SHARDED_CHANNELS must hold globs of 1 to 256 bytes"},
+		{"trusted proxy", nil, map[string]string{"TRUSTED_PROXIES": "10.0.0.0/8,haproxy"}, "TRUSTED_PROXIES must be CIDRs"},
+		{"embedded Redis and a URL", nil, map[string]string{"EMBEDDED_REDIS": "true", "REDIS_URL": "redis://h:1"}, "EMBEDDED_REDIS cannot be used with REDIS_URL"},
 		{"stray argument", []string{"serve"}, nil, "serve"},
 	}
 	// Every typed setting refuses garbage, from the environment and as
@@ -268,9 +279,15 @@ func TestLoadConfigErrors(t *testing.T) {
 			if !strings.Contains(err.Error(), tt.want) {
 				t.Errorf("error %q does not name %s", err, tt.want)
 			}
+			if strings.Contains(err.Error(), testPassword) {
+				t.Errorf("error %q shows the password", err)
+			}
 		})
 	}
 }
+
+// testPassword is a Redis password that must never be shown.
+const testPassword = "hunter2-s3cret"
 
 // TestSettingOf: every setting bound into a package's Config is found
 // from the field's name, as Check gives it; a field no setting holds keeps
@@ -285,6 +302,9 @@ func TestSettingOf(t *testing.T) {
 	for _, p := range pkgs {
 		v := reflect.ValueOf(p.cfg).Elem()
 		for i := range v.NumField() {
+			if !v.Type().Field(i).IsExported() {
+				continue // state a package keeps in its Config, no setting's
+			}
 			field := v.Type().Field(i).Name
 			ptr := v.Field(i).Addr().Interface()
 			want := field
@@ -313,6 +333,7 @@ func TestSettingOf(t *testing.T) {
 func TestRunHelpAndVersion(t *testing.T) {
 	t.Setenv("LOG_LEVEL", "loud") // invalid on purpose
 	t.Setenv("REDIS_HOST", "from-env")
+	t.Setenv("REDIS_URL", "redis://gw:"+testPassword+"@from-env:6379")
 	tests := []struct {
 		name       string
 		args       []string
@@ -324,8 +345,8 @@ func TestRunHelpAndVersion(t *testing.T) {
 		{name: "version", args: []string{"-version"}, code: 0, stdout: []string{"gateway " + version}},
 		{name: "help", args: []string{"-help"}, code: 0, stderr: helpWants(),
 			// The default, not the environment's value.
-			notInHelps: []string{"from-env", "help requested"}},
-		{name: "invalid environment", args: nil, code: 2, stderr: []string{"LOG_LEVEL"}},
+			notInHelps: []string{"from-env", "help requested", testPassword}},
+		{name: "invalid environment", args: nil, code: 2, stderr: []string{"LOG_LEVEL"}, notInHelps: []string{testPassword}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

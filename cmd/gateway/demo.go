@@ -13,14 +13,14 @@ import (
 // demo publishes made-up ticks on market:tick:* twice a second, so that a
 // newcomer running `make run` sees data flow. It talks to Redis like any
 // other publisher would.
-func demo(ctx context.Context, addr string, resp2 bool, log *slog.Logger) {
+func demo(ctx context.Context, opt rueidis.ClientOption, log *slog.Logger) {
 	instruments := []struct {
 		name  string
 		price float64
 	}{{"BANKNIFTY", 48000}, {"NIFTY", 22000}, {"FINNIFTY", 21000}}
 	var client rueidis.Client
 	for client == nil {
-		c, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{addr}, AlwaysRESP2: resp2, DisableCache: true})
+		c, err := rueidis.NewClient(opt)
 		if err == nil {
 			client = c
 			break

@@ -123,13 +123,13 @@ func serve(cfg config, log *slog.Logger) error {
 	if err := srv.Start(); err != nil {
 		return err
 	}
-	log.Info("gateway listening", "addr", srv.Addr(), "ws", "ws://"+srv.Addr()+"/ws", "redis", cfg.Fanout.RedisAddr,
+	log.Info("gateway listening", "addr", srv.Addr(), "ws", "ws://"+srv.Addr()+"/ws", "redis", cfg.Fanout.Target(),
 		"event_loops", cfg.Server.Loops, "version", version)
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	if cfg.Demo {
-		go demo(ctx, cfg.Fanout.RedisAddr, cfg.Fanout.RESP2, log)
+		go demo(ctx, cfg.Fanout.ClientOption(), log)
 	}
 	go trimMemory(ctx)
 	var stopped error

@@ -38,6 +38,7 @@ type Option func(*config)
 
 type config struct {
 	extra []string
+	tls   *tlsConfig // WithTLS
 }
 
 // WithArgs appends extra redis-server command-line arguments after the
@@ -53,6 +54,11 @@ type Server struct {
 	dir   string
 	extra []string
 	port  int // fixed once Start returns; Restart reuses it
+	// base gives the arguments before extra (serverArgs; sentinels
+	// have their own); tlsPort is WithTLS's port, 0 without.
+	base    func(s *Server) []string
+	tls     *tlsConfig
+	tlsPort int
 
 	mu     sync.Mutex
 	proc   *process // nil while not running
@@ -79,7 +85,15 @@ func Start(tb testing.TB, opts ...Option) *Server {
 	for _, o := range opts {
 		o(&cfg)
 	}
-	s := &Server{bin: lookBinary(tb), dir: tb.TempDir(), extra: cfg.extra}
+	s := &Server{bin: lookBinary(tb), dir: tb.TempDir(), extra: cfg.extra, base: serverArgs, tls: cfg.tls}
+	s.start(tb)
+	return s
+}
+
+// start registers the cleanup of s and launches it on a free port (and a
+// free TLS port with WithTLS).
+func (s *Server) start(tb testing.TB) {
+	tb.Helper()
 	// Registered after TempDir, so it runs before the directory is removed.
 	tb.Cleanup(func() {
 		if err := s.terminate(syscall.SIGKILL); err != nil {
@@ -93,6 +107,11 @@ func Start(tb testing.TB, opts ...Option) *Server {
 		if s.port, err = freePort(); err != nil {
 			tb.Fatalf("redistest: picking a free port: %v", err)
 		}
+		if s.tls != nil {
+			if s.tlsPort, err = freePort(); err != nil {
+				tb.Fatalf("redistest: picking a free port: %v", err)
+			}
+		}
 		if err = s.launch(); err == nil || !errors.Is(err, errAddrInUse) {
 			break
 		}
@@ -100,7 +119,6 @@ func Start(tb testing.TB, opts ...Option) *Server {
 	if err != nil {
 		tb.Fatalf("redistest: starting %s: %v", s.bin, err)
 	}
-	return s
 }
 
 // Addr returns "127.0.0.1:P".
@@ -237,6 +255,22 @@ func lookBinary(tb testing.TB) string {
 	return p
 }
 
+// serverArgs are the arguments of a redis-server before WithArgs's.
+func serverArgs(s *Server) []string {
+	return []string{
+		"--port", strconv.Itoa(s.port),
+		"--bind", host,
+		"--save", "",
+		"--appendonly", "no",
+		"--protected-mode", "no",
+		"--daemonize", "no",
+		"--loglevel", "warning",
+		// A replica syncs at once rather than after the default 5 s
+		// wait for more replicas to share the transfer.
+		"--repl-diskless-sync-delay", "0",
+	}
+}
+
 // freePort asks the kernel for a free loopback port and releases it.
 func freePort() (int, error) {
 	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
@@ -257,15 +291,8 @@ func (s *Server) launch() error {
 	}
 	s.starts++
 	logPath := filepath.Join(s.dir, fmt.Sprintf("redis-%d.log", s.starts))
-	args := append([]string{
-		"--port", strconv.Itoa(s.port),
-		"--bind", host,
-		"--save", "",
-		"--appendonly", "no",
-		"--protected-mode", "no",
-		"--daemonize", "no",
-		"--loglevel", "warning",
-	}, s.extra...)
+	args := append(s.base(s), s.tls.args(s.tlsPort)...)
+	args = append(args, s.extra...)
 	p, err := spawn(s.bin, args, s.dir, logPath)
 	if err != nil {
 		s.mu.Unlock()
@@ -425,4 +452,12 @@ func logTail(path string) string {
 		b = b[len(b)-tail:]
 	}
 	return string(b)
+}
+
+// Running reports whether the process is running (started, not killed
+// or stopped since).
+func (s *Server) Running() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.proc != nil
 }
