@@ -92,15 +92,18 @@ func (s *Server) plainHTTP(method, path string, upgrade bool) []byte {
 	}
 	switch path {
 	case "/health":
+		// Not ready while Redis is unreachable, nor while shutting down:
+		// a load balancer then sends new clients to another gateway
+		// rather than to one that answers their upgrades 503.
 		up := s.hub.Healthy()
-		status := http.StatusOK
-		if !up {
-			status = http.StatusServiceUnavailable
+		status, text := http.StatusOK, "ok"
+		switch {
+		case s.draining.Load():
+			status, text = http.StatusServiceUnavailable, "shutting_down"
+		case !up:
+			status, text = http.StatusServiceUnavailable, "redis_down"
 		}
-		return jsonResponse(status, map[string]any{
-			"status": map[bool]string{true: "ok", false: "redis_down"}[up],
-			"redis":  up,
-		})
+		return jsonResponse(status, map[string]any{"status": text, "redis": up})
 	case "/stats":
 		if s.cfg.StatsPrivate {
 			break // served on the admin listener instead

@@ -672,6 +672,9 @@ func TestShutdownAnswers503(t *testing.T) {
 	if code := upgradeStatus(t, g.addr, "", "/ws", ""); code != http.StatusServiceUnavailable {
 		t.Fatalf("new upgrade during the drain: %d, want 503", code)
 	}
+	if code, body := g.get(t, "/health"); code != http.StatusServiceUnavailable || !strings.Contains(string(body), `"status":"shutting_down"`) {
+		t.Fatalf("/health during the drain: %d %s, want 503 shutting_down", code, body)
+	}
 	if err := <-stopped; err != nil {
 		t.Fatalf("Shutdown: %v", err)
 	}
