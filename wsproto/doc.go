@@ -11,6 +11,11 @@
 //     the subscribe acks (NewSubscribed, NewUnsubscribed) and its shard
 //     goroutines the link-loss notices (NewUpstreamInterrupted), each
 //     queued in order with the data.
+//   - fanout's stream readers (durable channels, one goroutine each) call
+//     BuildEntry once per live entry and stream, BuildReplay once per
+//     replayed entry, NewReplayed and NewReplayTruncated per resuming
+//     subscription; the server parses the IDs of a subscribe's "since"
+//     with ParseStreamID.
 //   - server's event loops call Reader.Next on bytes peeked from gnet's
 //     inbound buffer, ParseCommand on complete text messages, NewPong and
 //     NewError for per-connection replies, and the Append* builders for
