@@ -1,7 +1,8 @@
 // Package wsproto is the gateway's wire protocol: WebSocket frame building
 // and parsing (RFC 6455) on top of github.com/gobwas/ws primitives, the JSON
-// messages the gateway sends (data, subscribed, unsubscribed, pong, error),
-// and the parser for the JSON commands clients send. Every message's shape
+// messages the gateway sends (data, subscribed, unsubscribed, pong, error,
+// replayed), the entry IDs of durable channels (StreamID), and the parser
+// for the JSON commands clients send. Every message's shape
 // and text is here; the other packages only choose which to send.
 //
 // Who calls it:
