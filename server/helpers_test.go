@@ -34,6 +34,9 @@ type options struct {
 	hub  fanout.Config
 	auth auth.Config
 	acl  *auth.ACL
+	// durable, when set, gives the server its durable side (see
+	// server.DurableHub), built from the server.
+	durable func(*server.Server) server.DurableHub
 }
 
 func defaultOptions(redisAddr string) options {
@@ -87,6 +90,9 @@ func startGateway(tb testing.TB, rs *redistest.Server, mutate ...func(*options))
 	srv, err := server.New(o.srv, o.hub, authn, o.acl)
 	if err != nil {
 		tb.Fatalf("server.New: %v", err)
+	}
+	if o.durable != nil {
+		srv.SetDurable(o.durable(srv))
 	}
 	if err := srv.Start(); err != nil {
 		tb.Fatalf("server.Start: %v", err)

@@ -48,6 +48,10 @@ type Server struct {
 	authn *auth.Authenticator
 	acl   *auth.ACL
 
+	// durable is the durable side of the hub (durable.go); nil: no
+	// channel is durable, and "since" is refused.
+	durable DurableHub
+
 	eng      gnet.Engine
 	addr     string
 	booted   chan struct{}
