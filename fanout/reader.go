@@ -20,11 +20,14 @@ import (
 	"github.com/wsgw/gateway/wsproto"
 )
 
+// liveCount bounds the entries of one key one live XREAD returns. A
+// replay page is larger, so a replay catches up with live reads. A
+// variable for the tests, which shrink it with pageMax to exercise the
+// seam over many turns.
+var liveCount = 256
+
 // Sizes of a reader's work.
 const (
-	// liveCount bounds the entries of one key one live XREAD returns.
-	// A replay page is larger, so a replay catches up with live reads.
-	liveCount = 256
 	// blockFor is how long an idle reader's XREAD waits; readTimeout
 	// bounds the round trip, so that a silent dead link shows up.
 	blockFor    = 10 * time.Second
@@ -183,6 +186,9 @@ func (r *reader) run() {
 		case <-r.s.done:
 			return
 		default:
+		}
+		if h := r.s.turnHook.Load(); h != nil {
+			(*h)()
 		}
 		now := time.Now()
 		r.applyOps(now)
@@ -538,7 +544,7 @@ func (r *reader) plan(c rueidis.Client, now time.Time) *turn {
 		t.stallOnly = len(t.cmds) == 0
 		return t
 	}
-	x := b.Xread().Count(liveCount)
+	x := b.Xread().Count(int64(liveCount))
 	if len(t.cmds) == 0 && !more && !progressNow {
 		// Nothing else this turn: block, for long unless a replay waits
 		// for room.

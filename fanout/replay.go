@@ -20,12 +20,14 @@ const (
 	// pushBudget bounds the replay frames a reader pushes per turn, so
 	// that live delivery of its other keys waits one turn at most.
 	pushBudget = 1024
-	// pageMax is the largest replay page per key; a pattern over many
-	// keys takes smaller ones (pageFor), so a turn's pages stay bounded.
-	pageMax = 1000
 	// pageBudget bounds the entries of one replay's pages in one turn.
 	pageBudget = 64 << 10
 )
+
+// pageMax is the largest replay page per key; a pattern over many keys
+// takes smaller ones (pageFor), so a turn's pages stay bounded. A variable
+// for the tests (see liveCount).
+var pageMax = 1000
 
 type phase uint8
 

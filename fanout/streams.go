@@ -106,6 +106,10 @@ type Streams struct {
 	wg   sync.WaitGroup
 	disc *discovery // nil unless Discovery is auto
 
+	// turnHook, when set (tests only), runs at the start of every
+	// reader turn.
+	turnHook atomic.Pointer[func()]
+
 	entries, replayed, truncated, wakes, outages, reads atomic.Uint64
 	nstreams, nkeys                                     atomic.Int64
 }

@@ -2,7 +2,11 @@ package fanout
 
 import (
 	"fmt"
+	"math/rand/v2"
+	"slices"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -138,4 +142,285 @@ func TestStreamIDsFromRedis(t *testing.T) {
 			t.Fatalf("%s does not parse", v)
 		}
 	}
+}
+
+// exClient is a client of TestStreamsExactness: it subscribes to the
+// three channels exactly or through the pattern, disconnects at random and
+// resumes on either gateway with what it holds.
+type exClient struct {
+	pattern bool
+	vals    map[string][]int            // per channel, the data received in order
+	pos     map[string]wsproto.StreamID // per channel, the last id
+	floor   *wsproto.StreamID           // the pattern's lastId from its last replayed
+	resumes int
+}
+
+// absorb applies the frames one connection got, in order.
+func (c *exClient) absorb(tb testing.TB, frames []dmsg) error {
+	for _, m := range frames {
+		switch m.Type {
+		case "data":
+			v, err := strconv.Atoi(string(m.Data))
+			if err != nil {
+				return fmt.Errorf("data %s: %v", m.Data, err)
+			}
+			c.vals[m.Channel] = append(c.vals[m.Channel], v)
+			c.pos[m.Channel] = id(tb, m.ID)
+		case "replayed":
+			last := id(tb, m.LastID)
+			if c.pattern {
+				c.floor = &last
+			} else if p, ok := c.pos[m.Channel]; !ok || p.Less(last) {
+				c.pos[m.Channel] = last
+			}
+		default:
+			return fmt.Errorf("unexpected frame %v", m)
+		}
+	}
+	return nil
+}
+
+// resume is what the client sends when it comes back.
+func (c *exClient) resume(names []string) []Resume {
+	if c.pattern {
+		r := Resume{Name: "ex:*"}
+		if c.floor != nil {
+			r.Since, r.HasSince = *c.floor, true
+		}
+		for ch, p := range c.pos {
+			r.Channels = append(r.Channels, ChannelPosition{Channel: ch, ID: p})
+		}
+		return []Resume{r}
+	}
+	var out []Resume
+	for _, n := range names {
+		r := Resume{Name: n}
+		if p, ok := c.pos[n]; ok {
+			r.Since, r.HasSince = p, true
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+// TestStreamsExactness: a publisher adds entries at a steady rate to 3
+// durable channels while clients, half on the channels and half on a
+// pattern over them, disconnect at random moments and resume on either of
+// two gateways (two Streams on one Redis). Every client must end with
+// exactly the published sequence of each channel from its first entry: no
+// gap, no duplicate, in order, up to the last one.
+func TestStreamsExactness(t *testing.T) {
+	tests := []struct {
+		name              string
+		pageMax, liveRead int
+	}{
+		{"default sizes", pageMax, liveCount},
+		// Replays over many turns: the merge across keys bounded by a
+		// full page, the seam reached after several live reads.
+		{"small pages", 7, 3},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			// Restored after the readers stop (cleanups run last first).
+			p, l := pageMax, liveCount
+			t.Cleanup(func() { pageMax, liveCount = p, l })
+			pageMax, liveCount = tt.pageMax, tt.liveRead
+			testExactness(t)
+		})
+	}
+}
+
+func testExactness(t *testing.T) {
+	rs := redistest.Start(t)
+	sink := newTestSink()
+	cfg := StreamConfig{Channels: []string{"ex:*"}, MaxReplay: 1_000_000}
+	gws := []*Streams{startStreams(t, rs, cfg, sink), startStreams(t, rs, cfg, sink)}
+	names := []string{"ex:k0", "ex:k1", "ex:k2"}
+	const total = 6000
+	var published [3]atomic.Int64
+	pubDone := make(chan struct{})
+	pubErr := make(chan error, 1)
+	go func() {
+		defer close(pubDone)
+		tick := time.NewTicker(time.Millisecond)
+		defer tick.Stop()
+		for i := 0; i < total; i += 3 {
+			<-tick.C
+			for j := 0; j < 3; j++ {
+				k := rand.IntN(3)
+				n := published[k].Add(1)
+				if _, err := rs.Exec("XADD", "stream:"+names[k], "*", "data", strconv.FormatInt(n, 10)); err != nil {
+					pubErr <- err
+					return
+				}
+			}
+		}
+	}()
+
+	const nclients = 30
+	clients := make([]*exClient, nclients)
+	type conn struct {
+		gw  *Streams
+		sub *Subscriber
+		ss  *sinkSub
+	}
+	final := make([]conn, nclients)
+	var wg sync.WaitGroup
+	errs := make(chan error, nclients)
+	for i := range clients {
+		c := &exClient{pattern: i%2 == 1, vals: map[string][]int{}, pos: map[string]wsproto.StreamID{}}
+		clients[i] = c
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			connect := func() conn {
+				gw := gws[rand.IntN(2)]
+				sub, ss := sink.newSub()
+				for _, r := range c.resume(names) {
+					gw.Join(sub, r, nil)
+				}
+				return conn{gw, sub, ss}
+			}
+			time.Sleep(time.Duration(rand.IntN(300)) * time.Millisecond) // a random start, not synchronisation
+			cn := connect()
+			for {
+				select {
+				case <-pubDone:
+					final[i] = cn
+					return
+				case <-time.After(time.Duration(rand.IntN(200)) * time.Millisecond):
+				}
+				// Disconnect: what the connection got is all it got.
+				cn.ss.close()
+				cn.gw.Remove(cn.sub)
+				if err := c.absorb(t, cn.ss.snapshot()); err != nil {
+					errs <- err
+					return
+				}
+				time.Sleep(time.Duration(rand.IntN(200)) * time.Millisecond) // offline for a random while
+				c.resumes++
+				cn = connect()
+			}
+		}()
+	}
+	wg.Wait()
+	select {
+	case err := <-pubErr:
+		t.Fatal(err)
+	case err := <-errs:
+		t.Fatal(err)
+	default:
+	}
+	// Each client's last connection ends with the last entry of each
+	// channel.
+	want := func(ch string) int { return int(published[slices.Index(names, ch)].Load()) }
+	servertest.WaitFor(t, 30*time.Second, "every client to have every channel's last entry", func() bool {
+		for i, c := range clients {
+			last := map[string]int{}
+			for _, m := range final[i].ss.snapshot() {
+				if m.Type == "data" {
+					last[m.Channel], _ = strconv.Atoi(string(m.Data))
+				}
+			}
+			for _, ch := range names {
+				if l, ok := last[ch]; !ok && len(c.vals[ch]) > 0 && c.vals[ch][len(c.vals[ch])-1] == want(ch) {
+					continue // had it before its last resume
+				} else if l != want(ch) {
+					return false
+				}
+			}
+		}
+		return true
+	})
+	resumes := 0
+	for i, c := range clients {
+		if err := c.absorb(t, final[i].ss.snapshot()); err != nil {
+			t.Fatal(err)
+		}
+		resumes += c.resumes
+		for _, ch := range names {
+			v := c.vals[ch]
+			if len(v) == 0 {
+				t.Errorf("client %d (pattern %v): nothing on %s", i, c.pattern, ch)
+				continue
+			}
+			for j := 1; j < len(v); j++ {
+				if v[j] != v[j-1]+1 {
+					t.Errorf("client %d (pattern %v) %s: %d after %d (%d resumes)", i, c.pattern, ch, v[j], v[j-1], c.resumes)
+					break
+				}
+			}
+			if v[len(v)-1] != want(ch) {
+				t.Errorf("client %d %s: ends at %d, want %d", i, ch, v[len(v)-1], want(ch))
+			}
+		}
+	}
+	sink.check(t)
+	t.Logf("%d entries, %d clients, %d resumes on 2 gateways; gateway stats %+v %+v", total, nclients, resumes, gws[0].Stats(), gws[1].Stats())
+}
+
+// TestStreamsAheadOfGateway: a client that resumes from a position this
+// gateway's reader has not reached yet (it read the entries on a gateway
+// ahead of this one) is attached only once the reader is past it: it gets
+// none of the entries it has, and everything after.
+func TestStreamsAheadOfGateway(t *testing.T) {
+	// One entry per live read: the reader stays behind the client for
+	// the turns its plan takes.
+	l := liveCount
+	t.Cleanup(func() { liveCount = l })
+	liveCount = 1
+	rs := redistest.Start(t)
+	sink := newTestSink()
+	s := startStreams(t, rs, StreamConfig{Channels: []string{"ah:*"}}, sink)
+	// A subscriber keeps the stream read.
+	sub0, ss0 := sink.newSub()
+	s.Join(sub0, Resume{Name: "ah:c"}, nil)
+	waitFrames(t, ss0, 1)
+	// Hold the reader between turns once it has delivered e0.
+	hold, held := make(chan struct{}), make(chan struct{}, 1)
+	hook := func() {
+		select {
+		case held <- struct{}{}:
+		default:
+		}
+		<-hold
+	}
+	s.turnHook.Store(&hook)
+	xadd(t, rs, "stream:ah:c", "0")
+	<-held
+	waitFrames(t, ss0, 2)
+	var ids []string
+	for i := 1; i <= 8; i++ {
+		ids = append(ids, xadd(t, rs, "stream:ah:c", strconv.Itoa(i)))
+	}
+	// The client read up to e6 elsewhere.
+	sub, ss := sink.newSub()
+	s.Join(sub, Resume{Name: "ah:c", Since: id(t, ids[5]), HasSince: true}, nil)
+	s.turnHook.Store(nil)
+	close(hold)
+	got := waitFrames(t, ss, 3)
+	servertest.WaitFor(t, 10*time.Second, "replayed", func() bool {
+		got = ss.snapshot()
+		for _, m := range got {
+			if m.Type == "replayed" {
+				return true
+			}
+		}
+		return false
+	})
+	next := xadd(t, rs, "stream:ah:c", "9")
+	servertest.WaitFor(t, 10*time.Second, "the live entry", func() bool {
+		got = ss.snapshot()
+		return got[len(got)-1].ID == next
+	})
+	var seen []string
+	for _, m := range got {
+		if m.Type == "data" {
+			seen = append(seen, string(m.Data))
+		}
+	}
+	if !slices.Equal(seen, []string{"7", "8", "9"}) {
+		t.Fatalf("the client got %q (frames %v), want exactly 7, 8, 9", seen, got)
+	}
+	sink.check(t)
 }
