@@ -525,10 +525,11 @@ func (r *reader) plan(c rueidis.Client, now time.Time) *turn {
 	}
 	pending, progressNow := false, false
 	for _, res := range r.resumes {
+		// A replay that is not waiting for room moves on every turn
+		// (a count step, a page, the seam): it must not wait for a
+		// blocked read.
 		pending = pending || res.waitsForRoom()
-		// A replay that may cross its seam this turn must not wait
-		// for a blocked read.
-		progressNow = progressNow || res.turnReady
+		progressNow = progressNow || !res.waitsForRoom()
 	}
 	if pending {
 		// Replays wait for room in their subscribers' queues: poll for

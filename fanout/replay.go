@@ -10,6 +10,7 @@ import (
 
 	"github.com/redis/rueidis"
 
+	"github.com/wsgw/gateway/auth"
 	"github.com/wsgw/gateway/wsproto"
 )
 
@@ -46,7 +47,11 @@ type resume struct {
 	reqID   []byte
 	phase   phase
 	started bool // positions set (start)
-	done    bool // attached (or given up): the reader drops it
+	// probed: the keys of the client's channel positions were asked
+	// for (probeChannels); probesLeft answers are awaited.
+	probed     bool
+	probesLeft int
+	done       bool // attached (or given up): the reader drops it
 
 	// Per track of st, by index (a pattern's grow: grow).
 	pos      []wsproto.StreamID // what the subscriber has, or will have once pending is pushed
@@ -93,6 +98,39 @@ func (res *resume) release() {
 		f.Release()
 	}
 	res.pending = nil
+}
+
+// probeChannels makes sure a pattern stream reads the keys the client
+// has positions for: a key this reader has not found yet (another gateway
+// had) would otherwise be found later and read from its first entry,
+// which the client has. It sends TYPE for each such channel, once, and
+// reports whether the resume must wait for the answers; the keys that are
+// streams join the stream (addPatternKey), read from 0-0.
+func (res *resume) probeChannels(r *reader, t *turn, b rueidis.Builder) bool {
+	if !res.st.pattern || res.probed {
+		return res.probesLeft > 0
+	}
+	res.probed = true
+	for _, c := range res.spec.Channels {
+		if _, ok := res.st.byChan[c.Channel]; ok || !auth.GlobMatch(res.st.name, c.Channel) {
+			continue
+		}
+		ch := c.Channel
+		res.probesLeft++
+		t.add(b.Type().Key(r.s.keyOf(ch)).Build(), func(reply rueidis.RedisResult) {
+			typ, err := reply.ToString()
+			if t.linkErr(err) {
+				res.probed = false // asked again after the outage
+				res.probesLeft = 0
+				return
+			}
+			if typ == "stream" {
+				r.addPatternKey(res.st, ch, wsproto.StreamID{})
+			}
+			res.probesLeft--
+		})
+	}
+	return res.probesLeft > 0
 }
 
 // start sets the positions once the stream's cursors are known.
@@ -166,7 +204,7 @@ func (res *resume) truncate(reason, channel string) {
 func (res *resume) plan(r *reader, t *turn, b rueidis.Builder) {
 	res.turnReady = false
 	if res.phase == phaseWait {
-		if !res.st.ready {
+		if !res.st.ready || res.probeChannels(r, t, b) {
 			return
 		}
 		res.start()
@@ -419,7 +457,9 @@ func (res *resume) planPages(r *reader, t *turn, b rueidis.Builder) {
 func (res *resume) progress(r *reader, t *turn) {
 	switch res.phase {
 	case phaseCount:
-		res.countBack(r)
+		if res.bound != nil { // counting began this turn or before
+			res.countBack(r)
+		}
 		return
 	case phasePage:
 	default:
@@ -509,6 +549,7 @@ func (res *resume) queuePages(r *reader, t *turn) {
 // frame: from is the first replayed entry, if any.
 func (res *resume) queueTruncation(from wsproto.StreamID, hasFrom bool, t *turn) {
 	tr := res.trunc
+	slices.Sort(tr.Channels)
 	tr.Stream = res.st.name
 	tr.Since, tr.HasSince = res.spec.Since, res.spec.HasSince
 	tr.From, tr.HasFrom = from, hasFrom

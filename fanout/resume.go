@@ -1,6 +1,9 @@
 package fanout
 
-import "github.com/wsgw/gateway/wsproto"
+import (
+	"github.com/wsgw/gateway/auth"
+	"github.com/wsgw/gateway/wsproto"
+)
 
 // Resume is one durable name of a subscribe request and where its client
 // resumes it, as the server read it from the request's "since" (checked:
@@ -27,3 +30,6 @@ type ChannelPosition struct {
 // Resuming reports whether the client gave a position: without one the
 // subscription starts live (and still gets its "replayed" frame).
 func (r *Resume) Resuming() bool { return r.HasSince || len(r.Channels) > 0 }
+
+// Pattern reports whether Name is a pattern.
+func (r *Resume) Pattern() bool { return auth.IsPattern(r.Name) }

@@ -314,7 +314,7 @@ func testExactness(t *testing.T) {
 	// Each client's last connection ends with the last entry of each
 	// channel.
 	want := func(ch string) int { return int(published[slices.Index(names, ch)].Load()) }
-	servertest.WaitFor(t, 30*time.Second, "every client to have every channel's last entry", func() bool {
+	servertest.WaitFor(t, 2*time.Minute, "every client to have every channel's last entry", func() bool {
 		for i, c := range clients {
 			last := map[string]int{}
 			for _, m := range final[i].ss.snapshot() {
@@ -423,4 +423,167 @@ func TestStreamsAheadOfGateway(t *testing.T) {
 		t.Fatalf("the client got %q (frames %v), want exactly 7, 8, 9", seen, got)
 	}
 	sink.check(t)
+}
+
+// seqIDs returns "a-0" to "b-0".
+func seqIDs(a, b int) []string {
+	var out []string
+	for i := a; i <= b; i++ {
+		out = append(out, strconv.Itoa(i)+"-0")
+	}
+	return out
+}
+
+// waitReplayed waits for ss's "replayed" frame and returns the frames up
+// to it.
+func waitReplayed(tb testing.TB, ss *sinkSub) []dmsg {
+	tb.Helper()
+	var got []dmsg
+	servertest.WaitFor(tb, 10*time.Second, "the replayed frame", func() bool {
+		got = ss.snapshot()
+		for i, m := range got {
+			if m.Type == "replayed" {
+				got = got[:i+1]
+				return true
+			}
+		}
+		return false
+	})
+	return got
+}
+
+// TestStreamsReplayTruncated: complete replays, and incomplete ones told
+// by replay_truncated with the right reason and starting point (entries
+// 1-0 to 300-0 per stream, retention applied by the test).
+func TestStreamsReplayTruncated(t *testing.T) {
+	rs := redistest.Start(t)
+	sink := newTestSink()
+	byMax := map[int]*Streams{}
+	for _, m := range []int{9, 10, 20, 1000} {
+		byMax[m] = startStreams(t, rs, StreamConfig{Channels: []string{"tr:*"}, MaxReplay: m}, sink)
+	}
+	fill := func(key string, n int) {
+		for i := 1; i <= n; i++ {
+			rs.Do(t, "XADD", "stream:"+key, strconv.Itoa(i)+"-0", "data", strconv.Itoa(i))
+		}
+	}
+	tests := []struct {
+		name      string
+		setup     func(key string)
+		max       int
+		resume    func(ch string) Resume
+		reason    string // "": complete, no replay_truncated
+		from      string // "": null
+		channels  []string
+		replay    []string // IDs
+		lastID    string
+		channelOf func(i int) string // of replay[i], when several
+	}{
+		{name: "complete", setup: func(k string) { fill(k, 300) }, max: 20,
+			resume: exact("290-0"), replay: seqIDs(291, 300), lastID: "300-0"},
+		{name: "exactly MAX_REPLAY", setup: func(k string) { fill(k, 300) }, max: 20,
+			resume: exact("280-0"), replay: seqIDs(281, 300), lastID: "300-0"},
+		{name: "one more than MAX_REPLAY", setup: func(k string) { fill(k, 300) }, max: 20,
+			resume: exact("279-0"), reason: "max_replay", from: "281-0", replay: seqIDs(281, 300), lastID: "300-0"},
+		{name: "far more than MAX_REPLAY", setup: func(k string) { fill(k, 300) }, max: 20,
+			resume: exact("0-0"), reason: "max_replay", from: "281-0", replay: seqIDs(281, 300), lastID: "300-0"},
+		{name: "from 0-0, never trimmed", setup: func(k string) { fill(k, 300) }, max: 1000,
+			resume: exact("0-0"), replay: seqIDs(1, 300), lastID: "300-0"},
+		{name: "trimmed by MAXLEN", setup: func(k string) { fill(k, 300); rs.Do(t, "XTRIM", "stream:"+k, "MAXLEN", "150") }, max: 1000,
+			resume: exact("100-0"), reason: "trimmed", from: "151-0", replay: seqIDs(151, 300), lastID: "300-0"},
+		{name: "first entry is the immediate successor: nothing missing", max: 1000,
+			setup: func(k string) {
+				for i := 1; i <= 300; i++ {
+					rs.Do(t, "XADD", "stream:"+k, "7-"+strconv.Itoa(i), "data", strconv.Itoa(i))
+				}
+				rs.Do(t, "XTRIM", "stream:"+k, "MAXLEN", "150")
+			},
+			resume: exact("7-150"), replay: func() (ids []string) {
+				for i := 151; i <= 300; i++ {
+					ids = append(ids, "7-"+strconv.Itoa(i))
+				}
+				return ids
+			}(), lastID: "7-300"},
+		{name: "first entry is not the immediate successor", setup: func(k string) { fill(k, 300); rs.Do(t, "XTRIM", "stream:"+k, "MAXLEN", "150") }, max: 1000,
+			resume: exact("150-0"), reason: "trimmed", from: "151-0", replay: seqIDs(151, 300), lastID: "300-0"},
+		{name: "trimmed by MINID", setup: func(k string) { fill(k, 300); rs.Do(t, "XTRIM", "stream:"+k, "MINID", "250") }, max: 1000,
+			resume: exact("100-0"), reason: "trimmed", from: "250-0", replay: seqIDs(250, 300), lastID: "300-0"},
+		{name: "trimmed to nothing", setup: func(k string) { fill(k, 300); rs.Do(t, "XTRIM", "stream:"+k, "MAXLEN", "0") }, max: 1000,
+			resume: exact("100-0"), reason: "trimmed", lastID: "300-0"},
+		{name: "trimmed and more than MAX_REPLAY", setup: func(k string) { fill(k, 300); rs.Do(t, "XTRIM", "stream:"+k, "MAXLEN", "150") }, max: 20,
+			resume: exact("100-0"), reason: "max_replay", from: "281-0", replay: seqIDs(281, 300), lastID: "300-0"},
+		{name: "XDEL is not reported", setup: func(k string) { fill(k, 300); rs.Do(t, "XDEL", "stream:"+k, "295-0") }, max: 20,
+			resume: exact("290-0"), replay: append(seqIDs(291, 294), seqIDs(296, 300)...), lastID: "300-0"},
+		{name: "reset: above the last ID", setup: func(k string) { fill(k, 300) }, max: 20,
+			resume: exact("350-0"), reason: "reset", from: "281-0", replay: seqIDs(281, 300), lastID: "300-0"},
+		{name: "reset: the stream is gone", setup: func(string) {}, max: 20,
+			resume: exact("5-0"), reason: "reset", lastID: "0-0"},
+		{name: "pattern over MAX_REPLAY, cut between channels", max: 10,
+			setup:  func(k string) { fill(k+":a", 50); fill(k+":b", 50) },
+			resume: func(ch string) Resume { return Resume{Name: ch + ":*", Since: wsproto.StreamID{}, HasSince: true} },
+			reason: "max_replay", from: "46-0", channels: []string{":a", ":b"},
+			replay:    []string{"46-0", "46-0", "47-0", "47-0", "48-0", "48-0", "49-0", "49-0", "50-0", "50-0"},
+			channelOf: func(i int) string { return map[int]string{0: ":a", 1: ":b"}[i%2] }},
+		{name: "pattern over MAX_REPLAY, cut within a millisecond", max: 9,
+			setup:  func(k string) { fill(k+":a", 50); fill(k+":b", 50) },
+			resume: func(ch string) Resume { return Resume{Name: ch + ":*", Since: wsproto.StreamID{}, HasSince: true} },
+			reason: "max_replay", from: "46-0", channels: []string{":a", ":b"},
+			replay:    []string{"46-0", "47-0", "47-0", "48-0", "48-0", "49-0", "49-0", "50-0", "50-0"},
+			channelOf: func(i int) string { return map[int]string{0: ":b", 1: ":a"}[i%2] }},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ch := "tr:" + strconv.Itoa(i)
+			tt.setup(ch)
+			sub, ss := sink.newSub()
+			r := tt.resume(ch)
+			byMax[tt.max].Join(sub, r, nil)
+			got := waitReplayed(t, ss)
+			if tt.reason != "" {
+				m := got[0]
+				got = got[1:]
+				from := ""
+				if m.From != nil {
+					from = *m.From
+				}
+				want := []string{ch}
+				if tt.channels != nil {
+					want = nil
+					for _, c := range tt.channels {
+						want = append(want, ch+c)
+					}
+				}
+				if m.Type != "error" || m.Code != "replay_truncated" || m.Reason != tt.reason || from != tt.from ||
+					m.Stream != r.Name || m.Since == nil || *m.Since != r.Since.String() || !slices.Equal(m.Channels, want) {
+					t.Fatalf("first frame %v (since %v), want replay_truncated %s from %q channels %v", m, m.Since, tt.reason, tt.from, want)
+				}
+			}
+			last := got[len(got)-1]
+			var replayed []string
+			for j, m := range got[:len(got)-1] {
+				if m.Type != "data" || !m.Replay {
+					t.Fatalf("frame %v, want a replayed entry", m)
+				}
+				if tt.channelOf != nil && m.Channel != ch+tt.channelOf(j) {
+					t.Fatalf("replay %d on %s, want %s: %v", j, m.Channel, ch+tt.channelOf(j), got)
+				}
+				replayed = append(replayed, m.ID)
+			}
+			if !slices.Equal(replayed, tt.replay) {
+				t.Fatalf("replayed %v, want %v", replayed, tt.replay)
+			}
+			if last.Count != uint64(len(tt.replay)) || (!r.Pattern() && last.LastID != tt.lastID) {
+				t.Fatalf("%v, want count %d lastId %s", last, len(tt.replay), tt.lastID)
+			}
+		})
+	}
+	sink.check(t)
+}
+
+// exact resumes an exact channel from since.
+func exact(since string) func(string) Resume {
+	return func(ch string) Resume {
+		v, _ := wsproto.ParseStreamID(since)
+		return Resume{Name: ch, Since: v, HasSince: true}
+	}
 }
