@@ -553,6 +553,10 @@ func (r *reader) plan(c rueidis.Client, now time.Time) *turn {
 		if pending {
 			t.block = r.stall
 		}
+		if d := r.untilSweep(now); d > 0 && d < t.block {
+			// A pattern's sweep for new keys is due first.
+			t.block = d
+		}
 		t.xread = 0
 		t.add(x.Block(t.block.Milliseconds()).Streams().Key(keys...).Id(ids...).Build().UnblockOnCancel(), nil)
 		return t

@@ -587,3 +587,41 @@ func exact(since string) func(string) Resume {
 		return Resume{Name: ch, Since: v, HasSince: true}
 	}
 }
+
+// TestStreamsReplayWaitsForRoom: a subscriber whose queue takes only a few
+// frames at a time gets its whole replay, in order, then live: the reader
+// polls for room and never drops a replay frame.
+func TestStreamsReplayWaitsForRoom(t *testing.T) {
+	rs := redistest.Start(t)
+	sink := newTestSink()
+	s := startStreams(t, rs, StreamConfig{Channels: []string{"room:*"}}, sink)
+	var ids []string
+	for i := 0; i < 50; i++ {
+		ids = append(ids, xadd(t, rs, "stream:room:c", strconv.Itoa(i)))
+	}
+	sub, ss := sink.newSub()
+	ss.setRoom(5)
+	s.Join(sub, Resume{Name: "room:c", Since: wsproto.StreamID{}, HasSince: true}, nil)
+	for n := 5; n < 50; n += 5 {
+		waitFrames(t, ss, n)
+		if got := ss.len(); got != n {
+			t.Fatalf("%d frames pushed with room for %d", got, n)
+		}
+		ss.setRoom(5)
+	}
+	ss.setRoom(-1)
+	got := waitReplayed(t, ss)
+	var replayed []string
+	for _, m := range got[:len(got)-1] {
+		replayed = append(replayed, m.ID)
+	}
+	if !slices.Equal(replayed, ids) || got[len(got)-1].Count != 50 {
+		t.Fatalf("got %v, want the 50 entries then replayed", got)
+	}
+	next := xadd(t, rs, "stream:room:c", "live")
+	got = waitFrames(t, ss, 52)
+	if m := got[51]; m.ID != next || m.Replay {
+		t.Fatalf("after the replay: %v, want live %s", m, next)
+	}
+	sink.check(t)
+}

@@ -31,6 +31,39 @@ type DurableHub interface {
 	// UnsubscribeDurable is Hub.Unsubscribe for a request that leaves
 	// durable names (and the pub/sub ones in del).
 	UnsubscribeDurable(s *fanout.Subscriber, del, durable, all []string, requestID []byte) error
+	// Remove is Hub.Remove for a connection that closed: it leaves its
+	// durable names too.
+	Remove(s *fanout.Subscriber)
+}
+
+// removeSub gives back a closed connection's subscriptions, durable ones
+// included. Event-loop only.
+func (s *Server) removeSub(sub *fanout.Subscriber) {
+	if s.durable != nil {
+		s.durable.Remove(sub)
+		return
+	}
+	s.hub.Remove(sub)
+}
+
+// EnableDurable makes the channels of cfg.Channels durable, served from
+// Redis Streams by stream readers on the hub's Redis
+// (docs/DURABILITY.md). Call it before Start; with no channels it does
+// nothing. Shutdown stops the readers.
+func (s *Server) EnableDurable(cfg fanout.StreamConfig) error {
+	if len(cfg.Channels) == 0 {
+		return nil
+	}
+	if !s.started.IsZero() {
+		return ErrStarted
+	}
+	d, err := fanout.NewDurableHub(s.hub, cfg)
+	if err != nil {
+		return err
+	}
+	s.durable = d
+	s.durableHub = d
+	return nil
 }
 
 // Error messages of the since rules.

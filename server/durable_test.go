@@ -53,6 +53,8 @@ func (r *recordingDurable) UnsubscribeDurable(s *fanout.Subscriber, del, durable
 	return r.hub.Unsubscribe(s, append(slices.Clone(del), durable...), all, requestID)
 }
 
+func (r *recordingDurable) Remove(s *fanout.Subscriber) { r.hub.Remove(s) }
+
 func (r *recordingDurable) lastSub(tb testing.TB) durableSub {
 	tb.Helper()
 	r.mu.Lock()

@@ -37,6 +37,9 @@ type options struct {
 	// durable, when set, gives the server its durable side (see
 	// server.DurableHub), built from the server.
 	durable func(*server.Server) server.DurableHub
+	// streams, when set, makes the server's own durable side
+	// (Server.EnableDurable).
+	streams *fanout.StreamConfig
 }
 
 func defaultOptions(redisAddr string) options {
@@ -93,6 +96,11 @@ func startGateway(tb testing.TB, rs *redistest.Server, mutate ...func(*options))
 	}
 	if o.durable != nil {
 		srv.SetDurable(o.durable(srv))
+	}
+	if o.streams != nil {
+		if err := srv.EnableDurable(*o.streams); err != nil {
+			tb.Fatalf("EnableDurable: %v", err)
+		}
 	}
 	if err := srv.Start(); err != nil {
 		tb.Fatalf("server.Start: %v", err)

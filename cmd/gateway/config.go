@@ -28,9 +28,8 @@ type config struct {
 	Server server.Config
 	Fanout fanout.Config
 	Auth   auth.Config // JWTPublicKeyPEM is read from JWTPublicKeyFile by serve
-	// Streams configures durable channels (docs/DURABILITY.md). Checked
-	// here; the stream readers that use it are not wired into the
-	// delivery path yet.
+	// Streams configures durable channels (docs/DURABILITY.md): the
+	// server's stream readers (server.EnableDurable).
 	Streams fanout.StreamConfig
 
 	RedisHost        string // with RedisPort: Fanout.RedisAddr (derive)
