@@ -625,3 +625,64 @@ func TestStreamsReplayWaitsForRoom(t *testing.T) {
 	}
 	sink.check(t)
 }
+
+// TestStreamsPatternDiscovery: a pattern gets a channel whose key is
+// created after it subscribed, from the key's first entry, found by the
+// SCAN sweep or by a keyspace notification (class Kn, with a sweep too
+// slow to be the one); a key of another type matching the pattern is
+// ignored and breaks nothing.
+func TestStreamsPatternDiscovery(t *testing.T) {
+	tests := []struct {
+		name  string
+		redis []redistest.Option
+		cfg   StreamConfig
+	}{
+		{"SCAN sweep", nil, StreamConfig{Discovery: DiscoveryScan, ScanInterval: time.Second}},
+		{"keyspace notifications", []redistest.Option{redistest.WithArgs("--notify-keyspace-events", "Kn")},
+			StreamConfig{Discovery: DiscoveryAuto, ScanInterval: time.Hour}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rs := redistest.Start(t, tt.redis...)
+			sink := newTestSink()
+			cfg := tt.cfg
+			cfg.Channels = []string{"disc:*"}
+			s := startStreams(t, rs, cfg, sink)
+			xadd(t, rs, "stream:disc:old", "old")
+			sub, ss := sink.newSub()
+			s.Join(sub, Resume{Name: "disc:*"}, nil)
+			waitReplayed(t, ss)
+			if tt.cfg.Discovery == DiscoveryAuto {
+				// Notifications are fire and forget: a key created
+				// before the gateway listens waits for the sweep.
+				servertest.WaitFor(t, 10*time.Second, "the notifications subscription", func() bool { return rs.NumPat(t) > 0 })
+			}
+			rs.Do(t, "SET", "stream:disc:str", "not a stream")
+			first := xadd(t, rs, "stream:disc:new", "1")
+			second := xadd(t, rs, "stream:disc:new", "2")
+			live := xadd(t, rs, "stream:disc:old", "3")
+			servertest.WaitFor(t, 20*time.Second, "the new channel's entries and the live one", func() bool {
+				n := 0
+				for _, m := range ss.snapshot() {
+					if m.Type == "data" {
+						n++
+					}
+				}
+				return n >= 3
+			})
+			var got []string
+			for _, m := range ss.snapshot() {
+				if m.Type == "data" {
+					got = append(got, m.Channel+" "+m.ID)
+				}
+			}
+			slices.Sort(got)
+			want := []string{"disc:new " + first, "disc:new " + second, "disc:old " + live}
+			slices.Sort(want)
+			if !slices.Equal(got, want) {
+				t.Fatalf("got %v, want %v", got, want)
+			}
+			sink.check(t)
+		})
+	}
+}
