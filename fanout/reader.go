@@ -124,6 +124,11 @@ type reader struct {
 	nextProbe time.Time // of the broken keys
 	probes    []probe   // keys to check with TYPE
 	stall     time.Duration
+	// unsettled: the link came back (recover) but no turn has gone
+	// through since. A failure then is the same outage (the client's
+	// other connections to a restarted Redis fail one by one), and the
+	// subscribers are not told twice.
+	unsettled bool
 }
 
 // probe is a key to check with TYPE: a broken key, or a key a
@@ -799,6 +804,7 @@ func (r *reader) exec(c rueidis.Client, t *turn) {
 		r.outage(t.outage, t.now)
 		return
 	}
+	r.unsettled = false
 	for _, res := range r.resumes {
 		res.progress(r, t)
 	}
@@ -882,8 +888,19 @@ func (r *reader) outage(err error, now time.Time) {
 	}
 	r.down = true
 	r.backoff = retryMin
-	r.s.outages.Add(1)
 	r.s.log.Warn("durable streams: link to Redis failed", "reader", r.id, "err", err)
+	// Scans start again: a restarted Redis has other cursors.
+	for _, st := range r.streams {
+		if st.scan != nil {
+			st.scan.cursor = 0
+		}
+	}
+	r.sweep = nil
+	if r.unsettled {
+		return // told at the outage's start
+	}
+	r.unsettled = true
+	r.s.outages.Add(1)
 	names := make(map[*Subscriber][]string)
 	var order []*Subscriber
 	note := func(sub *Subscriber, name string) {
@@ -907,13 +924,6 @@ func (r *reader) outage(err error, now time.Time) {
 			f.Release()
 		}
 	}
-	// Scans start again: a restarted Redis has other cursors.
-	for _, st := range r.streams {
-		if st.scan != nil {
-			st.scan.cursor = 0
-		}
-	}
-	r.sweep = nil
 }
 
 // recover checks, after an outage, that each key's stream did not go
