@@ -189,8 +189,12 @@ func TestDurableSlowReplay(t *testing.T) {
 	if f := toFrame(cl.expect(t, "data")); f.id != next || f.replay {
 		t.Fatalf("after the replay: %v, want live %s", f, next)
 	}
-	if st := g.stats(t); st.MessagesDropped != 0 || st.HandoffDropped != 0 {
+	st := g.stats(t)
+	if st.MessagesDropped != 0 || st.HandoffDropped != 0 {
 		t.Fatalf("stats: %d frames dropped, %d handoffs", st.MessagesDropped, st.HandoffDropped)
+	}
+	if st.Durable == nil || st.Durable.Replayed != n || st.Durable.Streams != 1 || st.Durable.Readers != 1 {
+		t.Fatalf("stats: durable %+v, want %d replayed on 1 stream, 1 reader", st.Durable, n)
 	}
 }
 

@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"strconv"
 	"time"
+
+	"github.com/wsgw/gateway/fanout"
 )
 
 // appendHTTP appends a complete HTTP/1.1 response that closes the
@@ -58,6 +60,9 @@ type Stats struct {
 		Reconnects uint64 `json:"reconnects"`
 	} `json:"redis"`
 	Version string `json:"version,omitempty"`
+	// Durable is the stream readers' counters (docs/DURABILITY.md),
+	// when STREAM_CHANNELS names durable channels.
+	Durable *fanout.StreamStats `json:"durable,omitempty"`
 }
 
 // Stats returns the figures /stats serves. Safe for concurrent use.
@@ -75,6 +80,10 @@ func (s *Server) Stats() Stats {
 	st.Redis.Connected = hs.RedisUp
 	st.Redis.Reconnects = hs.Reconnects
 	st.Version = s.cfg.Version
+	if s.durableHub != nil {
+		ds := s.durableHub.Streams().Stats()
+		st.Durable = &ds
+	}
 	return st
 }
 
