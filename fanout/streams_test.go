@@ -217,7 +217,7 @@ func TestStreamsExactness(t *testing.T) {
 		{"default sizes", pageMax, liveCount},
 		// Replays over many turns: the merge across keys bounded by a
 		// full page, the seam reached after several live reads.
-		{"small pages", 7, 3},
+		{"small pages", 7, 16},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
