@@ -47,6 +47,16 @@
 //     queue; if no flush is scheduled, the shard calls its Waker, which
 //     submits one task to the loop, and the loop drains every ready
 //     subscriber (Shard.NextReady, Subscriber.Pop) with one Writev each.
+//   - durable channels (docs/DURABILITY.md; streams.go, reader.go,
+//     replay.go): one goroutine per stream reader follows up to
+//     StreamConfig.ReaderKeys Redis Stream keys with a blocking XREAD on
+//     its own connection (woken by CLIENT UNBLOCK), stamps and encodes each
+//     entry once, replays what a resuming client missed, and hands the
+//     frames to a Sink. Streams.Join, Leave and Remove never block. The
+//     Sink of the gateway is DurableHub's (durablehub.go): frames go to the
+//     subscribers' shards as operations on the shard channels, after the
+//     subscribe ack; replay frames that find a queue full wait in a
+//     backlog the shard owns, never dropped.
 //
 // Frame ownership: onMessage builds a frame holding one reference, adds
 // one per shard it hands the frame to, and drops its own. A shard adds one

@@ -228,6 +228,11 @@ type request struct {
 	// shardedPats: reqSubscribe refused by join, for these patterns
 	// can match a sharded channel.
 	shardedPats []string
+	// then, when set, runs on the control goroutine right after the
+	// request's operation went to the shard (not for a refused
+	// subscribe): the durable side (durablehub.go) joins and leaves its
+	// streams there, in request order and after the ack.
+	then func()
 }
 
 // Hub subscribes to Redis on behalf of all connections and fans each
@@ -279,8 +284,12 @@ type Hub struct {
 	pending []request
 	kick    chan struct{}
 
-	received   atomic.Uint64
-	handoff    atomic.Uint64 // messages lost because a shard's channel was full
+	received atomic.Uint64
+	handoff  atomic.Uint64 // messages lost because a shard's channel was full
+	// durable is the durable side, if the server made one
+	// (NewDurableHub); shards forget its push states of closed
+	// connections.
+	durable    atomic.Pointer[DurableHub]
 	nstreams   atomic.Int64
 	up         atomic.Bool
 	reconnects atomic.Uint64
@@ -626,6 +635,9 @@ func (h *Hub) process(ctx context.Context) {
 			}
 			ack := wsproto.NewSubscribed(r.all, r.reqID, now)
 			h.toShard(r.sub.shard, shardOp{kind: opAdd, sub: r.sub, streams: r.streams, frame: ack})
+			if r.then != nil {
+				r.then()
+			}
 		case reqUnsubscribe:
 			streams := make([]*stream, 0, len(r.changed))
 			for _, name := range r.changed {
@@ -635,8 +647,14 @@ func (h *Hub) process(ctx context.Context) {
 			}
 			ack := wsproto.NewUnsubscribed(r.all, r.reqID, now)
 			h.toShard(r.sub.shard, shardOp{kind: opDel, sub: r.sub, streams: streams, frame: ack})
+			if r.then != nil {
+				r.then()
+			}
 		case reqRemove:
 			h.toShard(r.sub.shard, shardOp{kind: opRemove, sub: r.sub})
+			if r.then != nil {
+				r.then()
+			}
 		case reqIdle:
 			if r.st.refs.Load() == 0 && h.streams[r.st.name] == r.st {
 				h.setIdle(r.st, now)

@@ -19,6 +19,9 @@ const (
 	opInterrupted                   // tell every subscriber its streams lost messages
 	opRefuse                        // sub's subscribe request was refused: error frame and Refusal
 	opDrop                          // st is gone (Redis refused it): every subscriber leaves, told why
+	opDurable                       // a durable stream's live frame for subs (durablehub.go)
+	opPush                          // a frame a stream reader pushed for sub (durablehub.go)
+	opBacklog                       // try sub's backlog again (durablehub.go)
 )
 
 // shardOp is one unit of work for a shard. Data deliveries and
@@ -30,7 +33,9 @@ type shardOp struct {
 	frame   *wsproto.Frame // reference owned by the op
 	sub     *Subscriber
 	streams []*stream
-	names   []string // opRefuse: the channels the request would have added
+	names   []string      // opRefuse: the channels the request would have added
+	subs    []*Subscriber // opDurable: the frame's subscribers in this shard
+	ps      *pushState    // opPush, opBacklog
 }
 
 // Refusal tells the event loop that its connection's subscriber does not
@@ -76,6 +81,10 @@ type Shard struct {
 	refMu       sync.Mutex
 	refusals    []Refusal
 	hasRefusals atomic.Bool
+
+	// backlogs: frames of stream readers held back for subscribers
+	// whose queue was full (durablehub.go). Shard goroutine only.
+	backlogs map[*Subscriber]*backlog
 }
 
 // BeginFlush must be called by the event loop at the start of each flush,
@@ -131,12 +140,22 @@ func (sh *Shard) TakeRefusals() []Refusal {
 func (sh *Shard) AddDelivered(n int) { sh.delivered.Add(uint64(n)) }
 
 func (sh *Shard) run(done <-chan struct{}) {
+	retry := time.NewTimer(backlogRetry)
+	retry.Stop()
+	armed := false
 	for {
+		if len(sh.backlogs) > 0 && !armed {
+			retry.Reset(backlogRetry)
+			armed = true
+		}
 		select {
 		case <-done:
 			return
 		case op := <-sh.in:
 			sh.handle(op)
+		case <-retry.C:
+			armed = false
+			sh.retryBacklogs(nil)
 		}
 		// Drain the burst before waking the loop once for all of it.
 	burst:
@@ -173,6 +192,12 @@ func (sh *Shard) handle(op shardOp) {
 		sh.refuse(op.sub, op.names, op.frame)
 	case opDrop:
 		sh.drop(op.st, op.frame)
+	case opDurable:
+		sh.durable(op.subs, op.frame)
+	case opPush:
+		sh.push(op.sub, op.frame, op.ps)
+	case opBacklog:
+		sh.retryBacklogs(op.sub)
 	}
 }
 
@@ -301,6 +326,7 @@ func (sh *Shard) remove(s *Subscriber) {
 	}
 	s.members = nil
 	s.q.removed = true
+	sh.forget(s)
 	if s.q.wring.Load() != nil {
 		// Not released: it held a ring until now. (A release clears
 		// wring, or the restart that follows it re-counts.)

@@ -95,7 +95,7 @@ func (cn *conn) closing(reason string) {
 	// than hold them while the connection lingers. OnClose does not
 	// call Remove again.
 	c.removed = true
-	cn.loop.srv.hub.Remove(&cn.sub)
+	cn.loop.srv.removeSub(&cn.sub)
 	cn.loop.closing = append(cn.loop.closing, cn)
 }
 

@@ -83,7 +83,7 @@ func (s *Server) command(cn *conn, p []byte) gnet.Action {
 	// A request costs at most a full bucket, its message's token
 	// included, so that a request of many channels passes on a full
 	// bucket however fast it was parsed.
-	if n := min(len(cmd.Channels), s.cfg.MaxMessagesPerSecond) - 1; n > 0 && s.rateLimited(cn, now, n, cmd.Action, cmd.RequestID) {
+	if n := min(len(cmd.Channels)+sinceCost(cmd), s.cfg.MaxMessagesPerSecond) - 1; n > 0 && s.rateLimited(cn, now, n, cmd.Action, cmd.RequestID) {
 		return gnet.None
 	}
 	cn.loop.applyRefusals()
@@ -109,7 +109,13 @@ func (s *Server) unsubscribe(cn *conn, cmd wsproto.Command, now time.Time) {
 			del = append(del, ch)
 		}
 	}
-	if err := s.hub.Unsubscribe(&cn.sub, del, cmd.Channels, cmd.RequestID); err != nil {
+	var err error
+	if pubsub, durable := s.splitDurable(del); durable != nil {
+		err = s.durable.UnsubscribeDurable(&cn.sub, pubsub, durable, cmd.Channels, cmd.RequestID)
+	} else {
+		err = s.hub.Unsubscribe(&cn.sub, del, cmd.Channels, cmd.RequestID)
+	}
+	if err != nil {
 		s.busy(cn, cmd, now)
 		return
 	}
@@ -221,8 +227,9 @@ func (cn *conn) leave(rs *recentSubs, names []string) {
 	}
 }
 
-// subscribe applies the limits and the ACL to the whole request before
-// changing anything: a request is all or nothing. The cheap checks come
+// subscribe applies the limits, the ACL and then the since rules
+// (durable.go) to the whole request before changing anything: a request
+// is all or nothing. The cheap checks come
 // first and the ACL last, as a pattern's containment check is the costly
 // part: a request naming more channels than a connection may hold, or
 // more patterns, or more new channels than its stream rate allows, is
@@ -290,7 +297,21 @@ func (s *Server) subscribe(cn *conn, cmd wsproto.Command, now time.Time) {
 		cn.reply(wsproto.NewError(wsproto.CodeForbidden, "role "+strconv.Quote(role)+" may not subscribe to these channels", forbidden, cmd.RequestID, now))
 		return
 	}
-	if err := s.hub.Subscribe(&cn.sub, add, cmd.Channels, cmd.RequestID); err != nil {
+	// The since rules come after the ACL, so that a refused request
+	// learns nothing about durability or the IDs it sent.
+	pubsub, durable, msg, bad := s.durableRequest(cmd, add)
+	if msg != "" {
+		s.ctr.command(cmd.Action, resultBadRequest)
+		cn.reply(wsproto.NewError(wsproto.CodeBadRequest, msg, bad, cmd.RequestID, now))
+		return
+	}
+	var err error
+	if durable != nil {
+		err = s.durable.SubscribeDurable(&cn.sub, pubsub, durable, cmd.Channels, cmd.RequestID)
+	} else {
+		err = s.hub.Subscribe(&cn.sub, add, cmd.Channels, cmd.RequestID)
+	}
+	if err != nil {
 		if rs != nil {
 			rs.tat = tat // nothing was done: the tokens go back
 		}

@@ -49,6 +49,10 @@
 // pattern checks are the costly part; the hub may still refuse it later
 // (Redis refused a stream, or MaxStreams), and the loop then drops the
 // channels from its view of the connection (fanout.Shard.TakeRefusals).
+// A subscribe's "since" is checked after the ACL (durable.go: malformed
+// IDs, keys the request neither names nor matches, names that are not
+// durable or are followed already); a request that joins durable channels
+// goes to the durable side of the hub (DurableHub) instead of Hub.Subscribe.
 //
 // Outbound bytes: shared data frames are written by reference and
 // released right after Writev; gnet copies whatever the socket did not

@@ -8,3 +8,7 @@ func (s *Server) Hub() *fanout.Hub { return s.hub }
 // Connections is the number of open WebSocket connections. Safe for
 // concurrent use.
 func (s *Server) Connections() int64 { return s.conns.Load() }
+
+// SetDurable installs the durable side of the hub, before Start: until the
+// stream readers are wired into the delivery path, tests supply their own.
+func (s *Server) SetDurable(d DurableHub) { s.durable = d }

@@ -34,6 +34,12 @@ type options struct {
 	hub  fanout.Config
 	auth auth.Config
 	acl  *auth.ACL
+	// durable, when set, gives the server its durable side (see
+	// server.DurableHub), built from the server.
+	durable func(*server.Server) server.DurableHub
+	// streams, when set, makes the server's own durable side
+	// (Server.EnableDurable).
+	streams *fanout.StreamConfig
 }
 
 func defaultOptions(redisAddr string) options {
@@ -87,6 +93,14 @@ func startGateway(tb testing.TB, rs *redistest.Server, mutate ...func(*options))
 	srv, err := server.New(o.srv, o.hub, authn, o.acl)
 	if err != nil {
 		tb.Fatalf("server.New: %v", err)
+	}
+	if o.durable != nil {
+		srv.SetDurable(o.durable(srv))
+	}
+	if o.streams != nil {
+		if err := srv.EnableDurable(*o.streams); err != nil {
+			tb.Fatalf("EnableDurable: %v", err)
+		}
 	}
 	if err := srv.Start(); err != nil {
 		tb.Fatalf("server.Start: %v", err)

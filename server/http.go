@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"strconv"
 	"time"
+
+	"github.com/wsgw/gateway/fanout"
 )
 
 // appendHTTP appends a complete HTTP/1.1 response that closes the
@@ -63,6 +65,9 @@ type Stats struct {
 		Links int    `json:"links"`
 	} `json:"redis"`
 	Version string `json:"version,omitempty"`
+	// Durable is the stream readers' counters (docs/DURABILITY.md),
+	// when STREAM_CHANNELS names durable channels.
+	Durable *fanout.StreamStats `json:"durable,omitempty"`
 }
 
 // Stats returns the figures /stats serves. Safe for concurrent use.
@@ -82,6 +87,10 @@ func (s *Server) Stats() Stats {
 	st.Redis.Mode = hs.RedisMode
 	st.Redis.Links = hs.RedisLinks
 	st.Version = s.cfg.Version
+	if s.durableHub != nil {
+		ds := s.durableHub.Streams().Stats()
+		st.Durable = &ds
+	}
 	return st
 }
 

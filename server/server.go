@@ -49,6 +49,13 @@ type Server struct {
 	authn *auth.Authenticator
 	acl   *auth.ACL
 
+	// durable is the durable side of the hub (durable.go); nil: no
+	// channel is durable, and "since" is refused.
+	durable DurableHub
+	// durableHub is durable when EnableDurable made it: Shutdown
+	// stops its readers, Stats shows them.
+	durableHub *fanout.DurableHub
+
 	eng      gnet.Engine
 	addr     string
 	booted   chan struct{}
@@ -274,7 +281,7 @@ func (s *Server) OnClose(c gnet.Conn, err error) gnet.Action {
 		s.conns.Add(-1)
 		s.releaseIP(remote)
 		if cn.cold == nil || !cn.cold.removed {
-			s.hub.Remove(&cn.sub)
+			s.removeSub(&cn.sub)
 		}
 		reason := cn.closeReason()
 		if reason == "" {
@@ -387,7 +394,11 @@ wait:
 			<-s.done
 		}
 	}
-	return errors.Join(err, s.hub.Close(ctx))
+	var derr error
+	if s.durableHub != nil {
+		derr = s.durableHub.Close(ctx)
+	}
+	return errors.Join(err, derr, s.hub.Close(ctx))
 }
 
 // gnetLogger routes gnet's own log lines to slog.

@@ -17,10 +17,9 @@ const (
 	// bytes, or a number's digits.
 	MaxRequestIDLen = 128
 	// MaxSinceEntries is the most members a subscribe's "since" object may
-	// have, repeated keys included. Each key must name one of the command's
-	// channels, so this only bounds the parser's work on hostile input; a
-	// client resuming more streams than that splits them over several
-	// subscribes.
+	// have, repeated keys included: it bounds the parser's and the server's
+	// work on hostile input. A client resuming more channels than that
+	// splits them over several subscribes.
 	MaxSinceEntries = 1024
 )
 
@@ -50,11 +49,13 @@ func (a Action) String() string {
 type Command struct {
 	Action   Action
 	Channels []string // deduplicated, in the order first given
-	// Since is a subscribe's "since" object: for some of Channels, the
-	// stream entry ID the client has seen last. One entry per channel, in
-	// the order first given, holding the last ID given for it (so a
-	// repeated key reads as in encoding/json or a browser's JSON.parse).
-	// Channel is the Channels string itself; ID is as sent, unchecked.
+	// Since is a subscribe's "since" object: for names of Channels, or
+	// for concrete channels their patterns match, the stream entry ID the
+	// client has seen last. One entry per key, in the order first given,
+	// holding the last ID given for it (so a repeated key reads as in
+	// encoding/json or a browser's JSON.parse). Every key is a valid
+	// channel name; whether it names or matches one of Channels, and the
+	// ID (as sent, unchecked), are for the server to check, after the ACL.
 	// nil when "since" is absent, null or {}, and for other actions, which
 	// ignore the field.
 	Since []SinceEntry
@@ -66,7 +67,7 @@ type Command struct {
 
 // SinceEntry is one member of a subscribe's "since" object.
 type SinceEntry struct {
-	Channel string // one of the command's Channels
+	Channel string // a channel name: one of the command's Channels (the same string), or not
 	ID      string // the stream entry ID, as sent
 }
 
@@ -124,7 +125,7 @@ const (
 	msgChansEmpty    = `"channels" is empty`
 	msgBadChannel    = "invalid channel name: names are 1 to 256 bytes with no whitespace or control characters"
 	msgSinceType     = `"since" must be an object of strings`
-	msgSinceUnknown  = `"since" names channels that are not in "channels"`
+	msgSinceBadKey   = `invalid "since" key: keys are channel names of 1 to 256 bytes with no whitespace or control characters`
 )
 
 var (
@@ -446,8 +447,11 @@ func lookup(chans []string, index map[string]int, name []byte) int {
 
 // parseSince reads a subscribe's "since" value v (checked JSON, not null):
 // an object of at most MaxSinceEntries members whose values are strings and
-// whose keys name channels of chans. It returns the entries, or an error
-// message and the offending keys (truncated, in the order given).
+// whose keys are valid channel names (ValidateChannel). A key may be one of
+// chans or not (a concrete channel matched by one of its patterns): which
+// keys a subscription accepts is the server's decision, made after the
+// ACL. It returns the entries, or an error message and the offending keys
+// (truncated, in the order given).
 func parseSince(v []byte, chans []string, index map[string]int) (since []SinceEntry, bad []string, msg string) {
 	if v[0] != '{' {
 		return nil, nil, msgSinceType
@@ -479,6 +483,9 @@ func parseSince(v []byte, chans []string, index map[string]int) (since []SinceEn
 		slots = make([]int32, len(chans))
 	}
 	since = make([]SinceEntry, 0, min(n, len(chans)))
+	// Keys that are not in chans are found among the entries, through a
+	// map once there are many (hostile input stays linear).
+	var extra map[string]int
 	var buf [MaxChannelLen + utf8.UTFMax]byte
 	for i := skipSpace(v, 1); v[i] != '}'; {
 		end, flags, _ := scanString(v, i)
@@ -488,32 +495,63 @@ func parseSince(v []byte, chans []string, index map[string]int) (since []SinceEn
 		if i = skipSpace(v, vEnd); v[i] == ',' {
 			i = skipSpace(v, i+1)
 		}
-		j := -1
-		if !long {
-			j = lookup(chans, index, key)
-		}
 		switch {
-		case j < 0 && long:
+		case long:
 			bad = append(bad, truncateName(string(key[:MaxChannelLen+1])))
 			continue
-		case j < 0:
+		case ValidateChannel(unsafe.String(unsafe.SliceData(key), len(key))) != nil:
 			bad = append(bad, string(key))
 			continue
 		case bad != nil:
 			continue
 		}
 		id := unquoteString(v[vi+1:vEnd-1], vFlags)
-		if s := slots[j]; s > 0 {
-			since[s-1].ID = id
+		if j := lookup(chans, index, key); j >= 0 {
+			if s := slots[j]; s > 0 {
+				since[s-1].ID = id
+				continue
+			}
+			since = append(since, SinceEntry{Channel: chans[j], ID: id})
+			slots[j] = int32(len(since))
 			continue
 		}
-		since = append(since, SinceEntry{Channel: chans[j], ID: id})
-		slots[j] = int32(len(since))
+		if k := findSince(since, extra, key); k >= 0 {
+			since[k].ID = id
+			continue
+		}
+		c := string(key)
+		since = append(since, SinceEntry{Channel: c, ID: id})
+		switch {
+		case extra != nil:
+			extra[c] = len(since) - 1
+		case len(since) > linearMax:
+			extra = make(map[string]int, n)
+			for k, e := range since {
+				extra[e.Channel] = k
+			}
+		}
 	}
 	if bad != nil {
-		return nil, bad, msgSinceUnknown
+		return nil, bad, msgSinceBadKey
 	}
 	return since, nil, ""
+}
+
+// findSince returns the index of the entry of since whose Channel is key,
+// or -1; extra indexes since by Channel once it is long, else nil.
+func findSince(since []SinceEntry, extra map[string]int, key []byte) int {
+	if extra != nil {
+		if k, ok := extra[string(key)]; ok {
+			return k
+		}
+		return -1
+	}
+	for k := range since {
+		if since[k].Channel == string(key) {
+			return k
+		}
+	}
+	return -1
 }
 
 // unquoteString returns the unescaped string with content s.

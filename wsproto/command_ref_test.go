@@ -80,7 +80,7 @@ func parseCommandReference(p []byte) (Command, *CommandError) {
 	}
 	cmd.Channels = refDedupe(chans)
 	if cmd.Action == ActionSubscribe && len(raw.Since) > 0 && !bytes.Equal(raw.Since, []byte("null")) {
-		since, bad, msg := refParseSince(raw.Since, cmd.Channels)
+		since, bad, msg := refParseSince(raw.Since)
 		if msg != "" {
 			return fail(CodeBadRequest, msg, bad)
 		}
@@ -92,9 +92,10 @@ func parseCommandReference(p []byte) (Command, *CommandError) {
 // refParseSince decodes "since" member by member with encoding/json's
 // tokenizer (which unescapes exactly as Unmarshal does): every value must
 // be a string, there may be at most MaxSinceEntries members, every key must
-// be one of chans; a repeated key keeps its first place and its last value,
-// as a map[string]string keeps the last.
-func refParseSince(raw json.RawMessage, chans []string) ([]SinceEntry, []string, string) {
+// be a valid channel name (in chans or not: the server decides); a repeated
+// key keeps its first place and its last value, as a map[string]string
+// keeps the last.
+func refParseSince(raw json.RawMessage) ([]SinceEntry, []string, string) {
 	const typeMsg = `"since" must be an object of strings`
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
@@ -122,16 +123,12 @@ func refParseSince(raw json.RawMessage, chans []string) ([]SinceEntry, []string,
 	}
 	var bad []string
 	for _, m := range members {
-		found := false
-		for _, c := range chans {
-			found = found || c == m.key
-		}
-		if !found {
+		if ValidateChannel(m.key) != nil {
 			bad = append(bad, truncateName(m.key))
 		}
 	}
 	if bad != nil {
-		return nil, bad, `"since" names channels that are not in "channels"`
+		return nil, bad, `invalid "since" key: keys are channel names of 1 to 256 bytes with no whitespace or control characters`
 	}
 	var since []SinceEntry
 	at := map[string]int{}

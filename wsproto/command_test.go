@@ -3,6 +3,7 @@ package wsproto
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -145,8 +146,30 @@ func TestParseCommand(t *testing.T) {
 			wantErr: CodeBadRequest, wantMsg: `"since" must be an object of strings`},
 		{name: "since null ID", in: `{"action":"subscribe","channels":["a"],"since":{"a":null}}`,
 			wantErr: CodeBadRequest, wantMsg: `"since" must be an object of strings`},
-		{name: "since names another channel", in: `{"action":"subscribe","channels":["a"],"since":{"b":"1","a":"1","c":"2"}}`,
-			wantErr: CodeBadRequest, wantMsg: `not in "channels"`, wantErrChans: []string{"b", "c"}},
+		{name: "since names other channels, the server decides", in: `{"action":"subscribe","channels":["a:*"],"since":{"a:b":"1","a:*":"1","c":"2","a:b":"3"}}`,
+			want: Command{Action: ActionSubscribe, Channels: []string{"a:*"},
+				Since: []SinceEntry{{"a:b", "3"}, {"a:*", "1"}, {"c", "2"}}}},
+		{name: "since keys past the linear lookup", in: `{"action":"subscribe","channels":["a:*"],"since":{` +
+			func() string {
+				var m []string
+				for i := range 20 {
+					m = append(m, fmt.Sprintf(`"a:%d":"%d-0"`, i%18, i))
+				}
+				return strings.Join(m, ",")
+			}() + `}}`,
+			want: Command{Action: ActionSubscribe, Channels: []string{"a:*"}, Since: func() []SinceEntry {
+				var e []SinceEntry
+				for i := range 18 {
+					id := i
+					if i < 2 {
+						id += 18
+					}
+					e = append(e, SinceEntry{fmt.Sprintf("a:%d", i), fmt.Sprintf("%d-0", id)})
+				}
+				return e
+			}()}},
+		{name: "since key not a channel name", in: `{"action":"subscribe","channels":["a"],"since":{"b c":"1","a":"1","":"2"}}`,
+			wantErr: CodeBadRequest, wantMsg: `invalid "since" key`, wantErrChans: []string{"b c", ""}},
 		{name: "since too long", in: `{"action":"subscribe","channels":["a"],"since":{` +
 			strings.Repeat(`"a":"1",`, MaxSinceEntries) + `"a":"2"}}`,
 			wantErr: CodeBadRequest, wantMsg: "more than 1024 entries"},
@@ -225,7 +248,8 @@ func TestParseCommandAllocs(t *testing.T) {
 		{"escaped name", `{"action":"subscribe","channels":["market:tick:\u004eIFTY"]}`, 2},
 		{"repeated name", `{"action":"subscribe","channels":["aa","aa","bb","aa"]}`, 3}, // slice, aa, bb
 		{"ping", `{"action":"ping","requestId":"\u0072-1"}`, 1},
-		{"since", `{"action":"subscribe","channels":["s:*"],"since":{"s:*":"1-0"}}`, 4}, // + since slice, ID
+		{"since", `{"action":"subscribe","channels":["s:*"],"since":{"s:*":"1-0"}}`, 4},                      // + since slice, ID
+		{"since of a matched channel", `{"action":"subscribe","channels":["s:*"],"since":{"s:a":"1-0"}}`, 5}, // + its name
 		{"skipped values", `{"action":"ping","x":{"y":[1,2,{"z":"\u00e9"}]},"Since":{"a":1}}`, 0},
 	}
 	for _, tt := range tests {
@@ -345,12 +369,12 @@ func FuzzParseCommand(f *testing.F) {
 				t.Fatalf("ping with channels %q", cmd.Channels)
 			}
 		case ActionSubscribe, ActionUnsubscribe:
-			if cmd.Since != nil && (cmd.Action != ActionSubscribe || len(cmd.Since) == 0 || len(cmd.Since) > len(cmd.Channels)) {
+			if cmd.Since != nil && (cmd.Action != ActionSubscribe || len(cmd.Since) == 0 || len(cmd.Since) > MaxSinceEntries) {
 				t.Fatalf("%v with since %q for channels %q", cmd.Action, cmd.Since, cmd.Channels)
 			}
 			for i, e := range cmd.Since {
-				if !slices.Contains(cmd.Channels, e.Channel) || slices.ContainsFunc(cmd.Since[:i], func(o SinceEntry) bool { return o.Channel == e.Channel }) {
-					t.Fatalf("since %q: entry %q not one per channel of %q", cmd.Since, e.Channel, cmd.Channels)
+				if ValidateChannel(e.Channel) != nil || slices.ContainsFunc(cmd.Since[:i], func(o SinceEntry) bool { return o.Channel == e.Channel }) {
+					t.Fatalf("since %q: entry %q not one per valid channel name", cmd.Since, e.Channel)
 				}
 			}
 			if len(cmd.Channels) == 0 {

@@ -37,6 +37,21 @@ const (
 	// channels named (an ACL of the gateway's Redis user); the request
 	// failed, or the stream was dropped, and the link is fine.
 	CodeUpstreamRefused ErrorCode = "upstream_refused"
+	// CodeReplayTruncated: the replay of a durable subscription is
+	// incomplete (see NewReplayTruncated); the subscription succeeded.
+	CodeReplayTruncated ErrorCode = "replay_truncated"
+)
+
+// Why a replay is incomplete (the "reason" of replay_truncated).
+const (
+	// ReasonMaxReplay: more than MAX_REPLAY entries were missed; the
+	// replay holds the newest ones.
+	ReasonMaxReplay = "max_replay"
+	// ReasonTrimmed: retention removed entries after the position.
+	ReasonTrimmed = "trimmed"
+	// ReasonReset: the position is above the stream's last ID (the
+	// stream was recreated, or Redis lost data).
+	ReasonReset = "reset"
 )
 
 // timeLayout is RFC 3339 in UTC with milliseconds; the literal Z is right
@@ -62,15 +77,65 @@ func AppendTimestamp(dst []byte, t time.Time) []byte {
 // Safe for concurrent use; called once per Redis message, never per
 // subscriber.
 func BuildData(seq uint64, channel, pattern, payload string, received time.Time) *Frame {
+	return buildData(dataPubSub, seq, channel, pattern, StreamID{}, payload, received)
+}
+
+// BuildEntry encodes a live entry of a durable channel: BuildData's frame
+// with the entry's ID after the pattern,
+//
+//	{"type":"data","seq":N,"channel":"…","pattern":"…","id":"ms-seq","data":…,"timestamp":"…"}
+//
+// An entry without the payload field is given payload "null". Same
+// ownership and use as BuildData: once per entry and stream.
+func BuildEntry(seq uint64, channel, pattern string, id StreamID, payload string, received time.Time) *Frame {
+	return buildData(dataLive, seq, channel, pattern, id, payload, received)
+}
+
+// BuildReplay encodes a replayed entry of a durable channel: no seq (a
+// replay is the client's own, outside the stream's count), and
+// "replay":true,
+//
+//	{"type":"data","channel":"…","pattern":"…","id":"ms-seq","replay":true,"data":…,"timestamp":"…"}
+//
+// Same ownership as BuildData; one frame per entry, shared by every
+// subscriber the same replay goes to.
+func BuildReplay(channel, pattern string, id StreamID, payload string, received time.Time) *Frame {
+	return buildData(dataReplay, 0, channel, pattern, id, payload, received)
+}
+
+// dataKind selects the fields of a data frame.
+type dataKind uint8
+
+const (
+	dataPubSub dataKind = iota // seq
+	dataLive                   // seq and id
+	dataReplay                 // id and "replay":true
+)
+
+// buildData is the one encoder of data frames: the fields in the order of
+// docs/PROTOCOL.md, the payload written once.
+func buildData(kind dataKind, seq uint64, channel, pattern string, id StreamID, payload string, received time.Time) *Frame {
 	f := newFrame()
 	b := f.buf.B
-	b = append(b, `{"type":"data","seq":`...)
-	b = strconv.AppendUint(b, seq, 10)
-	b = append(b, `,"channel":`...)
+	if kind == dataReplay {
+		b = append(b, `{"type":"data","channel":`...)
+	} else {
+		b = append(b, `{"type":"data","seq":`...)
+		b = strconv.AppendUint(b, seq, 10)
+		b = append(b, `,"channel":`...)
+	}
 	b = AppendJSONString(b, channel)
 	if pattern != "" {
 		b = append(b, `,"pattern":`...)
 		b = AppendJSONString(b, pattern)
+	}
+	if kind != dataPubSub {
+		b = append(b, `,"id":"`...)
+		b = id.AppendTo(b)
+		b = append(b, '"')
+		if kind == dataReplay {
+			b = append(b, `,"replay":true`...)
+		}
 	}
 	b = append(b, `,"data":`...)
 	if isJSON(payload) {
@@ -295,4 +360,85 @@ func NewMessagesLost(streams []LostStream, now time.Time) *Frame {
 	b = append(b, ']')
 	f.buf.B = appendTail(b, nil, now)
 	return f.seal(ws.OpText)
+}
+
+// NewReplayed builds the frame that ends the replay of a durable
+// subscription, sent also when nothing was replayed:
+//
+//	{"type":"replayed","channel":"…","count":N,"lastId":"ms-seq","requestId":…,"timestamp":"…"}
+//
+// channel is the name as subscribed (an exact channel or a pattern),
+// count the entries replayed, lastID where the client now stands (the seam
+// of an exact channel, the floor of a pattern: docs/PROTOCOL.md). The
+// caller owns the returned reference.
+func NewReplayed(channel string, count uint64, lastID StreamID, requestID []byte, now time.Time) *Frame {
+	f := newFrame()
+	b := append(f.buf.B, `{"type":"replayed","channel":`...)
+	b = AppendJSONString(b, channel)
+	b = append(b, `,"count":`...)
+	b = strconv.AppendUint(b, count, 10)
+	b = append(b, `,"lastId":"`...)
+	b = lastID.AppendTo(b)
+	b = append(b, '"')
+	f.buf.B = appendTail(b, requestID, now)
+	return f.seal(ws.OpText)
+}
+
+// Truncation describes an incomplete replay, for NewReplayTruncated.
+type Truncation struct {
+	// Stream is the name as subscribed; Channels the concrete channels
+	// whose entries may be missing.
+	Stream   string
+	Channels []string
+	// Reason is ReasonMaxReplay, ReasonTrimmed or ReasonReset.
+	Reason string
+	// Since is the position the client gave for Stream (HasSince false:
+	// none, only per-channel ones); From the first replayed entry (HasFrom
+	// false: nothing was replayed).
+	Since, From       StreamID
+	HasSince, HasFrom bool
+}
+
+// truncationMessages explain each reason to a person reading the frame.
+var truncationMessages = map[string]string{
+	ReasonMaxReplay: "more than MAX_REPLAY entries were missed: the replay starts at from",
+	ReasonTrimmed:   "entries after since were removed by the stream's retention: the replay starts at from",
+	ReasonReset:     "since is above the stream's last entry (the stream was reset): the replay starts at from",
+}
+
+// NewReplayTruncated builds the replay_truncated error that precedes the
+// replayed entries of an incomplete replay:
+//
+//	{"type":"error","code":"replay_truncated","message":"…","stream":"…","channels":[…],
+//	 "reason":"max_replay","since":"ms-seq"|null,"from":"ms-seq"|null,"requestId":…,"timestamp":"…"}
+//
+// The caller owns the returned reference.
+func NewReplayTruncated(t Truncation, requestID []byte, now time.Time) *Frame {
+	f := newFrame()
+	b := append(f.buf.B, `{"type":"error","code":"`...)
+	b = append(b, CodeReplayTruncated...)
+	b = append(b, `","message":`...)
+	b = AppendJSONString(b, truncationMessages[t.Reason])
+	b = append(b, `,"stream":`...)
+	b = AppendJSONString(b, t.Stream)
+	b = append(b, `,"channels":`...)
+	b = appendChannels(b, t.Channels)
+	b = append(b, `,"reason":`...)
+	b = AppendJSONString(b, t.Reason)
+	b = append(b, `,"since":`...)
+	b = appendOptionalID(b, t.Since, t.HasSince)
+	b = append(b, `,"from":`...)
+	b = appendOptionalID(b, t.From, t.HasFrom)
+	f.buf.B = appendTail(b, requestID, now)
+	return f.seal(ws.OpText)
+}
+
+// appendOptionalID appends id as a JSON string, or null when !ok.
+func appendOptionalID(b []byte, id StreamID, ok bool) []byte {
+	if !ok {
+		return append(b, "null"...)
+	}
+	b = append(b, '"')
+	b = id.AppendTo(b)
+	return append(b, '"')
 }

@@ -28,6 +28,9 @@ type config struct {
 	Server server.Config
 	Fanout fanout.Config
 	Auth   auth.Config // JWTPublicKeyPEM is read from JWTPublicKeyFile by serve
+	// Streams configures durable channels (docs/DURABILITY.md): the
+	// server's stream readers (server.EnableDurable).
+	Streams fanout.StreamConfig
 
 	RedisHost        string // with RedisPort: Fanout.RedisAddr (derive)
 	RedisPort        int
@@ -119,6 +122,13 @@ var settings = []setting{
 	{"PARTIAL_MESSAGE_TIMEOUT", "partial-message-timeout", "10s", "time an inbound message may take from its first byte to its last (fragments, or a frame still arriving); 1008 after it (0: unbounded)", func(c *config) any { return &c.Server.PartialMessageTimeout }},
 	{"MAX_PARTIAL_MESSAGE_BYTES", "max-partial-message-bytes", "33554432", "bytes of unfinished inbound messages held across all connections; the connection that passes it is closed with 1009 (0: unbounded)", func(c *config) any { return &c.Server.MaxPartialBytes }},
 	{"STATS_ADMIN_ONLY", "stats-admin-only", "false", "serve /stats on ADMIN_ADDR only (404 on the public port): its counters include admin-only channels", func(c *config) any { return &c.Server.StatsPrivate }},
+	{"STREAM_CHANNELS", "stream-channels", "", "comma-separated globs of the durable channels, read from Redis Streams and resumable with since (docs/DURABILITY.md) (empty: none)", func(c *config) any { return &c.Streams.Channels }},
+	{"STREAM_KEY_PREFIX", "stream-key-prefix", "stream:", "prefix of a durable channel's stream key: the key is prefix + channel (empty: the channel itself)", func(c *config) any { return &c.Streams.KeyPrefix }},
+	{"STREAM_FIELD", "stream-field", "data", "field of a stream entry sent as the frame's data (an entry without it is sent with data null)", func(c *config) any { return &c.Streams.Field }},
+	{"MAX_REPLAY", "max-replay", "1000", "most entries one durable subscription replays on resume, across the channels of a pattern; more missed gives replay_truncated and the newest ones", func(c *config) any { return &c.Streams.MaxReplay }},
+	{"STREAM_READER_KEYS", "stream-reader-keys", "64", "most stream keys one reader (one blocking Redis connection) follows; a pattern's keys stay in one reader", func(c *config) any { return &c.Streams.ReaderKeys }},
+	{"STREAM_DISCOVERY", "stream-discovery", "auto", "how a durable pattern finds keys created later: auto (SCAN, plus keyspace notifications when Redis has class Kn on) or scan", func(c *config) any { return &c.Streams.Discovery }},
+	{"STREAM_SCAN_INTERVAL", "stream-scan-interval", "30s", "period of the SCAN sweep for stream keys created after a durable pattern was subscribed", func(c *config) any { return &c.Streams.ScanInterval }},
 	{"EMBEDDED_REDIS", "embedded-redis", "false", "run an in-process Redis (miniredis) for trying the gateway out; never a fallback", func(c *config) any { return &c.EmbeddedRedis }},
 	{"DEMO", "demo", "false", "publish demo ticks on market:tick:*", func(c *config) any { return &c.Demo }},
 	{"ECHO", "echo", "false", "serve /echo for RFC 6455 conformance testing (never in production)", func(c *config) any { return &c.Server.Echo }},
@@ -255,7 +265,7 @@ func (c *config) derive() {
 }
 
 // validate checks cmd's own settings, then has each package check its
-// fields (server.Config.Check, fanout.Config.Check), naming the setting
+// fields (server.Config.Check, fanout.Config.Check, fanout.StreamConfig.Check), naming the setting
 // bound to a field at fault. The authentication settings are
 // checked against the ACL when serve builds the authenticator.
 func (c *config) validate() error {
@@ -290,6 +300,9 @@ func (c *config) validate() error {
 	if field, rule := c.Fanout.Check(); field != "" {
 		return c.fieldError(&c.Fanout, field, rule)
 	}
+	if field, rule := c.Streams.Check(); field != "" {
+		return c.fieldError(&c.Streams, field, rule)
+	}
 	// Read here, once, so that a bad file stops the start naming its
 	// setting; the certificates travel in c.Fanout.
 	if field, err := c.Fanout.LoadTLS(); err != nil {
@@ -310,7 +323,7 @@ func (c *config) fieldError(pkg any, field, rule string) error {
 }
 
 // settingOf names the variable of the setting bound to the field called
-// field of *pkg (&c.Server or &c.Fanout): the one whose bind returns that
+// field of *pkg (&c.Server, &c.Fanout or &c.Streams): the one whose bind returns that
 // field's address. Any other word (a field no setting holds, such as one
 // derive computes) is returned as it is.
 func (c *config) settingOf(pkg any, field string) string {

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/wsgw/gateway/fanout"
 )
 
 var update = flag.Bool("update", false, "rewrite docs/CONFIGURATION.md from the settings table")
@@ -193,6 +195,20 @@ func TestLoadConfig(t *testing.T) {
 					t.Errorf("flags did not win: port %d auth %v admin %q level %q", c.RedisPort, c.Auth.RequireAuth, c.AdminAddr, c.LogLevel)
 				}
 			}},
+		{"durable channels", nil, map[string]string{
+			"STREAM_CHANNELS":      "engine:signal:*, engine:decision:*",
+			"STREAM_KEY_PREFIX":    "",
+			"MAX_REPLAY":           "5000",
+			"STREAM_SCAN_INTERVAL": "2s",
+		}, func(t *testing.T, c config) {
+			want := fanout.StreamConfig{
+				Channels: []string{"engine:signal:*", "engine:decision:*"}, KeyPrefix: "", Field: "data",
+				MaxReplay: 5000, ReaderKeys: 64, Discovery: "auto", ScanInterval: 2 * time.Second,
+			}
+			if !reflect.DeepEqual(c.Streams, want) {
+				t.Errorf("Streams = %+v, want %+v", c.Streams, want)
+			}
+		}},
 		{"bare boolean flag", []string{"-demo"}, nil, func(t *testing.T, c config) {
 			if !c.Demo {
 				t.Error("-demo did not set Demo")
@@ -244,6 +260,13 @@ func TestLoadConfigErrors(t *testing.T) {
 		{"admin address without port", nil, map[string]string{"ADMIN_ADDR": "localhost"}, "ADMIN_ADDR"},
 		{"admin address bad port", []string{"-admin-addr", "127.0.0.1:http"}, nil, "ADMIN_ADDR"},
 		{"missing key file", nil, map[string]string{"JWT_PUBLIC_KEY_FILE": "/nonexistent/key.pem"}, "JWT_PUBLIC_KEY_FILE"},
+		{"durable glob with a space", nil, map[string]string{"STREAM_CHANNELS": "engine:signal:*,a b"}, "STREAM_CHANNELS must be channel names or globs"},
+		{"empty stream field", []string{"-stream-field="}, nil, "STREAM_FIELD must not be empty"},
+		{"max replay 0", nil, map[string]string{"MAX_REPLAY": "0"}, "MAX_REPLAY must be between 1 and 1000000"},
+		{"max replay above the bound", nil, map[string]string{"MAX_REPLAY": "1000001"}, "MAX_REPLAY must be between 1 and 1000000"},
+		{"reader keys", nil, map[string]string{"STREAM_READER_KEYS": "4097"}, "STREAM_READER_KEYS must be between 1 and 4096"},
+		{"discovery", nil, map[string]string{"STREAM_DISCOVERY": "notify"}, "STREAM_DISCOVERY must be auto or scan"},
+		{"scan interval", nil, map[string]string{"STREAM_SCAN_INTERVAL": "500ms"}, "STREAM_SCAN_INTERVAL must be between 1s and 1h"},
 		{"unknown flag", []string{"-no-such-flag"}, nil, "no-such-flag"},
 		{"Redis URL scheme", nil, map[string]string{"REDIS_URL": "http://:" + testPassword + "@h:1"}, "REDIS_URL must be a Redis URL (redis://, rediss:// or unix://): invalid URL scheme: http"},
 		{"Redis URL that does not parse", nil, map[string]string{"REDIS_URL": "redis://u:" + testPassword + "@h:port"}, "REDIS_URL must be a Redis URL"},
@@ -297,7 +320,7 @@ func TestSettingOf(t *testing.T) {
 	pkgs := []struct {
 		name string
 		cfg  any
-	}{{"server", &c.Server}, {"fanout", &c.Fanout}}
+	}{{"server", &c.Server}, {"fanout", &c.Fanout}, {"streams", &c.Streams}}
 	bound := 0
 	for _, p := range pkgs {
 		v := reflect.ValueOf(p.cfg).Elem()

@@ -120,6 +120,9 @@ func serve(cfg config, log *slog.Logger) error {
 			defer admin.close()
 		}
 	}
+	if err := srv.EnableDurable(cfg.Streams); err != nil {
+		return err
+	}
 	if err := srv.Start(); err != nil {
 		return err
 	}

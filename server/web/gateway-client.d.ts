@@ -14,6 +14,7 @@ export declare const ErrorCode: Readonly<{
   UpstreamInterrupted: 'upstream_interrupted';
   UnsupportedData: 'unsupported_data';
   MessagesLost: 'messages_lost';
+  ReplayTruncated: 'replay_truncated';
   Timeout: 'timeout';
   Closed: 'closed';
 }>;
@@ -41,6 +42,8 @@ export declare class UpstreamInterruptedError extends GatewayError {}
 export declare class UnsupportedDataError extends GatewayError {}
 /** The gateway dropped messages for this connection (it did not read fast enough); channels lists the streams. */
 export declare class MessagesLostError extends GatewayError {}
+/** A durable stream's replay was incomplete (more than MAX_REPLAY missed, or trimmed). */
+export declare class ReplayTruncatedError extends GatewayError {}
 /** No reply within GatewayClientOptions.requestTimeout. */
 export declare class TimeoutError extends GatewayError {}
 /** The client was closed, the connection was lost (ping), or the subscription ended before its ack. */
@@ -104,19 +107,29 @@ export interface GatewayClientOptions {
  *    for the stream's next message; missed is the number lost.
  *  - 'upstream_interrupted': the gateway's Redis link broke.
  *  - 'reconnect': this client's connection was lost; seq restarts from a
- *    new baseline on the new connection.
+ *    new baseline on the new connection. Not for a durable stream, whose
+ *    resubscription replays what was missed (event 'recovered').
+ *  - 'replay_truncated': a durable stream's replay after a reconnect was
+ *    incomplete: replayReason says why, from where the replay started.
  * Announced once per reason, when detected (seq null but for 'seq');
  * the first message after it carries the latest in Message.gap, seq set.
  */
 export interface Gap {
   stream: string;
-  reason: 'seq' | 'messages_lost' | 'upstream_interrupted' | 'reconnect';
+  reason: 'seq' | 'messages_lost' | 'upstream_interrupted' | 'reconnect' | 'replay_truncated';
   /** Last seq received before the gap, if any. */
   lastSeq: number | null;
   /** seq of the first message after the gap; null until it arrives. */
   seq: number | null;
   /** Messages lost when known (reasons 'seq' and 'messages_lost'), else null. */
   missed: number | null;
+  /** 'replay_truncated' only: max_replay, trimmed or reset. */
+  replayReason?: string | null;
+  /** 'replay_truncated' only: the position resumed from, and the first entry replayed. */
+  since?: string | null;
+  from?: string | null;
+  /** 'replay_truncated' only: the channels with missing entries. */
+  channels?: string[];
 }
 
 export interface Message<T = unknown> {
@@ -125,7 +138,12 @@ export interface Message<T = unknown> {
   channel: string;
   /** The subscribed pattern, for pattern deliveries. */
   pattern?: string;
-  seq: number;
+  /** null for a replayed entry of a durable stream. */
+  seq: number | null;
+  /** A durable stream's entry ID (its position). */
+  id?: string;
+  /** A durable stream's entry replayed after a (re)subscription. */
+  replay?: true;
   /** The Redis payload: parsed JSON, or a string when it was not JSON. */
   data: T;
   /** RFC 3339 UTC time the gateway received it from Redis. */
@@ -161,6 +179,8 @@ export interface ClientEvents {
   close: (info: { code: number; reason: string; wasClean: boolean }) => void;
   message: (m: Message) => void;
   gap: (gap: Gap) => void;
+  /** A durable stream's replay ended; count entries were replayed. */
+  recovered: (info: { stream: string; count: number }) => void;
   /** Error frames not tied to a request (upstream_interrupted, messages_lost, rate_limited), and refused resubscriptions. */
   error: (err: GatewayError) => void;
 }
@@ -174,12 +194,24 @@ export declare class GapTracker {
   observe(stream: string, seq: number): { gap: Gap | null; isNew: boolean };
 }
 
+/** Compares two stream entry IDs: negative, zero or positive. */
+export declare function compareIds(a: string, b: string): number;
+
+/** The client's positions in durable streams (exported for tests). */
+export declare class Positions {
+  see(stream: string, channel: string, id: string): boolean;
+  replayed(stream: string, lastId: string): void;
+  since(channels: readonly string[]): Record<string, string> | null;
+  forget(stream: string): void;
+}
+
 export declare class GatewayClient {
   constructor(options?: GatewayClientOptions);
   readonly url: string;
   readonly state: ConnectionState;
   readonly subscriptions: Subscription[];
   readonly gaps: GapTracker;
+  readonly positions: Positions;
   /** Resolves once open (retrying with backoff unless reconnect is false). */
   connect(): Promise<void>;
   /** Closes for good: no reconnection; pending requests reject with ClosedError. */

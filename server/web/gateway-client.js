@@ -21,7 +21,12 @@
  *   - gap detection from seq, per stream (an exact channel or a pattern):
  *     a jump, a messages_lost or upstream_interrupted notice and a lost
  *     connection each tell the application which stream may have lost
- *     messages.
+ *     messages;
+ *   - resume of durable streams (docs/DURABILITY.md): the client keeps
+ *     the last entry id per durable channel and resubscribes with
+ *     "since", so the gateway replays what it missed; a lost connection
+ *     then announces a gap only when the replay was incomplete
+ *     (replay_truncated), and a 'recovered' event otherwise.
  */
 
 /** Error codes of the protocol, plus the client's own. */
@@ -35,6 +40,7 @@ export const ErrorCode = Object.freeze({
   UpstreamInterrupted: 'upstream_interrupted',
   UnsupportedData: 'unsupported_data',
   MessagesLost: 'messages_lost',
+  ReplayTruncated: 'replay_truncated',
   // Client-side:
   Timeout: 'timeout',
   Closed: 'closed',
@@ -65,6 +71,8 @@ export class UpstreamInterruptedError extends GatewayError {}
 export class UnsupportedDataError extends GatewayError {}
 /** The gateway dropped messages for this connection; channels lists the streams. */
 export class MessagesLostError extends GatewayError {}
+/** A durable stream's replay was incomplete: more than MAX_REPLAY missed, or trimmed. */
+export class ReplayTruncatedError extends GatewayError {}
 /** No reply within requestTimeout. */
 export class TimeoutError extends GatewayError {}
 /** The client was closed, or the subscription ended, before the reply. */
@@ -80,6 +88,7 @@ const errorClasses = {
   upstream_interrupted: UpstreamInterruptedError,
   unsupported_data: UnsupportedDataError,
   messages_lost: MessagesLostError,
+  replay_truncated: ReplayTruncatedError,
   timeout: TimeoutError,
   closed: ClosedError,
 };
@@ -222,6 +231,109 @@ export class GapTracker {
   }
 }
 
+/**
+ * Compares two stream entry IDs ("<ms>-<seq>", decimal): negative, zero or
+ * positive as a is below, equal to or above b.
+ * @param {string} a @param {string} b
+ */
+export function compareIds(a, b) {
+  const [am, as] = a.split('-');
+  const [bm, bs] = b.split('-');
+  if (am.length !== bm.length) return am.length - bm.length;
+  if (am !== bm) return am < bm ? -1 : 1;
+  if (as.length !== bs.length) return as.length - bs.length;
+  return as === bs ? 0 : as < bs ? -1 : 1;
+}
+
+/** The most per-channel positions kept for one durable pattern (the gateway takes 1,024 since keys). */
+export const maxPositions = 1000;
+
+/**
+ * Where the client is in each durable stream (an exact channel or a
+ * pattern): the last entry id per channel, and for a pattern the floor the
+ * gateway handed out in "replayed" (the position of channels it never got
+ * anything from). Exported for tests.
+ */
+export class Positions {
+  constructor() {
+    /** @type {Map<string, {last: Map<string, string>, floor: string|null, truncated: any, awaiting: boolean}>} */
+    this.streams = new Map();
+  }
+
+  /** @param {string} stream */
+  _of(stream) {
+    let p = this.streams.get(stream);
+    if (!p) this.streams.set(stream, (p = { last: new Map(), floor: null, truncated: null, awaiting: false }));
+    return p;
+  }
+
+  /**
+   * Records entry id of channel on stream. Returns false when the client
+   * already had it (an id not above the channel's last): the frame is a
+   * duplicate to drop.
+   * @param {string} stream @param {string} channel @param {string} id
+   */
+  see(stream, channel, id) {
+    const p = this._of(stream);
+    const last = p.last.get(channel);
+    if (last !== undefined && compareIds(id, last) <= 0) return false;
+    // Least recently updated first: the oldest goes when full.
+    p.last.delete(channel);
+    p.last.set(channel, id);
+    if (p.last.size > maxPositions) p.last.delete(p.last.keys().next().value);
+    return true;
+  }
+
+  /**
+   * The replay of stream ended: lastId is the seam (an exact channel) or
+   * the floor (a pattern).
+   * @param {string} stream @param {string} lastId
+   */
+  replayed(stream, lastId) {
+    const p = this._of(stream);
+    if (isPattern(stream)) p.floor = lastId;
+    else {
+      const last = p.last.get(stream);
+      if (last === undefined || compareIds(last, lastId) < 0) p.last.set(stream, lastId);
+    }
+  }
+
+  /**
+   * The "since" of a subscribe naming channels: the positions of those
+   * that are durable streams the client was in.
+   * @param {readonly string[]} channels
+   * @returns {Record<string, string>|null}
+   */
+  since(channels) {
+    /** @type {Record<string, string>} */
+    const out = {};
+    let any = false;
+    for (const ch of channels) {
+      const p = this.streams.get(ch);
+      if (!p) continue;
+      if (isPattern(ch)) {
+        if (p.floor !== null) out[ch] = p.floor;
+        for (const [c, id] of p.last) out[c] = id;
+        any = any || p.floor !== null || p.last.size > 0;
+      } else if (p.last.has(ch)) {
+        out[ch] = /** @type {string} */ (p.last.get(ch));
+        any = true;
+      }
+    }
+    return any ? out : null;
+  }
+
+  /** @param {string} stream */
+  forget(stream) {
+    this.streams.delete(stream);
+  }
+}
+
+/** @param {string} name */
+function isPattern(name) {
+  return /[*?[]/.test(name);
+}
+
 let clientCount = 0;
 
 /**
@@ -263,6 +375,7 @@ export class GatewayClient {
     /** @type {Map<string, Set<Subscription>>} stream → subscriptions naming it */
     this._byStream = new Map();
     this.gaps = new GapTracker();
+    this.positions = new Positions();
     /** @type {Map<string, Set<Function>>} */
     this._listeners = new Map();
     /** @type {{resolve: () => void, reject: (e: Error) => void}[]} */
@@ -462,7 +575,18 @@ export class GatewayClient {
         sub._connectionLost();
         if (sub._everActive) for (const ch of sub.channels) streams.add(ch);
       }
-      for (const stream of streams) this._announce(this.gaps.interrupt(stream, 'reconnect'));
+      for (const stream of streams) {
+        const p = this.positions.streams.get(stream);
+        if (p) {
+          // A durable stream: the resubscription replays what was
+          // missed; only an incomplete replay is a gap.
+          p.awaiting = true;
+          p.truncated = null;
+          this.gaps.forget(stream);
+          continue;
+        }
+        this._announce(this.gaps.interrupt(stream, 'reconnect'));
+      }
     }
     this._emit('close', { code, reason, wasClean: code === 1000 });
     if (!this.reconnectOptions) {
@@ -547,6 +671,9 @@ export class GatewayClient {
       case 'data':
         this._onData(f);
         return;
+      case 'replayed':
+        this._onReplayed(f);
+        return;
       case 'subscribed':
       case 'unsubscribed':
       case 'pong':
@@ -554,6 +681,12 @@ export class GatewayClient {
         return;
       case 'error': {
         const err = errorFromFrame(f);
+        if (f.code === ErrorCode.ReplayTruncated && typeof f.stream === 'string') {
+          // Before the replay it is about: noted, announced at its end.
+          const p = this.positions.streams.get(f.stream) ?? this.positions._of(f.stream);
+          p.truncated = { reason: f.reason ?? null, since: f.since ?? null, from: f.from ?? null, channels: err.channels };
+          return;
+        }
         if (f.code === ErrorCode.UpstreamInterrupted) {
           for (const stream of err.channels) this._announce(this.gaps.interrupt(stream, 'upstream_interrupted'));
         }
@@ -586,15 +719,50 @@ export class GatewayClient {
 
   _onData(f) {
     const stream = f.pattern || f.channel;
-    if (typeof stream !== 'string' || typeof f.seq !== 'number') return;
+    const replay = f.replay === true;
+    if (typeof stream !== 'string' || (typeof f.seq !== 'number' && !replay)) return;
     const subs = [...(this._byStream.get(stream) ?? [])].filter((s) => s.state === 'active');
     if (subs.length === 0) return; // a late frame for something we left
-    const { gap, isNew } = this.gaps.observe(stream, f.seq);
-    if (gap && isNew) this._announce(gap);
+    // A durable entry the client has already had (a replay overlapping
+    // what it got, a frame of an earlier subscription) is dropped.
+    if (typeof f.id === 'string' && !this.positions.see(stream, f.channel, f.id)) return;
+    let gap = null;
+    if (!replay) {
+      const o = this.gaps.observe(stream, f.seq);
+      gap = o.gap;
+      if (gap && o.isNew) this._announce(gap);
+    }
     /** @type {import('./gateway-client.js').Message} */
-    const m = { stream, channel: f.channel, pattern: f.pattern, seq: f.seq, data: f.data, timestamp: f.timestamp, gap };
+    const m = { stream, channel: f.channel, pattern: f.pattern, seq: replay ? null : f.seq, data: f.data, timestamp: f.timestamp, gap };
+    if (typeof f.id === 'string') m.id = f.id;
+    if (replay) m.replay = true;
     this._emit('message', m);
     for (const sub of subs) safeCall(sub.onMessage, m);
+  }
+
+  /**
+   * The end of a durable stream's replay: its position, a new seq
+   * baseline, and what a reconnect cost: 'recovered' when the replay was
+   * complete, a 'replay_truncated' gap when not.
+   * @param {any} f
+   */
+  _onReplayed(f) {
+    const stream = f.channel;
+    if (typeof stream !== 'string' || typeof f.lastId !== 'string') return;
+    if (!this._byStream.has(stream)) return;
+    this.positions.replayed(stream, f.lastId);
+    const p = /** @type {any} */ (this.positions.streams.get(stream));
+    this.gaps.forget(stream);
+    const count = typeof f.count === 'number' ? f.count : 0;
+    if (p.truncated) {
+      const t = p.truncated;
+      p.truncated = null;
+      /** @type {import('./gateway-client.js').Gap} */
+      const gap = { stream, reason: 'replay_truncated', lastSeq: null, seq: null, missed: null, replayReason: t.reason, since: t.since, from: t.from, channels: t.channels };
+      this._announce(gap);
+    }
+    if (p.awaiting || count > 0) this._emit('recovered', { stream, count });
+    p.awaiting = false;
   }
 
   /** @param {import('./gateway-client.js').Gap|null} gap */
@@ -647,7 +815,13 @@ export class GatewayClient {
   _sendSubscribe(sub) {
     const gen = ++sub._gen;
     sub.state = 'pending';
-    this._request({ action: 'subscribe', channels: sub.channels }, 'subscribe').then(
+    /** @type {Record<string, any>} */
+    const req = { action: 'subscribe', channels: sub.channels };
+    // Positions only for the streams this request starts: the gateway
+    // refuses "since" on a channel the connection already follows.
+    const since = this.positions.since(sub.channels.filter((ch) => !this._heldByOther(ch, sub)));
+    if (since) req.since = since;
+    this._request(req, 'subscribe').then(
       () => {
         if (sub.state === 'closed' || gen !== sub._gen) return;
         for (const ch of sub.channels) {
@@ -666,6 +840,17 @@ export class GatewayClient {
         // A subscribe request lost with its connection is never settled:
         // the subscription is sent again on the next one (new _gen).
         if (sub.state === 'closed' || gen !== sub._gen) return;
+        if (since && err instanceof BadRequestError) {
+          // The gateway will not resume these positions (its durable
+          // channels changed): start afresh, told as a reconnect gap.
+          for (const ch of sub.channels) {
+            if (!this.positions.streams.has(ch)) continue;
+            this.positions.forget(ch);
+            this._announce(this.gaps.interrupt(ch, 'reconnect'));
+          }
+          this._sendSubscribe(sub);
+          return;
+        }
         if (sub._everActive) this._emit('error', err); // a resubscription refused
         const orphans = this._drop(sub, err);
         if (err instanceof TimeoutError && orphans.length > 0) {
@@ -697,7 +882,11 @@ export class GatewayClient {
       if (set && set.size === 0) this._byStream.delete(ch);
     }
     const orphans = sub.channels.filter((ch) => ![...this._subs].some((s) => s.channels.includes(ch)));
-    for (const ch of orphans) if (!this._byStream.has(ch)) this.gaps.forget(ch);
+    for (const ch of orphans) {
+      if (this._byStream.has(ch)) continue;
+      this.gaps.forget(ch);
+      this.positions.forget(ch);
+    }
     return orphans;
   }
 

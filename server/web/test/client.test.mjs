@@ -22,6 +22,8 @@ import {
   MessagesLostError,
   TimeoutError,
   ClosedError,
+  ReplayTruncatedError,
+  compareIds,
 } from '../gateway-client.js';
 
 class FakeWS {
@@ -547,5 +549,103 @@ describe('GatewayClient', () => {
     } finally {
       delete globalThis.reportError;
     }
+  });
+});
+
+describe('durable streams', () => {
+  const ts = '2026-01-01T00:00:00.000Z';
+  const entry = (channel, id, seq, pattern) => ({ type: 'data', seq, channel, pattern, id, data: id, timestamp: ts });
+  const replay = (channel, id, pattern) => ({ type: 'data', channel, pattern, id, replay: true, data: id, timestamp: ts });
+  const replayed = (channel, count, lastId) => ({ type: 'replayed', channel, count, lastId, timestamp: ts });
+
+  test('compareIds orders entry IDs numerically', () => {
+    assert.ok(compareIds('10-0', '9-5') > 0);
+    assert.ok(compareIds('5-10', '5-9') > 0);
+    assert.ok(compareIds('5-1', '6-0') < 0);
+    assert.equal(compareIds('18446744073709551615-0', '18446744073709551615-0'), 0);
+  });
+
+  test('resumes with since after a reconnect: replay, recovered, no gap, duplicates dropped', async () => {
+    const { c, events } = await newClient({ reconnect: { initialDelay: 100, maxDelay: 1000 } });
+    const recovered = [];
+    c.on('recovered', (r) => recovered.push(r));
+    const x = await subscribed(c, ['d:x']);
+    const p = await subscribed(c, ['d:*']);
+    assert.equal(latest().last('subscribe').since, undefined, 'nothing to resume yet');
+    latest().recv(replayed('d:x', 0, '0-0'));
+    latest().recv(replayed('d:*', 0, '99-18446744073709551615'));
+    latest().recv(entry('d:x', '100-0', 1));
+    latest().recv(entry('d:a', '100-0', 1, 'd:*'));
+    latest().recv(entry('d:b', '101-3', 2, 'd:*'));
+    latest().drop(1001, 'going away');
+    assert.deepEqual(events.gap, [], 'a durable stream announces no gap at the disconnect');
+    advance(100);
+    await flush();
+    latest().open();
+    const sent = latest().sent.filter((m) => m.action === 'subscribe');
+    assert.deepEqual(sent.map((m) => m.since), [
+      { 'd:x': '100-0' },
+      { 'd:*': '99-18446744073709551615', 'd:a': '100-0', 'd:b': '101-3' },
+    ]);
+    for (const m of sent) latest().recv({ type: 'subscribed', channels: m.channels, requestId: m.requestId });
+    await flush();
+    latest().recv(replay('d:x', '100-0')); // already had it: dropped
+    latest().recv(replay('d:x', '102-0'));
+    latest().recv(replayed('d:x', 2, '102-0'));
+    latest().recv(replay('d:c', '103-0', 'd:*'));
+    latest().recv(replayed('d:*', 1, '104-18446744073709551615'));
+    latest().recv(entry('d:x', '105-0', 1));
+    assert.deepEqual(events.gap, []);
+    assert.deepEqual(recovered, [{ stream: 'd:x', count: 2 }, { stream: 'd:*', count: 1 }]);
+    assert.deepEqual(x.got.map((m) => [m.id, m.seq, m.replay ?? false, m.gap]), [
+      ['100-0', 1, false, null],
+      ['102-0', null, true, null],
+      ['105-0', 1, false, null],
+    ]);
+    assert.deepEqual(p.got.map((m) => [m.channel, m.id]), [['d:a', '100-0'], ['d:b', '101-3'], ['d:c', '103-0']]);
+  });
+
+  test('an incomplete replay is a gap', async () => {
+    const { c, events } = await newClient({ reconnect: { initialDelay: 100, maxDelay: 1000 } });
+    const recovered = [];
+    c.on('recovered', (r) => recovered.push(r));
+    await subscribed(c, ['d:x']);
+    latest().recv(replayed('d:x', 0, '0-0'));
+    latest().recv(entry('d:x', '5-0', 1));
+    latest().drop(1006);
+    advance(100);
+    await flush();
+    latest().open();
+    latest().ack('subscribe', 'subscribed');
+    await flush();
+    latest().recv({ type: 'error', code: 'replay_truncated', message: 'm', channels: ['d:x'], stream: 'd:x', reason: 'trimmed', since: '5-0', from: '900-0', requestId: latest().last('subscribe').requestId, timestamp: ts });
+    latest().recv(replay('d:x', '900-0'));
+    latest().recv(replayed('d:x', 1, '900-0'));
+    assert.deepEqual(events.gap.map((g) => [g.stream, g.reason, g.replayReason, g.since, g.from]), [['d:x', 'replay_truncated', 'trimmed', '5-0', '900-0']]);
+    assert.deepEqual(events.error, [], 'replay_truncated is told as a gap, not an error');
+    assert.deepEqual(recovered, [{ stream: 'd:x', count: 1 }]);
+    assert.ok(new ReplayTruncatedError('replay_truncated', 'm') instanceof Error);
+  });
+
+  test('positions the gateway refuses are dropped and the subscription starts afresh', async () => {
+    const { c, events } = await newClient({ reconnect: { initialDelay: 100, maxDelay: 1000 } });
+    const x = await subscribed(c, ['d:x']);
+    latest().recv(replayed('d:x', 0, '0-0'));
+    latest().recv(entry('d:x', '5-0', 1));
+    latest().drop(1006);
+    advance(100);
+    await flush();
+    latest().open();
+    const req = latest().last('subscribe');
+    assert.deepEqual(req.since, { 'd:x': '5-0' });
+    latest().recv({ type: 'error', code: 'bad_request', message: 'not durable', channels: ['d:x'], requestId: req.requestId, timestamp: ts });
+    await flush();
+    const again = latest().last('subscribe');
+    assert.notEqual(again.requestId, req.requestId);
+    assert.equal(again.since, undefined);
+    latest().ack('subscribe', 'subscribed');
+    await flush();
+    assert.equal(x.sub.state, 'active');
+    assert.deepEqual(events.gap.map((g) => [g.stream, g.reason]), [['d:x', 'reconnect']]);
   });
 });
