@@ -28,8 +28,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/redis/rueidis"
-
 	"github.com/wsgw/gateway/wsproto"
 )
 
@@ -55,11 +53,10 @@ type pushState struct {
 // subscription. Call it before any connection subscribes.
 func NewDurableHub(h *Hub, cfg StreamConfig) (*DurableHub, error) {
 	d := &DurableHub{hub: h}
-	opt := rueidis.ClientOption{
-		InitAddress: []string{h.cfg.RedisAddr},
-		Username:    h.cfg.RedisUsername,
-		Password:    h.cfg.RedisPassword,
-	}
+	// The same Redis as the pub/sub links: REDIS_URL, TLS and Sentinel
+	// included.
+	opt := h.cfg.ClientOption()
+	opt.ClientName = "ws-gateway-streams"
 	st, err := NewStreams(cfg, opt, hubSink{d}, h.log)
 	if err != nil {
 		return nil, err
