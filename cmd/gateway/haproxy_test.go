@@ -30,7 +30,10 @@ import (
 // haproxyConfig is a TCP-mode HAProxy in front of backends, sending
 // each the PROXY protocol v2 header (and its health checks a LOCAL
 // one). maxconn 8000 fits the 20,000-file limit: HAProxy holds two
-// descriptors per client.
+// descriptors per client. A health check has 2 s to be answered and a
+// server is down after two failures: a killed gateway refuses the check
+// at once, but a live one on a loaded machine may answer late, and with
+// every server marked down HAProxy closes new clients unanswered.
 func haproxyConfig(front, sock string, backends []string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, `global
@@ -39,7 +42,8 @@ func haproxyConfig(front, sock string, backends []string) string {
 defaults
     mode tcp
     maxconn 8000
-    timeout connect 2s
+    timeout connect 5s
+    timeout check 2s
     timeout client 60s
     timeout server 60s
     timeout tunnel 1h
@@ -52,7 +56,7 @@ backend gateways
     balance leastconn
     option httpchk GET /health
     http-check expect status 200
-    default-server send-proxy-v2 check check-send-proxy inter 200ms fall 1 rise 1
+    default-server send-proxy-v2 check check-send-proxy inter 200ms fall 2 rise 1
 `, sock, front)
 	for i, a := range backends {
 		fmt.Fprintf(&b, "    server g%d %s\n", i+1, a)

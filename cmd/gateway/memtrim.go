@@ -7,10 +7,12 @@ import (
 	"time"
 )
 
-// trimEvery and trimAbove govern trimMemory.
+// trimEvery and trimAbove govern trimMemory. trimAbove is small: a trim
+// of a calm gateway costs one forced collection per interval at most, and
+// a few MiB kept after a burst is a tenth of a small gateway's RSS.
 const (
 	trimEvery = 10 * time.Second
-	trimAbove = 4 << 20
+	trimAbove = 1 << 20
 )
 
 // trimMemory hands free heap memory back to the OS once a burst is over,
