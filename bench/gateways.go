@@ -171,7 +171,10 @@ func parseAddrList(flagName, s string) ([]string, error) {
 }
 
 // parsePidList splits a comma-separated list of process ids.
-func parsePidList(s string) ([]int, error) {
+func parsePidList(s string) ([]int, error) { return parsePids("-pid", s) }
+
+// parsePids parses the comma-separated process ids of the flag name.
+func parsePids(name, s string) ([]int, error) {
 	if strings.TrimSpace(s) == "" {
 		return nil, nil
 	}
@@ -179,7 +182,7 @@ func parsePidList(s string) ([]int, error) {
 	for _, f := range strings.Split(s, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(f))
 		if err != nil || n <= 0 {
-			return nil, fmt.Errorf("-pid %q: want process ids, comma-separated", s)
+			return nil, fmt.Errorf("%s %q: want process ids, comma-separated", name, s)
 		}
 		out = append(out, n)
 	}
@@ -245,6 +248,9 @@ func (c *Config) checkTargets() error {
 	if c.Pids, err = parsePidList(c.Pid); err != nil {
 		return err
 	}
+	if c.BalancerPids, err = parsePids("-balancer-pid", c.BalancerPid); err != nil {
+		return err
+	}
 	switch {
 	case c.Gateways < 1:
 		return errors.New("-gateways must be at least 1")
@@ -252,6 +258,8 @@ func (c *Config) checkTargets() error {
 		return errors.New("-pid needs -addr")
 	case len(c.Backends) > 0 && len(c.Addrs) != 1:
 		return errors.New("-backends is for one -addr (a load balancer) with the gateways behind it")
+	case len(c.BalancerPids) > 0 && len(c.Addrs) != 1:
+		return errors.New("-balancer-pid is for one -addr (a load balancer)")
 	case len(c.Addrs) > 0 && (c.Gateway != "" || c.Compare != "" || c.Gateways > 1):
 		return errors.New("-addr uses running gateways: not with -gateway, -gateways or -compare")
 	case len(c.Addrs) > 1 && len(c.Pids) > 0 && len(c.Pids) != len(c.Addrs):

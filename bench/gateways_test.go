@@ -1,8 +1,11 @@
 package main
 
 import (
+	"os"
 	"reflect"
+	"strings"
 	"testing"
+	"time"
 )
 
 func TestParseCounters(t *testing.T) {
@@ -150,4 +153,69 @@ func TestCostPerMessage(t *testing.T) {
 	if none.GwVolCtxPerMsg != 0 || none.GwCPUPerFrameUS != 0 {
 		t.Errorf("no messages: %+v", none)
 	}
+}
+
+// TestBalancerPid: -balancer-pid goes with one -addr (the balancer), its
+// processes' CPU is read from /proc and summed, and the summary shows it
+// per connect and per frame beside the gateways'.
+func TestBalancerPid(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+		pids []int
+		err  string
+	}{
+		{name: "two processes", args: []string{"-addr", "127.0.0.1:80", "-balancer-pid", "7, 8", "-pid", "1,2", "-backends", "127.0.0.1:1,127.0.0.1:2"}, pids: []int{7, 8}},
+		{name: "with a list of gateways", args: []string{"-addr", "127.0.0.1:1,127.0.0.1:2", "-balancer-pid", "7"}, err: "-balancer-pid is for one -addr"},
+		{name: "without -addr", args: []string{"-balancer-pid", "7"}, err: "-balancer-pid is for one -addr"},
+		{name: "bad pid", args: []string{"-addr", "127.0.0.1:80", "-balancer-pid", "7,x"}, err: "-balancer-pid"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := parseExpect(t, tc.args, tc.err)
+			if c != nil && !reflect.DeepEqual(c.BalancerPids, tc.pids) {
+				t.Errorf("balancer pids %v, want %v", c.BalancerPids, tc.pids)
+			}
+		})
+	}
+
+	t.Run("cpu", func(t *testing.T) {
+		self := os.Getpid()
+		r := &runner{cfg: &Config{BalancerPids: []int{self, self}}}
+		// Use CPU until /proc shows some (it counts in clock ticks).
+		var one time.Duration
+		for deadline := time.Now().Add(10 * time.Second); one == 0; {
+			var err error
+			if one, err = cpuOf(self); err != nil {
+				t.Fatal(err)
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("no CPU time read for this process")
+			}
+		}
+		// Twice the same process: the sum is at least twice what one
+		// read before says.
+		if got := r.balancerCPU(); got < 2*one || got <= 0 {
+			t.Errorf("balancerCPU %v, want at least 2 × %v", got, one)
+		}
+		if got := (&runner{cfg: &Config{BalancerPids: []int{1 << 30}}}).balancerCPU(); got != 0 {
+			t.Errorf("a process that is gone: %v, want 0", got)
+		}
+	})
+
+	t.Run("summary", func(t *testing.T) {
+		rep := &Report{
+			Connect: &ConnectResult{Connected: 10, Target: 10, GwCPUPerConnectUS: 100, BalancerCPUPerConnectUS: 50},
+			Cost:    &Cost{GwCPUPerFrameUS: 4, BalancerCPUSeconds: 1, BalancerCPUPercent: 10, BalancerCPUPerFrameUS: 2},
+		}
+		out := strings.Join(rep.summaryLines(), "\n")
+		for _, want := range []string{"balancer 50.0 µs CPU per connect (gateways and balancer 150.0)", "balancer 10.0% CPU = 2.000 µs per frame (gateways and balancer 6.000)"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("summary lacks %q:\n%s", want, out)
+			}
+		}
+		rep.Connect.BalancerCPUPerConnectUS, rep.Cost.BalancerCPUSeconds = 0, 0
+		if out := strings.Join(rep.summaryLines(), "\n"); strings.Contains(out, "balancer") {
+			t.Errorf("no -balancer-pid, yet:\n%s", out)
+		}
+	})
 }

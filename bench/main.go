@@ -63,11 +63,13 @@ type Config struct {
 	Addr         string // -addr: running gateways, or one balancer
 	Pid          string // -pid: their pids
 	BackendsFlag string // -backends: the gateways behind the balancer
+	BalancerPid  string // -balancer-pid: the balancer's processes
 	Redis        string
 	RedisServer  string
 	Addrs        []string // parsed -addr
 	Pids         []int
 	Backends     []string
+	BalancerPids []int // parsed -balancer-pid
 	Admins       []string
 
 	Admin       string
@@ -156,6 +158,7 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 	fs.StringVar(&c.Addr, "addr", "", "use running gateways instead of starting one: host:port (127.0.0.0/8), or a comma-separated list of gateways (the sockets are split between them), or one load balancer (see -backends)")
 	fs.StringVar(&c.Pid, "pid", "", "with -addr: the gateways' pids, comma-separated in the order of -addr (or of -backends), to read their CPU, RSS, context switches and system calls from /proc")
 	fs.StringVar(&c.BackendsFlag, "backends", "", "with one -addr that is a load balancer: the gateways behind it (host:port each, comma-separated, in the order of -pid), for their /stats")
+	fs.StringVar(&c.BalancerPid, "balancer-pid", "", "with one -addr that is a load balancer: its pids (comma-separated, e.g. several HAProxy processes on one port), whose CPU is reported apart, per connect and per frame, and is not counted as noise")
 	fs.StringVar(&c.Admin, "admin", "", "with -addr: the gateways' admin listeners (host:port, comma-separated), for -profile and -heap-profile (of the first)")
 	fs.StringVar(&c.Profile, "profile", "", "save a CPU profile (pprof) of the gateway over the measured window here (needs its admin listener)")
 	fs.StringVar(&c.HeapProfile, "heap-profile", "", "save a heap profile (pprof) of the gateway once the sockets are connected here")

@@ -106,7 +106,9 @@ type ConnectResult struct {
 	Latency               Latency          `json:"latency"` // dial to subscribe ack
 	GwCPUPerConnectUS     float64          `json:"gateway_cpu_us_per_connect"`
 	ClientCPUPerConnectUS float64          `json:"client_cpu_us_per_connect"`
-	Workers               int              `json:"workers"`
+	// The balancer's processes (-balancer-pid) per connect.
+	BalancerCPUPerConnectUS float64 `json:"balancer_cpu_us_per_connect,omitempty"`
+	Workers                 int     `json:"workers"`
 	// Refused upgrades (503; with Retry-After), and the attempts that
 	// reconnecting clients (storm) made again after a backoff.
 	Refused503 int64            `json:"refused_503,omitempty"`
@@ -192,6 +194,10 @@ type Cost struct {
 	ClientCPUPerFrameUS float64 `json:"client_cpu_us_per_frame"`
 	HarnessCPUSeconds   float64 `json:"harness_cpu_s"` // coordinator + publisher
 	RedisCPUSeconds     float64 `json:"redis_cpu_s"`
+	// The balancer's processes (-balancer-pid) over the same window.
+	BalancerCPUSeconds    float64 `json:"balancer_cpu_s,omitempty"`
+	BalancerCPUPercent    float64 `json:"balancer_cpu_percent,omitempty"`
+	BalancerCPUPerFrameUS float64 `json:"balancer_cpu_us_per_frame,omitempty"`
 }
 
 // Noise is what else the machine did during the measured window.
@@ -384,6 +390,9 @@ func (r *Report) summaryLines() []string {
 	if c := r.Connect; c != nil {
 		add("connect: %d/%d in %.2fs = %.0f/s, latency p50 %s p99 %s, gateway %.1f µs CPU per connect, failed %d %s",
 			c.Connected, c.Target, c.Seconds, c.PerSec, fmtUS(c.Latency.P50), fmtUS(c.Latency.P99), c.GwCPUPerConnectUS, c.Failed, fmtKinds(c.FailKinds))
+		if c.BalancerCPUPerConnectUS > 0 {
+			add("connect: balancer %.1f µs CPU per connect (gateways and balancer %.1f)", c.BalancerCPUPerConnectUS, c.GwCPUPerConnectUS+c.BalancerCPUPerConnectUS)
+		}
 		if c.Refused503 > 0 || c.Retried > 0 {
 			add("connect: refused 503 %d (%d with Retry-After); tried again after a backoff %d (%s)", c.Refused503, c.RetryAfter, c.Retried, fmtKinds(c.RetryKinds))
 		}
@@ -426,6 +435,9 @@ func (r *Report) summaryLines() []string {
 	if c := r.Cost; c != nil {
 		add("cost: gateway %.1f%% CPU = %.3f µs per frame, %.2f frames per write syscall; client %.1f%% = %.3f µs per frame, %.2f frames per read; harness %.2fs, redis %.2fs CPU",
 			c.GwCPUPercent, c.GwCPUPerFrameUS, c.GwFramesPerWrite, c.ClientCPUPercent, c.ClientCPUPerFrameUS, c.ClientFramesPerRead, c.HarnessCPUSeconds, c.RedisCPUSeconds)
+		if c.BalancerCPUSeconds > 0 {
+			add("cost: balancer %.1f%% CPU = %.3f µs per frame (gateways and balancer %.3f)", c.BalancerCPUPercent, c.BalancerCPUPerFrameUS, c.GwCPUPerFrameUS+c.BalancerCPUPerFrameUS)
+		}
 		if c.GwMessages > 0 {
 			add("gateway per Redis message (%d received): %.2f voluntary + %.2f involuntary context switches (all threads), %.2f read and %.2f write syscalls (%d, %d, %d and %d in all)",
 				c.GwMessages, c.GwVolCtxPerMsg, c.GwInvolCtxPerMsg, c.GwSyscrPerMsg, c.GwSyscwPerMsg, c.GwVolCtx, c.GwInvolCtx, c.GwReadSyscalls, c.GwWriteSyscalls)

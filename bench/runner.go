@@ -222,6 +222,7 @@ type mark struct {
 	gwCtr    procCounters
 	gs       *gwStats // summed over the gateways; nil if one did not answer
 	redisCPU time.Duration
+	lbCPU    time.Duration // the balancer's processes (-balancer-pid)
 	harness  time.Duration
 	cl       poolStats
 	sent     [2]int64
@@ -238,6 +239,7 @@ func (r *runner) mark() mark {
 	if r.redisPid > 0 {
 		m.redisCPU, _ = cpuOf(r.redisPid)
 	}
+	m.lbCPU = r.balancerCPU()
 	m.harness = time.Duration(selfCPU())
 	if m.gs == nil && len(r.gws) > 0 && !r.anyStatsAddr() && len(r.dial) > 0 {
 		// Behind a balancer with no -backends: the /stats of whichever
@@ -338,6 +340,12 @@ func (r *runner) cost(a, b mark, frames int64) *Cost {
 	if r.measured() {
 		c.gatewayCost(b.gwCPU-a.gwCPU, b.gwCtr.sub(a.gwCtr), s, frames, gwMessages(a, b))
 	}
+	if len(r.cfg.BalancerPids) > 0 {
+		lb := (b.lbCPU - a.lbCPU).Seconds()
+		c.BalancerCPUSeconds = round3(lb)
+		c.BalancerCPUPercent = perUnit(100*lb, s)
+		c.BalancerCPUPerFrameUS = perUnit(lb*1e6, float64(frames))
+	}
 	c.ClientCPUPerFrameUS = perUnit(cl*1e6, float64(frames))
 	c.ClientFramesPerRead = perUnit(float64(b.cl.Data-a.cl.Data), float64(b.cl.Reads-a.cl.Reads))
 	return c
@@ -360,10 +368,21 @@ func (c *Cost) gatewayCost(cpu time.Duration, d procCounters, s float64, frames,
 	c.GwSyscwPerMsg = perUnit(float64(d.Syscw), float64(msgs))
 }
 
+// balancerCPU is the CPU the balancer's processes (-balancer-pid) have
+// used so far; a process that has gone counts nothing.
+func (r *runner) balancerCPU() time.Duration {
+	var sum time.Duration
+	for _, pid := range r.cfg.BalancerPids {
+		c, _ := cpuOf(pid)
+		sum += c
+	}
+	return sum
+}
+
 // noise is the machine's CPU use between two marks, ours and others'.
 func (r *runner) noise(a, b mark) *Noise {
 	s := b.t.Sub(a.t).Seconds()
-	ours := (b.gwCPU - a.gwCPU) + clientCPU(a, b) + (b.redisCPU - a.redisCPU)
+	ours := (b.gwCPU - a.gwCPU) + clientCPU(a, b) + (b.redisCPU - a.redisCPU) + (b.lbCPU - a.lbCPU)
 	if !r.inProcess {
 		ours += b.harness - a.harness
 	}
@@ -417,6 +436,7 @@ func (r *runner) sample(phase string, a poolStats) {
 		rc, _ := cpuOf(r.redisPid)
 		s.ours += rc
 	}
+	s.ours += r.balancerCPU()
 	p := r.prevS
 	r.prevS = s
 	r.prevS.hasValue = true
@@ -529,6 +549,9 @@ func (r *runner) connectPhase(plan subPlan, n int) (*ConnectResult, error) {
 		res.GwCPUPerConnectUS = perUnit((m1.gwCPU-m0.gwCPU).Seconds()*1e6, float64(a.Subscribed))
 	}
 	res.ClientCPUPerConnectUS = perUnit(clientCPU(m0, m1).Seconds()*1e6, float64(a.Subscribed))
+	if len(r.cfg.BalancerPids) > 0 {
+		res.BalancerCPUPerConnectUS = perUnit((m1.lbCPU-m0.lbCPU).Seconds()*1e6, float64(a.Subscribed))
+	}
 	if a.Subscribed+a.Failed < int64(n) {
 		r.rep.Notes = append(r.rep.Notes, fmt.Sprintf("connect phase ended with %d of %d sockets settled", a.Subscribed+a.Failed, n))
 	}

@@ -249,7 +249,16 @@ func (l *loopState) sweep(now time.Time) {
 	cfg := &l.srv.cfg
 	n := now.UnixNano()
 	var closing []*conn
-	for _, cn := range l.conns {
+	// Backwards by index: a ping or close frame that fails to write
+	// makes gnet close the connection at once, and OnClose swaps the
+	// last entry into its slot and shortens l.conns. Going backwards,
+	// the entry swapped in has already been visited; a range over the
+	// slice taken before would reach the emptied last slot.
+	for i := len(l.conns) - 1; i >= 0; i-- {
+		if i >= len(l.conns) {
+			continue
+		}
+		cn := l.conns[i]
 		switch cn.state {
 		case stateHandshake:
 			if cn.is(flagAnswered) {
@@ -348,8 +357,14 @@ func (l *loopState) paceClose(now time.Time, closeBy int64) {
 		ticks := left / int64(tickEvery)
 		quota = int((int64(open) + ticks - 1) / ticks)
 	}
-	for _, cn := range l.conns {
-		if cn.state == stateOpen && quota > 0 {
+	// Backwards by index, as in sweep: a failed write removes the
+	// connection from l.conns at once.
+	for i := len(l.conns) - 1; i >= 0 && quota > 0; i-- {
+		if i >= len(l.conns) {
+			continue
+		}
+		cn := l.conns[i]
+		if cn.state == stateOpen {
 			quota--
 			// Send what is already queued first, then the close.
 			if !cn.is(flagBlocked) {
