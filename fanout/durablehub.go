@@ -265,17 +265,3 @@ func (sh *Shard) forget(s *Subscriber) {
 // backlogRetry is how often a shard with backlogs retries them when no
 // operation comes.
 const backlogRetry = 5 * time.Millisecond
-
-// offer is enqueue without the drop: false leaves f with the caller.
-// Shard goroutine.
-func (s *Subscriber) offer(f *wsproto.Frame) bool {
-	if !s.q.push(f, s.shard.hub.cfg.SendQueue) {
-		return false
-	}
-	if s.q.fresh {
-		s.q.fresh = false
-		s.shard.queues.Add(1)
-	}
-	s.markReady()
-	return true
-}

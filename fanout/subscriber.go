@@ -78,13 +78,10 @@ func (s *Subscriber) Dropped() uint64 {
 	return 0
 }
 
-// enqueue offers f, a data frame of stream st or (st nil) a reply or
-// notice, to the subscriber's queue and marks it ready. It takes one
-// reference of f on success; on failure the caller keeps it and the drop
-// is noted for the client (loss.go). Shard goroutine only.
-func (s *Subscriber) enqueue(f *wsproto.Frame, st *stream) bool {
+// offer is enqueue without the drop: false leaves f with the caller.
+// Shard goroutine.
+func (s *Subscriber) offer(f *wsproto.Frame) bool {
 	if !s.q.push(f, s.shard.hub.cfg.SendQueue) {
-		s.drop(st, f)
 		return false
 	}
 	if s.q.fresh {
@@ -94,6 +91,18 @@ func (s *Subscriber) enqueue(f *wsproto.Frame, st *stream) bool {
 		s.shard.queues.Add(1)
 	}
 	s.markReady()
+	return true
+}
+
+// enqueue offers f, a data frame of stream st or (st nil) a reply or
+// notice, to the subscriber's queue and marks it ready. It takes one
+// reference of f on success; on failure the caller keeps it and the drop
+// is noted for the client (loss.go). Shard goroutine only.
+func (s *Subscriber) enqueue(f *wsproto.Frame, st *stream) bool {
+	if !s.offer(f) {
+		s.drop(st, f)
+		return false
+	}
 	return true
 }
 
