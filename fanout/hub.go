@@ -54,6 +54,10 @@ type Config struct {
 	// RESP2 forces RESP2 (miniredis, the embedded mode, speaks no RESP3
 	// pub/sub).
 	RESP2 bool
+	// Standalone makes the client a single-node one whatever the server
+	// answers to CLUSTER SLOTS: miniredis, the embedded mode, answers it
+	// with itself, and would be taken for a one-node Cluster.
+	Standalone bool
 	// SendQueue bounds each connection's queue, in frames (at most
 	// 1048576).
 	SendQueue int

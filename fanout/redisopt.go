@@ -206,6 +206,7 @@ func (c *Config) ClientOption() rueidis.ClientOption {
 	}
 	opt.DisableCache = true
 	opt.AlwaysRESP2 = opt.AlwaysRESP2 || c.RESP2
+	opt.ForceSingleClient = opt.ForceSingleClient || c.Standalone
 	if opt.ClientName == "" {
 		opt.ClientName = "ws-gateway"
 	}

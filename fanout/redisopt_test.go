@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/rueidis"
 	"github.com/wsgw/gateway/fanout/redistest"
 )
 
@@ -147,4 +149,31 @@ func TestClientOption(t *testing.T) {
 			t.Fatalf("options %+v", opt)
 		}
 	})
+}
+
+// TestClientOptionStandalone: miniredis (the embedded mode) answers
+// CLUSTER SLOTS with itself, so rueidis would make a one-node Cluster
+// client of it; Standalone keeps it a single-node one.
+func TestClientOptionStandalone(t *testing.T) {
+	mr := miniredis.RunT(t)
+	for _, tc := range []struct {
+		standalone bool
+		want       rueidis.ClientMode
+	}{
+		{false, rueidis.ClientModeCluster},
+		{true, rueidis.ClientModeStandalone},
+	} {
+		t.Run(string(tc.want), func(t *testing.T) {
+			c := testConfig(mr.Addr())
+			c.RESP2, c.Standalone = true, tc.standalone
+			client, err := rueidis.NewClient(c.ClientOption())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer client.Close()
+			if got := client.Mode(); got != tc.want {
+				t.Fatalf("mode %s, want %s", got, tc.want)
+			}
+		})
+	}
 }

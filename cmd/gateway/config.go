@@ -257,7 +257,8 @@ func (c *config) derive() {
 	c.Server.Addr = net.JoinHostPort(c.Host, strconv.Itoa(c.Port))
 	c.Server.Version = version
 	c.Fanout.RedisAddr = net.JoinHostPort(c.RedisHost, strconv.Itoa(c.RedisPort))
-	c.Fanout.RESP2 = c.EmbeddedRedis // miniredis speaks no RESP3 pub/sub
+	c.Fanout.RESP2 = c.EmbeddedRedis      // miniredis speaks no RESP3 pub/sub
+	c.Fanout.Standalone = c.EmbeddedRedis // nor is it a Cluster, though it answers CLUSTER SLOTS
 	// A client that leaves and comes straight back keeps the upstream
 	// subscription.
 	c.Fanout.Linger = 500 * time.Millisecond
