@@ -39,31 +39,13 @@ type msg struct {
 // and decodes its JSON payload.
 func decodeFrame(tb testing.TB, b []byte) msg {
 	tb.Helper()
-	if len(b) < 2 {
-		tb.Fatalf("frame of %d bytes", len(b))
-	}
-	if b[0] != 0x81 {
-		tb.Fatalf("first header byte %#x, want 0x81 (FIN, text)", b[0])
-	}
-	if b[1]&0x80 != 0 {
-		tb.Fatal("server frame is masked")
-	}
-	hl, n := 2, int(b[1]&0x7f)
-	switch n {
-	case 126:
-		hl, n = 4, int(b[2])<<8|int(b[3])
-	case 127:
-		hl, n = 10, 0
-		for _, c := range b[2:10] {
-			n = n<<8 | int(c)
-		}
-	}
-	if len(b)-hl != n {
-		tb.Fatalf("header says %d payload bytes, frame has %d", n, len(b)-hl)
+	p, err := payloadOf(b)
+	if err != nil {
+		tb.Fatal(err)
 	}
 	var m msg
-	if err := json.Unmarshal(b[hl:], &m); err != nil {
-		tb.Fatalf("frame payload %q: %v", b[hl:], err)
+	if err := json.Unmarshal(p, &m); err != nil {
+		tb.Fatalf("frame payload %q: %v", p, err)
 	}
 	return m
 }

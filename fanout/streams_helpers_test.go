@@ -58,7 +58,8 @@ func (m dmsg) String() string {
 	return m.Type
 }
 
-// payloadOf strips the unmasked header of one server text frame.
+// payloadOf strips the unmasked header of one server text frame (the
+// hub tests' decodeFrame uses it too).
 func payloadOf(b []byte) ([]byte, error) {
 	if len(b) < 2 || b[0] != 0x81 || b[1]&0x80 != 0 {
 		return nil, fmt.Errorf("not one unmasked text frame: % x", b[:min(len(b), 4)])
