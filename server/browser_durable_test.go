@@ -25,23 +25,7 @@ func TestBrowserDurable(t *testing.T) {
 	g := startStreamGateway(t, rs, cfg)
 	addr := g.addr
 	run := startNode(t, node, "durable.mjs", "GATEWAY_URL=http://"+addr, "CHROMIUM="+chromium)
-	deadline := time.After(3 * time.Minute)
-	for {
-		var line string
-		var ok bool
-		select {
-		case line, ok = <-run.lines:
-		case <-deadline:
-			t.Fatalf("durable.mjs did not finish within 3 minutes\nstderr:\n%s", run.stderr())
-		}
-		if !ok {
-			break
-		}
-		verb, id, args, isCmd := parseCmd(line)
-		if !isCmd {
-			t.Log(line)
-			continue
-		}
+	run.serve(t, "durable.mjs", 3*time.Minute, func(verb string, args []byte, line string) any {
 		var a struct {
 			Channel, Data string
 			Add, From     int
@@ -68,9 +52,6 @@ func TestBrowserDurable(t *testing.T) {
 		default:
 			t.Fatalf("durable.mjs asked for %q", line)
 		}
-		run.answer(t, id, reply)
-	}
-	if err := run.wait(); err != nil {
-		t.Fatalf("durable.mjs: %v\nstderr:\n%s", err, run.stderr())
-	}
+		return reply
+	})
 }

@@ -140,23 +140,7 @@ func TestBrowserDemo(t *testing.T) {
 		return pats + "|" + chans
 	}
 
-	deadline := time.After(3 * time.Minute)
-	for {
-		var line string
-		var ok bool
-		select {
-		case line, ok = <-run.lines:
-		case <-deadline:
-			t.Fatalf("run.mjs did not finish within 3 minutes\nstderr:\n%s", run.stderr())
-		}
-		if !ok {
-			break
-		}
-		verb, id, args, isCmd := parseCmd(line)
-		if !isCmd {
-			t.Log(line)
-			continue
-		}
+	run.serve(t, "run.mjs", 3*time.Minute, func(verb string, args []byte, line string) any {
 		var reply any
 		switch verb {
 		case "publish":
@@ -184,11 +168,8 @@ func TestBrowserDemo(t *testing.T) {
 		default:
 			t.Fatalf("run.mjs asked for %q", line)
 		}
-		run.answer(t, id, reply)
-	}
-	if err := run.wait(); err != nil {
-		t.Fatalf("run.mjs: %v\nstderr:\n%s", err, run.stderr())
-	}
+		return reply
+	})
 	if _, err := os.Stat(shot); err != nil {
 		t.Fatalf("no screenshot: %v", err)
 	}
@@ -314,3 +295,32 @@ func (r *nodeRun) wait() error {
 }
 
 func (r *nodeRun) stderr() string { return r.errb.String() }
+
+// serve answers the script's commands with handle until it exits, logs
+// its other lines, and fails the test if it runs past within or exits
+// with an error.
+func (r *nodeRun) serve(tb testing.TB, script string, within time.Duration, handle func(verb string, args []byte, line string) any) {
+	tb.Helper()
+	deadline := time.After(within)
+	for {
+		var line string
+		var ok bool
+		select {
+		case line, ok = <-r.lines:
+		case <-deadline:
+			tb.Fatalf("%s did not finish within %v\nstderr:\n%s", script, within, r.stderr())
+		}
+		if !ok {
+			break
+		}
+		verb, id, args, isCmd := parseCmd(line)
+		if !isCmd {
+			tb.Log(line)
+			continue
+		}
+		r.answer(tb, id, handle(verb, args, line))
+	}
+	if err := r.wait(); err != nil {
+		tb.Fatalf("%s: %v\nstderr:\n%s", script, err, r.stderr())
+	}
+}
