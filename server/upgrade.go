@@ -235,7 +235,6 @@ func (s *Server) originAllowed(origin string) bool {
 // open (or the caller, if the upgrade then fails) gives back on failure.
 // Event-loop only.
 func (s *Server) admit(cn *conn, originOK bool, rawQuery, authorization string) (id auth.Identity, role uint16, a gnet.Action, ok bool) {
-	c := cn.gc
 	if s.draining.Load() {
 		return id, 0, s.refuse(cn, refuseShuttingDown, http.StatusServiceUnavailable, "server is shutting down"), false
 	}
@@ -257,11 +256,7 @@ func (s *Server) admit(cn *conn, originOK bool, rawQuery, authorization string) 
 		return id, 0, s.refuse(cn, refuseMaxConnections, http.StatusServiceUnavailable, "too many connections"), false
 	}
 	if !s.acceptRate.allow(time.Now()) {
-		_, _ = c.Write(appendHTTP(nil, http.StatusServiceUnavailable, "text/plain; charset=utf-8",
-			"Retry-After: 1\r\n", []byte("too many new connections: retry shortly\n")))
-		cn.setCloseReason("connection rate limit")
-		s.ctr.refuse(refuseRateLimited)
-		return id, 0, gnet.Close, false
+		return id, 0, s.refuse(cn, refuseRateLimited, http.StatusServiceUnavailable, "too many new connections: retry shortly"), false
 	}
 	if !s.acquireIP(s.peer(cn)) {
 		return id, 0, s.refuse(cn, refusePerIP, http.StatusServiceUnavailable, "too many connections from this address"), false
