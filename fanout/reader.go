@@ -124,11 +124,17 @@ type reader struct {
 	nextProbe time.Time // of the broken keys
 	probes    []probe   // keys to check with TYPE
 	stall     time.Duration
-	// unsettled: the link came back (recover) but no turn has gone
-	// through since. A failure then is the same outage (the client's
-	// other connections to a restarted Redis fail one by one), and the
-	// subscribers are not told twice.
-	unsettled bool
+	// runID is the run_id of the Redis server the cursors were read
+	// from ("" until known). A link failure after which the same server
+	// answers, with every cursor still within its stream, lost nothing:
+	// reads go by cursor. Such failures are common and harmless: after
+	// a restart of Redis, each idle connection of the client's blocking
+	// pool fails once, when it is next used.
+	runID string
+	// untold: an outage began and its subscribers were not told yet;
+	// they are told when the link is not back at once, or comes back
+	// from another server or with entries lost (recover).
+	untold bool
 }
 
 // probe is a key to check with TYPE: a broken key, or a key a
@@ -206,13 +212,27 @@ func (r *reader) run() {
 		if errors.Is(err, ErrStreamsClosed) {
 			return
 		}
+		if err == nil && r.runID == "" && !r.down {
+			if err = r.learnRunID(c); err != nil {
+				r.outage(err)
+			}
+			continue
+		}
 		if err != nil || r.down {
-			if err == nil && r.recover(c) {
-				continue
+			if err == nil {
+				back, lost := r.recover(c)
+				if back {
+					if lost {
+						r.tell(now)
+					}
+					r.untold = false
+					continue
+				}
 			}
 			if err != nil {
-				r.outage(err, now)
+				r.outage(err)
 			}
+			r.tell(now)
 			r.idle(r.backoff)
 			r.backoff = min(2*r.backoff, retryMax)
 			continue
@@ -801,10 +821,9 @@ func (r *reader) exec(c rueidis.Client, t *turn) {
 		t.linkErr(results[t.xread].Error())
 	}
 	if t.outage != nil {
-		r.outage(t.outage, t.now)
+		r.outage(t.outage)
 		return
 	}
-	r.unsettled = false
 	for _, res := range r.resumes {
 		res.progress(r, t)
 	}
@@ -878,11 +897,10 @@ func (r *reader) live(tr *track, e entry, now time.Time) {
 	r.s.sink.Deliver(st, st.subs, wsproto.BuildEntry(st.seq, tr.channel, pattern, e.id, e.payload, now))
 }
 
-// outage handles a failed link: once per outage, every subscriber of the
-// reader's streams (attached or replaying) is told upstream_interrupted
-// and each stream's seq jumps; the reader then waits (backoff) and checks
-// continuity (recover) before reading again.
-func (r *reader) outage(err error, now time.Time) {
+// outage handles a failed link: the reader checks continuity (recover)
+// at once, then after each backoff, before reading again; tell informs
+// the subscribers unless the link came back at once with nothing lost.
+func (r *reader) outage(err error) {
 	if r.down {
 		return
 	}
@@ -896,11 +914,19 @@ func (r *reader) outage(err error, now time.Time) {
 		}
 	}
 	r.sweep = nil
-	if r.unsettled {
-		return // told at the outage's start
-	}
-	r.unsettled = true
+	r.untold = true
 	r.s.outages.Add(1)
+}
+
+// tell, once per outage, queues upstream_interrupted to every subscriber
+// of the reader's streams (attached or replaying), and each stream's seq
+// jumps.
+func (r *reader) tell(now time.Time) {
+	if !r.untold {
+		return
+	}
+	r.untold = false
+	r.s.interrupted.Add(1)
 	names := make(map[*Subscriber][]string)
 	var order []*Subscriber
 	note := func(sub *Subscriber, name string) {
@@ -929,41 +955,90 @@ func (r *reader) outage(err error, now time.Time) {
 // recover checks, after an outage, that each key's stream did not go
 // backwards (Redis restarted without its data, a failover lost entries):
 // a cursor above the stream's last ID moves back to it, so that entries
-// added since are read. It reports whether the link is back.
-func (r *reader) recover(c rueidis.Client) bool {
+// added since are read. It reports whether the link is back, and whether
+// entries may have been lost meanwhile: another server answers (its
+// run_id changed: a restart or a failover), a stream went backwards, or
+// entries after a cursor were trimmed or deleted.
+func (r *reader) recover(c rueidis.Client) (back, lost bool) {
 	var keys []*rkey
-	cmds := make(rueidis.Commands, 0, len(r.keys))
+	cmds := make(rueidis.Commands, 0, len(r.keys)+1)
 	for _, k := range r.keys {
 		keys = append(keys, k)
 		cmds = append(cmds, c.B().XinfoStream().Key(k.key).Build())
 	}
-	cmds = append(cmds, c.B().Ping().Build())
+	cmds = append(cmds, c.B().Info().Section("server").Build())
 	ctx, cancel := context.WithTimeout(context.Background(), readTimeout)
 	results := c.DoMulti(ctx, cmds...)
 	cancel()
 	var t turn
-	if t.linkErr(results[len(results)-1].Error()) {
-		return false
+	runID, err := runIDOf(results[len(results)-1])
+	if t.linkErr(err) {
+		return false, false
 	}
+	lost = runID == unknownRunID || runID != r.runID
 	for i, k := range keys {
 		in, err := parseXInfo(results[i])
 		if t.linkErr(err) {
-			return false
+			return false, false
 		}
 		if err != nil {
 			continue
 		}
 		for _, tr := range k.tracks {
-			if tr.ready && in.lastGen.Less(tr.cursor) {
+			if !tr.ready {
+				continue
+			}
+			if in.lastGen.Less(tr.cursor) {
 				r.s.log.Warn("durable stream went backwards (Redis lost entries): reading from its last ID",
 					"key", k.key, "cursor", tr.cursor.String(), "last", in.lastGen.String())
 				tr.cursor = in.lastGen
+				lost = true
+			} else if in.trimmedAfter(tr.cursor) {
+				lost = true // trimmed past the cursor while the link was down
 			}
 		}
 	}
+	r.runID = runID
 	r.down = false
 	r.backoff = retryMin
 	r.nextSweep = time.Time{} // notifications may have been missed
-	r.s.log.Info("durable streams: link to Redis is back", "reader", r.id)
-	return true
+	r.s.log.Info("durable streams: link to Redis is back", "reader", r.id, "lost", lost)
+	return true, lost
+}
+
+// unknownRunID stands for a server that does not tell its run_id: every
+// outage on it is told.
+const unknownRunID = "?"
+
+// learnRunID reads the run_id of the server the reader talks to, so that
+// a link failure can tell a new server from a broken connection.
+func (r *reader) learnRunID(c rueidis.Client) error {
+	ctx, cancel := context.WithTimeout(context.Background(), readTimeout)
+	defer cancel()
+	id, err := runIDOf(c.Do(ctx, c.B().Info().Section("server").Build()))
+	var t turn
+	if t.linkErr(err) {
+		return err
+	}
+	r.runID = id
+	return nil
+}
+
+// runIDOf reads run_id from an INFO server reply: unknownRunID when the
+// server refuses INFO or its reply has none; an error only for a failed
+// link.
+func runIDOf(res rueidis.RedisResult) (string, error) {
+	info, err := res.ToString()
+	if err != nil {
+		if _, ok := rueidis.IsRedisErr(err); ok {
+			return unknownRunID, nil
+		}
+		return "", err
+	}
+	for line := range strings.Lines(info) {
+		if v, ok := strings.CutPrefix(line, "run_id:"); ok && strings.TrimSpace(v) != "" {
+			return strings.TrimSpace(v), nil
+		}
+	}
+	return unknownRunID, nil
 }

@@ -264,18 +264,8 @@ func (res *resume) checkPosition(i int, in *streamInfo) {
 		// The pattern's floor is a time, not an entry seen: above a
 		// quiet key's last entry it just means nothing to replay.
 		res.pos[i] = in.lastGen
-	case !in.removed():
-	case in.length == 0:
-		if p.Less(in.lastGen) {
-			res.truncate(wsproto.ReasonTrimmed, ch)
-		}
-	case in.hasFirst && p.Less(in.first):
-		// Trimming removes from the head: a position at or above the
-		// first entry proves nothing after it went. Only the first
-		// entry's immediate successor position proves it below.
-		if next, _ := p.Next(); next != in.first {
-			res.truncate(wsproto.ReasonTrimmed, ch)
-		}
+	case in.trimmedAfter(p):
+		res.truncate(wsproto.ReasonTrimmed, ch)
 	}
 }
 

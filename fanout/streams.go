@@ -82,7 +82,11 @@ type StreamStats struct {
 	Truncated uint64 `json:"truncated"`
 	Wakes     uint64 `json:"wakes"`   // blocked reads cancelled to apply a request
 	Outages   uint64 `json:"outages"` // reader link failures
-	Reads     uint64 `json:"reads"`   // round trips of the readers
+	// Interrupted counts the outages told to subscribers
+	// (upstream_interrupted): not those after which the same server
+	// answered at once with every stream intact.
+	Interrupted uint64 `json:"interrupted"`
+	Reads       uint64 `json:"reads"` // round trips of the readers
 }
 
 // Streams is the durable side: it decides which names are durable, and
@@ -110,8 +114,8 @@ type Streams struct {
 	// reader turn.
 	turnHook atomic.Pointer[func()]
 
-	entries, replayed, truncated, wakes, outages, reads atomic.Uint64
-	nstreams, nkeys                                     atomic.Int64
+	entries, replayed, truncated, wakes, outages, interrupted, reads atomic.Uint64
+	nstreams, nkeys                                                  atomic.Int64
 }
 
 // ErrStreamsClosed is returned by clientOf once Close was called.
@@ -334,15 +338,16 @@ func (s *Streams) Stats() StreamStats {
 	readers := len(s.readers)
 	s.mu.Unlock()
 	return StreamStats{
-		Readers:   readers,
-		Streams:   int(s.nstreams.Load()),
-		Keys:      int(s.nkeys.Load()),
-		Entries:   s.entries.Load(),
-		Replayed:  s.replayed.Load(),
-		Truncated: s.truncated.Load(),
-		Wakes:     s.wakes.Load(),
-		Outages:   s.outages.Load(),
-		Reads:     s.reads.Load(),
+		Readers:     readers,
+		Streams:     int(s.nstreams.Load()),
+		Keys:        int(s.nkeys.Load()),
+		Entries:     s.entries.Load(),
+		Replayed:    s.replayed.Load(),
+		Truncated:   s.truncated.Load(),
+		Wakes:       s.wakes.Load(),
+		Outages:     s.outages.Load(),
+		Interrupted: s.interrupted.Load(),
+		Reads:       s.reads.Load(),
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -685,4 +686,92 @@ func TestStreamsPatternDiscovery(t *testing.T) {
 			sink.check(t)
 		})
 	}
+}
+
+// TestStreamsLinkBreak: a reader whose blocked connection breaks while
+// the same Redis keeps every entry tells nobody (reads go by cursor, so
+// nothing was lost) and goes on exactly; when entries after its cursor
+// were trimmed before it got back, each subscriber gets one
+// upstream_interrupted and seq jumps.
+func TestStreamsLinkBreak(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		trim bool // trim the stream while the reader is down
+	}{
+		{"intact", false},
+		{"trimmed past the cursor", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rs := redistest.Start(t)
+			sink := newTestSink()
+			s := startStreams(t, rs, StreamConfig{Channels: []string{"lb:*"}}, sink)
+			sub, ss := sink.newSub()
+			s.Join(sub, Resume{Name: "lb:c"}, nil)
+			waitFrames(t, ss, 1)
+			xadd(t, rs, "stream:lb:c", "1")
+			waitFrames(t, ss, 2)
+
+			// Hold the reader at its first turn after the failure.
+			hold, held := make(chan struct{}), make(chan struct{}, 1)
+			hook := func() {
+				if s.outages.Load() == 0 {
+					return
+				}
+				select {
+				case held <- struct{}{}:
+					<-hold
+				default:
+				}
+			}
+			s.turnHook.Store(&hook)
+			killBlockedReader(t, rs)
+			<-held
+			if tc.trim {
+				xadd(t, rs, "stream:lb:c", "lost")
+				rs.Do(t, "XTRIM", "stream:lb:c", "MAXLEN", "0")
+			}
+			close(hold)
+			next := xadd(t, rs, "stream:lb:c", "2")
+			var got []dmsg
+			servertest.WaitFor(t, 10*time.Second, "the entry after the break", func() bool {
+				got = ss.snapshot()
+				return got[len(got)-1].ID == next
+			})
+			var kinds []string
+			for _, m := range got[1:] {
+				kinds = append(kinds, m.Type+":"+string(m.Data))
+			}
+			want := []string{"data:1", "data:2"}
+			wantSeq, wantTold := uint64(2), uint64(0)
+			if tc.trim {
+				want = []string{"data:1", "error:", "data:2"}
+				wantSeq, wantTold = 3, 1
+			}
+			if !slices.Equal(kinds, want) || got[len(got)-1].Seq != wantSeq {
+				t.Fatalf("frames %v, want %v with the last at seq %d", got, want, wantSeq)
+			}
+			if st := s.Stats(); st.Outages != 1 || st.Interrupted != wantTold {
+				t.Fatalf("stats %+v, want 1 outage, %d told", st, wantTold)
+			}
+			sink.check(t)
+		})
+	}
+}
+
+// killBlockedReader closes, from the server's side, the connection on
+// which a reader waits in XREAD BLOCK.
+func killBlockedReader(tb testing.TB, rs *redistest.Server) {
+	tb.Helper()
+	var id string
+	servertest.WaitFor(tb, 10*time.Second, "a blocked XREAD", func() bool {
+		for line := range strings.Lines(rs.Do(tb, "CLIENT", "LIST")) {
+			if strings.Contains(line, " cmd=xread ") && strings.Contains(line, " flags=b ") {
+				f := strings.Fields(line)
+				id = strings.TrimPrefix(f[0], "id=")
+				return true
+			}
+		}
+		return false
+	})
+	rs.Do(tb, "CLIENT", "KILL", "ID", id)
 }

@@ -117,6 +117,24 @@ type streamInfo struct {
 // (trimmed or deleted), as far as the server tells.
 func (in *streamInfo) removed() bool { return in.added < 0 || in.added > in.length }
 
+// trimmedAfter reports whether entries after position p are gone.
+// Trimming removes from the head: a position at or above the first entry
+// proves nothing after it went; only the first entry's immediate
+// successor position proves it below. (max-deleted-entry-id would say
+// more, but Redis 7.0's XTRIM leaves it at 0-0.)
+func (in *streamInfo) trimmedAfter(p wsproto.StreamID) bool {
+	switch {
+	case !in.removed():
+		return false
+	case in.length == 0:
+		return p.Less(in.lastGen)
+	case in.hasFirst && p.Less(in.first):
+		next, _ := p.Next()
+		return next != in.first
+	}
+	return false
+}
+
 // parseXInfo reads an XINFO STREAM reply; a "no such key" error is a
 // missing stream, not an error.
 func parseXInfo(res rueidis.RedisResult) (streamInfo, error) {
