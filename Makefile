@@ -24,9 +24,11 @@ WEB_TEST_DIR  := server/web/test
 
 all: build
 
-## run: the gateway with an embedded miniredis and demo ticks
+## run: the gateway with an embedded miniredis, demo ticks and a durable
+## demo channel; its streams survive a restart in $(BIN)/demo-streams.json
 run:
-	$(GO) run ./cmd/gateway -embedded-redis -demo
+	@mkdir -p $(BIN)
+	$(GO) run ./cmd/gateway -embedded-redis -embedded-redis-file $(BIN)/demo-streams.json -demo
 
 build:
 	$(GO) build -o $(BIN)/gateway ./cmd/gateway

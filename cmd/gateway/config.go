@@ -40,10 +40,13 @@ type config struct {
 	JWTPublicKeyFile string
 	ShutdownTimeout  time.Duration
 	EmbeddedRedis    bool
-	Demo             bool
-	LogLevel         string
-	LogFormat        string
-	AdminAddr        string
+	// EmbeddedRedisFile keeps the embedded Redis's streams between runs
+	// (loaded at start, saved at a graceful stop).
+	EmbeddedRedisFile string
+	Demo              bool
+	LogLevel          string
+	LogFormat         string
+	AdminAddr         string
 }
 
 // setting binds one configuration field to its environment variable and
@@ -130,7 +133,8 @@ var settings = []setting{
 	{"STREAM_DISCOVERY", "stream-discovery", "auto", "how a durable pattern finds keys created later: auto (SCAN, plus keyspace notifications when Redis has class Kn on) or scan", func(c *config) any { return &c.Streams.Discovery }},
 	{"STREAM_SCAN_INTERVAL", "stream-scan-interval", "30s", "period of the SCAN sweep for stream keys created after a durable pattern was subscribed", func(c *config) any { return &c.Streams.ScanInterval }},
 	{"EMBEDDED_REDIS", "embedded-redis", "false", "run an in-process Redis (miniredis) for trying the gateway out; never a fallback", func(c *config) any { return &c.EmbeddedRedis }},
-	{"DEMO", "demo", "false", "publish demo ticks on market:tick:*", func(c *config) any { return &c.Demo }},
+	{"EMBEDDED_REDIS_FILE", "embedded-redis-file", "", "with EMBEDDED_REDIS: file where the embedded Redis keeps its streams between runs, loaded at start and saved at a graceful stop, so that durable channels resume across a restart (empty: nothing kept)", func(c *config) any { return &c.EmbeddedRedisFile }},
+	{"DEMO", "demo", "false", "publish demo ticks on market:tick:* and durable demo signals (XADD) on indicators:signal:DEMO; with STREAM_CHANNELS empty, indicators:signal:* is made durable", func(c *config) any { return &c.Demo }},
 	{"ECHO", "echo", "false", "serve /echo for RFC 6455 conformance testing (never in production)", func(c *config) any { return &c.Server.Echo }},
 	{"ECHO_MAX_MESSAGE_BYTES", "echo-max-message-bytes", "17825792", "largest message on /echo, fragments included; only with -echo (Autobahn's 9.x cases send 16 MiB)", func(c *config) any { return &c.Server.EchoMaxMessageBytes }},
 	{"LOG_LEVEL", "log-level", "info", "debug, info, warn or error", func(c *config) any { return &c.LogLevel }},
@@ -259,6 +263,9 @@ func (c *config) derive() {
 	c.Fanout.RedisAddr = net.JoinHostPort(c.RedisHost, strconv.Itoa(c.RedisPort))
 	c.Fanout.RESP2 = c.EmbeddedRedis      // miniredis speaks no RESP3 pub/sub
 	c.Fanout.Standalone = c.EmbeddedRedis // nor is it a Cluster, though it answers CLUSTER SLOTS
+	if c.Demo && len(c.Streams.Channels) == 0 {
+		c.Streams.Channels = []string{demoDurable}
+	}
 	// A client that leaves and comes straight back keeps the upstream
 	// subscription.
 	c.Fanout.Linger = 500 * time.Millisecond
@@ -284,6 +291,7 @@ func (c *config) validate() error {
 		{c.AdminAddr != "" && !isHostPort(c.AdminAddr), "ADMIN_ADDR", "must be host:port with a port number (or empty)"},
 		{c.Server.StatsPrivate && c.AdminAddr == "", "STATS_ADMIN_ONLY", "needs ADMIN_ADDR: /stats would be served nowhere"},
 		{c.EmbeddedRedis && c.Fanout.RedisURL != "", "EMBEDDED_REDIS", "cannot be used with REDIS_URL"},
+		{c.EmbeddedRedisFile != "" && !c.EmbeddedRedis, "EMBEDDED_REDIS_FILE", "needs EMBEDDED_REDIS"},
 	}
 	for _, k := range checks {
 		if k.bad {

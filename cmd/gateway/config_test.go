@@ -213,6 +213,15 @@ func TestLoadConfig(t *testing.T) {
 			if !c.Demo {
 				t.Error("-demo did not set Demo")
 			}
+			// The demo's durable channel, unless STREAM_CHANNELS says.
+			if want := []string{"indicators:signal:*"}; !reflect.DeepEqual(c.Streams.Channels, want) {
+				t.Errorf("-demo durable channels %q, want %q", c.Streams.Channels, want)
+			}
+		}},
+		{"demo with durable channels of its own", []string{"-demo"}, map[string]string{"STREAM_CHANNELS": "engine:signal:*"}, func(t *testing.T, c config) {
+			if want := []string{"engine:signal:*"}; !reflect.DeepEqual(c.Streams.Channels, want) {
+				t.Errorf("durable channels %q, want %q", c.Streams.Channels, want)
+			}
 		}},
 	}
 	for _, tt := range tests {
@@ -279,6 +288,7 @@ func TestLoadConfigErrors(t *testing.T) {
 		{"long sharded glob", nil, map[string]string{"SHARDED_CHANNELS": "a.*," + strings.Repeat("b", 300)}, "SHARDED_CHANNELS must hold globs of 1 to 256 bytes"},
 		{"trusted proxy", nil, map[string]string{"TRUSTED_PROXIES": "10.0.0.0/8,haproxy"}, "TRUSTED_PROXIES must be CIDRs"},
 		{"embedded Redis and a URL", nil, map[string]string{"EMBEDDED_REDIS": "true", "REDIS_URL": "redis://h:1"}, "EMBEDDED_REDIS cannot be used with REDIS_URL"},
+		{"embedded Redis file without the embedded Redis", nil, map[string]string{"EMBEDDED_REDIS_FILE": "x.json"}, "EMBEDDED_REDIS_FILE needs EMBEDDED_REDIS"},
 		{"stray argument", []string{"serve"}, nil, "serve"},
 	}
 	// Every typed setting refuses garbage, from the environment and as

@@ -16,8 +16,6 @@ import (
 	"strconv"
 	"syscall"
 
-	"github.com/alicebob/miniredis/v2"
-
 	"github.com/wsgw/gateway/auth"
 	"github.com/wsgw/gateway/server"
 )
@@ -76,14 +74,25 @@ func serve(cfg config, log *slog.Logger) error {
 	if cfg.EmbeddedRedis {
 		// Asked for explicitly: a gateway pointed at a real Redis never
 		// falls back to this.
-		mr := miniredis.NewMiniRedis()
-		if err := mr.StartAddr("127.0.0.1:0"); err != nil {
-			return fmt.Errorf("embedded redis: %w", err)
+		mr, loaded, err := startEmbedded(cfg.EmbeddedRedisFile)
+		if err != nil {
+			return err
 		}
 		defer mr.Close()
+		if cfg.EmbeddedRedisFile != "" {
+			// Saved after the shutdown below (deferred calls run last
+			// first), while the embedded Redis still runs.
+			defer func() {
+				if n, err := saveEmbedded(mr, cfg.EmbeddedRedisFile); err != nil {
+					log.Warn("embedded Redis: streams not saved", "err", err)
+				} else {
+					log.Info("embedded Redis: streams saved", "file", cfg.EmbeddedRedisFile, "entries", n)
+				}
+			}()
+		}
 		cfg.Fanout.RedisAddr = mr.Addr()
 		log.Info("embedded Redis (miniredis) started: try redis-cli -h 127.0.0.1 -p "+strconv.Itoa(mr.Server().Addr().Port)+" PUBLISH market:tick:DEMO '{\"price\":1}'",
-			"addr", cfg.Fanout.RedisAddr)
+			"addr", cfg.Fanout.RedisAddr, "stream_entries_loaded", loaded)
 	}
 
 	acl := auth.DefaultACL()
@@ -132,7 +141,7 @@ func serve(cfg config, log *slog.Logger) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	if cfg.Demo {
-		go demo(ctx, cfg.Fanout.ClientOption(), log)
+		go demo(ctx, cfg.Fanout.ClientOption(), cfg.Streams.KeyPrefix, log)
 	}
 	go trimMemory(ctx)
 	var stopped error

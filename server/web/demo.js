@@ -2,15 +2,16 @@
 // their seq, see gaps and the connection state. Everything goes through
 // gateway-client.js, as an application would use it.
 //
-// Query parameters: channels (comma-separated, default market:tick:*),
-// token, initialDelay and maxDelay (reconnect backoff, ms).
+// Query parameters: channels (comma-separated, ';' between subscriptions;
+// default market:tick:* and the durable indicators:signal:*), token,
+// initialDelay and maxDelay (reconnect backoff, ms).
 import { GatewayClient } from '/gateway-client.js';
 
 const params = new URLSearchParams(location.search);
 const maxRows = 300;
 const $ = (sel) => /** @type {HTMLElement} */ (document.querySelector(sel));
 
-const counts = { messages: 0, gaps: 0, reconnects: 0, errors: 0 };
+const counts = { messages: 0, gaps: 0, recovered: 0, reconnects: 0, errors: 0 };
 /** @type {GatewayClient} */
 let client;
 /** channel lists the page wants, kept across a token change */
@@ -61,10 +62,12 @@ function onMessage(m) {
   tr.dataset.stream = m.stream;
   tr.dataset.channel = m.channel;
   tr.dataset.seq = String(m.seq);
+  if (m.replay) tr.dataset.replay = 'true';
   cell(tr, time(m.timestamp));
   cell(tr, m.stream);
   cell(tr, m.channel);
-  cell(tr, String(m.seq), 'num seq');
+  // A replayed entry has no seq: its position is its id.
+  cell(tr, m.replay ? 'replay' : String(m.seq), 'num seq');
   cell(tr, typeof m.data === 'string' ? m.data : JSON.stringify(m.data), 'data');
   cell(tr, !m.gap ? '' : m.gap.reason === 'seq' ? `${m.gap.missed} missed` : m.gap.reason, 'gapinfo');
   if (m.gap) tr.dataset.gapReason = m.gap.reason;
@@ -80,6 +83,21 @@ function onGap(g) {
   cell(tr, time());
   cell(tr, g.stream);
   const td = cell(tr, '⚠ gap: ' + describeGap(g));
+  td.colSpan = 4;
+  addRow(tr);
+}
+
+// A durable stream resumed after a reconnect: what it missed was
+// replayed, complete (an incomplete replay is a gap instead).
+function onRecovered({ stream, count: n }) {
+  count('recovered', n);
+  const tr = document.createElement('tr');
+  tr.className = 'recovered';
+  tr.dataset.stream = stream;
+  tr.dataset.count = String(n);
+  cell(tr, time());
+  cell(tr, stream);
+  const td = cell(tr, n > 0 ? `↺ recovered ${n} missed ${n === 1 ? 'entry' : 'entries'}, no gap` : '↺ resumed, nothing missed');
   td.colSpan = 4;
   addRow(tr);
 }
@@ -157,6 +175,7 @@ function start(token) {
     if (reconnected) count('reconnects');
   });
   client.on('gap', onGap);
+  client.on('recovered', onRecovered);
   client.on('error', (err) => {
     count('errors');
     notice(err.code, err.message + (err.channels.length ? ` [${err.channels.join(', ')}]` : ''));
@@ -204,7 +223,7 @@ $('#clear').addEventListener('click', () => {
 const token = params.get('token') ?? '';
 /** @type {HTMLInputElement} */ ($('#token')).value = token;
 start(token);
-for (const channels of (params.get('channels') ?? 'market:tick:*').split(';')) {
+for (const channels of (params.get('channels') ?? 'market:tick:*;indicators:signal:*').split(';')) {
   const list = parseChannels(channels);
   if (list.length) subscribe(list);
 }
