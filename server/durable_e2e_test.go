@@ -3,21 +3,23 @@ package server_test
 import (
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"maps"
 	"math/rand/v2"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/redis/rueidis"
 
 	"github.com/wsgw/gateway/fanout"
 	"github.com/wsgw/gateway/fanout/redistest"
+	"github.com/wsgw/gateway/server/servertest"
 )
 
 // startStreamGateway starts a gateway on rs whose channels matching globs
@@ -264,11 +266,6 @@ func (c *exactClient) session(ctx context.Context, g *gateway, done func() bool)
 	return nil
 }
 
-// durableFull runs TestDurableExactness at full size (20,000 entries, 100
-// clients): minutes under -race on a small shared machine, so not by
-// default (6,000 entries, 40 clients).
-var durableFull = flag.Bool("durable.full", false, "TestDurableExactness with 20,000 entries and 100 clients")
-
 // TestDurableExactness: a publisher adds entries at a steady rate to 3
 // durable channels while clients (on one channel each, or on a pattern
 // over the three) disconnect at random moments and resume with since on
@@ -286,26 +283,45 @@ func TestDurableExactness(t *testing.T) {
 	for _, n := range names {
 		rs.Do(t, "XADD", "stream:"+n, "*", "data", "0") // the keys exist before the patterns scan
 	}
-	total, nclients := 6000, 40
-	if *durableFull {
-		total, nclients = 20_000, 100
+	const total, nclients = 20_000, 100
+	pub, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{rs.Addr()}, DisableCache: true})
+	if err != nil {
+		t.Fatal(err)
 	}
+	defer pub.Close()
 	var published [3]atomic.Int64
 	pubErr := make(chan error, 1)
 	pubDone := make(chan struct{})
 	go func() {
+		// A steady 1,000 entries a second, ten per 10 ms in one round
+		// trip: one at a time, a round trip each, the rate would be what
+		// the machine leaves to this goroutine.
 		defer close(pubDone)
-		tick := time.NewTicker(time.Millisecond)
+		const batch = 10
+		tick := time.NewTicker(10 * time.Millisecond)
 		defer tick.Stop()
-		for i := 0; i < total; i++ {
+		var next [3]int64
+		for i := 0; i < total; i += batch {
 			<-tick.C
-			k := i % 3
-			n := published[k].Load() + 1
-			if _, err := rs.Exec("XADD", "stream:"+names[k], "*", "data", strconv.FormatInt(n, 10)); err != nil {
-				pubErr <- err
-				return
+			cmds := make(rueidis.Commands, 0, batch)
+			for j := i; j < min(i+batch, total); j++ {
+				k := j % 3
+				next[k]++
+				cmds = append(cmds, pub.B().Xadd().Key("stream:"+names[k]).Id("*").FieldValue().
+					FieldValue("data", strconv.FormatInt(next[k], 10)).Build())
 			}
-			published[k].Store(n)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			for _, r := range pub.DoMulti(ctx, cmds...) {
+				if err := r.Error(); err != nil {
+					cancel()
+					pubErr <- err
+					return
+				}
+			}
+			cancel()
+			for k := range next {
+				published[k].Store(next[k])
+			}
 		}
 	}()
 	clients := make([]*exactClient, nclients)
@@ -458,5 +474,114 @@ func TestDurableRedisRestart(t *testing.T) {
 	}
 	if !slices.Equal(replayed, ids[5:]) {
 		t.Fatalf("resume after the crash replayed %v, want %v", replayed, ids[5:])
+	}
+}
+
+// TestDurableHugeReplay: a client resuming 100,000 missed entries of
+// 1 KiB gets them all, in order, then live. While it does not read, a
+// client on the same event loop keeps getting its live messages (the
+// replay does not stall the loop), and the gateway pushes only a bounded
+// part of the replay (the connection's queue, the socket buffers, a
+// reader's page), not the 100 MB.
+func TestDurableHugeReplay(t *testing.T) {
+	if testing.Short() {
+		t.Skip("short")
+	}
+	rs := redistest.Start(t)
+	g := startStreamGateway(t, rs, fanout.StreamConfig{Channels: []string{"indicators:signal:*"}, MaxReplay: 100_000},
+		func(o *options) { o.srv.Loops = 1 })
+	const ch, n = "indicators:signal:HUGE", 100_000
+	pad := strings.Repeat("x", 1000)
+	pub, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{rs.Addr()}, DisableCache: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	ids := make([]string, 0, n)
+	for i := 0; i < n; i += 1000 {
+		cmds := make(rueidis.Commands, 0, 1000)
+		for j := i; j < i+1000; j++ {
+			cmds = append(cmds, pub.B().Xadd().Key("stream:"+ch).Id("*").FieldValue().
+				FieldValue("data", `{"i":`+strconv.Itoa(j)+`,"pad":"`+pad+`"}`).Build())
+		}
+		for _, r := range pub.DoMulti(context.Background(), cmds...) {
+			id, err := r.ToString()
+			if err != nil {
+				t.Fatal(err)
+			}
+			ids = append(ids, id)
+		}
+	}
+
+	b := dial(t, g.wsURL(""))
+	b.subscribe(t, "market:tick:HUGE")
+	a := dial(t, g.wsURL(""))
+	a.send(t, map[string]any{"action": "subscribe", "channels": []string{ch}, "since": map[string]string{ch: "0-0"}, "requestId": "r"})
+	type frame struct {
+		Type, ID, LastID string
+		Count            int
+		Replay           bool
+		Data             struct{ I int }
+	}
+	next := 0 // index of the next entry a should get
+	readA := func(stop func(f frame) bool) {
+		t.Helper()
+		for {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			_, p, err := a.c.Read(ctx)
+			cancel()
+			if err != nil {
+				t.Fatalf("after %d entries: %v", next, err)
+			}
+			var f frame
+			if err := json.Unmarshal(p, &f); err != nil {
+				t.Fatal(err)
+			}
+			switch {
+			case f.Type == "subscribed", f.Type == "replayed":
+			case f.Type == "data" && f.Replay && next < n && f.ID == ids[next] && f.Data.I == next:
+				next++
+			default:
+				t.Fatalf("after %d entries: %.200s", next, p)
+			}
+			if stop(f) {
+				return
+			}
+		}
+	}
+	readA(func(frame) bool { return next == 1000 })
+
+	// a reads nothing now. b's live messages still flow on the loop.
+	for i := range 5 {
+		rs.Publish(t, "market:tick:HUGE", strconv.Itoa(i))
+		if m := b.expect(t, "data"); m["data"] != float64(i) {
+			t.Fatalf("b got %v, want %d", m, i)
+		}
+	}
+	// What the gateway pushed for a settles well below the whole replay.
+	var pushed uint64
+	same := 0
+	servertest.WaitFor(t, 30*time.Second, "the replay to wait for a", func() bool {
+		st := g.stats(t)
+		if st.Durable.Replayed == pushed {
+			same++
+		} else {
+			pushed, same = st.Durable.Replayed, 0
+		}
+		return same >= 20 // unchanged over 20 polls
+	})
+	if pushed >= 30_000 {
+		t.Fatalf("%d replay frames pushed to a client that read 1,000: the replay is not bounded by its room", pushed)
+	}
+	t.Logf("pushed %d of %d replay frames while the client read none", pushed, n)
+
+	var end frame
+	readA(func(f frame) bool { end = f; return f.Type == "replayed" })
+	if next != n || end.Count != n || end.LastID != ids[n-1] {
+		t.Fatalf("replayed %d entries, then %+v; want %d up to %s", next, end, n, ids[n-1])
+	}
+	live := rs.Do(t, "XADD", "stream:"+ch, "*", "data", "1")
+	if f := toFrame(a.expect(t, "data")); f.id != live || f.replay {
+		t.Fatalf("after the replay: %v, want live %s", f, live)
 	}
 }
