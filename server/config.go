@@ -60,6 +60,15 @@ type Config struct {
 	// MaxConnectionsPerSecond paces accepted upgrades; beyond it an
 	// upgrade is answered 503 with Retry-After. 0 = unlimited.
 	MaxConnectionsPerSecond int
+	// ShutdownCloseRate bounds how fast Shutdown closes connections
+	// (1001 frames per second over all loops): the closes are spread over
+	// open/ShutdownCloseRate seconds, or over the first half of the
+	// shutdown window when that is shorter. 0 spreads them over that half
+	// whatever their number. A faster pace makes a restart shorter (the
+	// process exits sooner, and clients find the next instance before
+	// their backoff has grown); a slower one spares the peers behind a
+	// load balancer a burst of reconnects.
+	ShutdownCloseRate int
 	// MaxSockets bounds accepted TCP connections, upgraded or not. It
 	// keeps the process below its file-descriptor limit: gnet v2.10
 	// treats an EMFILE from accept(2) as fatal and stops its engine, so
@@ -138,6 +147,7 @@ func (c *Config) Check() (field, rule string) {
 		{"MaxConnections", c.MaxConnections},
 		{"MaxConnectionsPerIP", c.MaxConnectionsPerIP},
 		{"MaxConnectionsPerSecond", c.MaxConnectionsPerSecond},
+		{"ShutdownCloseRate", c.ShutdownCloseRate},
 		{"MaxSockets", c.MaxSockets},
 		{"MaxNewStreamsPerSecond", c.MaxNewStreamsPerSecond},
 		{"MaxPartialBytes", c.MaxPartialBytes},

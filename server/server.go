@@ -363,13 +363,17 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if !s.draining.CompareAndSwap(false, true) {
 		return ErrShutdown
 	}
-	// Closes are paced over the first half of the shutdown window so
-	// that tens of thousands of clients do not reconnect to the next
-	// instance in the same instant; the second half is for the close
-	// handshakes. Each loop's tick closes its share (see loopState.tick).
+	// Closes are paced so that tens of thousands of clients do not
+	// reconnect to the next instance (or the peers) in the same instant:
+	// at ShutdownCloseRate, within the first half of the shutdown window;
+	// the second half is for the close handshakes. Each loop's tick
+	// closes its share (see loopState.tick).
 	window := 2 * time.Second
 	if dl, ok := ctx.Deadline(); ok {
 		window = time.Until(dl) / 2
+	}
+	if r := s.cfg.ShutdownCloseRate; r > 0 {
+		window = min(window, time.Duration(float64(s.conns.Load())/float64(r)*float64(time.Second)))
 	}
 	s.closeBy.Store(time.Now().Add(max(window, 0)).UnixNano())
 	t := time.NewTicker(10 * time.Millisecond)

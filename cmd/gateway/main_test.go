@@ -151,12 +151,17 @@ func TestSignalShutdown(t *testing.T) {
 	)
 	bin := buildGateway(t)
 	tests := []struct {
-		name    string
-		sig     syscall.Signal
-		clients int
+		name      string
+		sig       syscall.Signal
+		clients   int
+		closeRate int // SHUTDOWN_CLOSE_RATE
+		window    time.Duration
 	}{
-		{"SIGTERM with 1000 clients", syscall.SIGTERM, 1000},
-		{"SIGINT", syscall.SIGINT, 20},
+		// Paced over half the timeout whatever their number.
+		{"SIGTERM with 1000 clients", syscall.SIGTERM, 1000, 0, shutdownTimeout / 2},
+		// Paced at 1,000 a second: over 1 s, not the 2 s half.
+		{"SIGTERM at a close rate", syscall.SIGTERM, 1000, 1000, time.Second},
+		{"SIGINT", syscall.SIGINT, 20, 0, shutdownTimeout / 2},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -164,7 +169,8 @@ func TestSignalShutdown(t *testing.T) {
 			p := startGatewayProc(t, bin,
 				"REDIS_HOST="+rs.Host(), "REDIS_PORT="+strconv.Itoa(rs.Port()),
 				"REDIS_WS_GATEWAY_HOST=127.0.0.1", "REDIS_WS_GATEWAY_PORT=0",
-				"EVENT_LOOPS=2", "SHUTDOWN_TIMEOUT="+shutdownTimeout.String())
+				"EVENT_LOOPS=2", "SHUTDOWN_TIMEOUT="+shutdownTimeout.String(),
+				"SHUTDOWN_CLOSE_RATE="+strconv.Itoa(tt.closeRate))
 			url := "ws://" + p.addr + "/ws"
 			p.waitHealthy(t)
 
@@ -272,9 +278,14 @@ func TestSignalShutdown(t *testing.T) {
 			}
 			spread := last.Sub(first)
 			t.Logf("%d clients closed with 1001 over %v (pacing window %v); exit %v after the signal",
-				tt.clients, spread.Round(time.Millisecond), shutdownTimeout/2, took.Round(time.Millisecond))
-			if tt.clients >= 100 && spread < shutdownTimeout/4 {
-				t.Errorf("closes spread over %v only: want them paced over about %v", spread, shutdownTimeout/2)
+				tt.clients, spread.Round(time.Millisecond), tt.window, took.Round(time.Millisecond))
+			if tt.clients >= 100 && spread < tt.window/2 {
+				t.Errorf("closes spread over %v only: want them paced over about %v", spread, tt.window)
+			}
+			// The rate shortens the window (a bound with room for a
+			// loaded machine, below the half timeout it replaces).
+			if tt.closeRate > 0 && spread > tt.window*8/5 {
+				t.Errorf("closes spread over %v: want them paced over about %v at %d/s", spread, tt.window, tt.closeRate)
 			}
 			for ch := range channels {
 				name := "market:tick:" + strconv.Itoa(ch)
