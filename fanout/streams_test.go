@@ -1,7 +1,10 @@
 package fanout
 
 import (
+	"context"
 	"fmt"
+	"io"
+	"log/slog"
 	"math/rand/v2"
 	"slices"
 	"strconv"
@@ -10,6 +13,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/redis/rueidis"
 
 	"github.com/wsgw/gateway/fanout/redistest"
 	"github.com/wsgw/gateway/server/servertest"
@@ -774,4 +779,71 @@ func killBlockedReader(tb testing.TB, rs *redistest.Server) {
 		return false
 	})
 	rs.Do(tb, "CLIENT", "KILL", "ID", id)
+}
+
+// TestStreamsSentinel: durable readers on a Sentinel setup follow the
+// promoted master after a SIGKILL of the old one: the subscriber is told
+// upstream_interrupted once (another server answers), then gets every
+// entry added on the new master, in order, after the entries it had.
+func TestStreamsSentinel(t *testing.T) {
+	st := redistest.StartSentinel(t, time.Second)
+	opt, err := rueidis.ParseURL(st.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink := newTestSink()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	s, err := NewStreams(StreamConfig{Channels: []string{"sf:*"}, KeyPrefix: "stream:"}, opt, sink, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = s.Close(ctx)
+	})
+	pub := urlClient(t, st.URL())
+	add := func(v string) error {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		return pub.Do(ctx, pub.B().Xadd().Key("stream:sf:c").Id("*").FieldValue().FieldValue("data", v).Build()).Error()
+	}
+	sub, ss := sink.newSub()
+	s.Join(sub, Resume{Name: "sf:c"}, nil)
+	waitFrames(t, ss, 1)
+	for i := 1; i <= 5; i++ {
+		if err := add(strconv.Itoa(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFrames(t, ss, 6)
+	// The replica has them before the master dies.
+	if _, err := st.Master.Exec("WAIT", "1", "5000"); err != nil {
+		t.Fatal(err)
+	}
+
+	st.Master.Kill(t)
+	servertest.WaitFor(t, failoverTimeout, "an entry on the promoted master", func() bool { return add("6") == nil })
+	for i := 7; i <= 10; i++ {
+		if err := add(strconv.Itoa(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var got []dmsg
+	servertest.WaitFor(t, failoverTimeout, "the entries added after the failover", func() bool {
+		got = ss.snapshot()
+		return len(got) > 0 && string(got[len(got)-1].Data) == "10"
+	})
+	var kinds []string
+	for _, m := range got[1:] {
+		kinds = append(kinds, m.Type+":"+string(m.Data))
+	}
+	want := []string{"data:1", "data:2", "data:3", "data:4", "data:5", "error:", "data:6", "data:7", "data:8", "data:9", "data:10"}
+	if !slices.Equal(kinds, want) {
+		t.Fatalf("frames %v, want %v", got, want)
+	}
+	if st := s.Stats(); st.Interrupted != 1 {
+		t.Fatalf("stats %+v, want 1 outage told", st)
+	}
+	sink.check(t)
 }
