@@ -368,7 +368,7 @@ func New(cfg Config, wakers []Waker) (*Hub, error) {
 	h.ctx, h.cancel = context.WithCancel(context.Background())
 	h.shards = make([]*Shard, len(wakers))
 	for i := range h.shards {
-		sh := &Shard{idx: i, hub: h, in: make(chan shardOp, cfg.Handoff), waker: wakers[i]}
+		sh := &Shard{idx: i, hub: h, in: make(chan shardOp, cfg.Handoff), kick: make(chan struct{}, 1), waker: wakers[i]}
 		sh.ready.init()
 		h.shards[i] = sh
 	}
@@ -542,6 +542,7 @@ func (h *Hub) onMessage(m rueidis.PubSubMessage) {
 		default:
 			f.Release()
 			h.handoff.Add(1)
+			sh.handoffLost(st, seq)
 		}
 	}
 	if f != nil {

@@ -73,28 +73,48 @@ func (s *Subscriber) drop(st *stream, f *wsproto.Frame) {
 	if r == nil {
 		r = new(lossReport)
 	}
-	r.add(st, seq)
+	r.addRun(st, seq-1, 1)
 	ls.report.Store(r)
 	s.markReady()
 }
 
-// add records the loss of seq on st. A drop that does not follow the
-// stream's last one starts a new run: the frames in between were queued,
-// so the client sees that earlier gap in the seq of the next frame it
-// reads, and the notice is about what came after them.
-func (r *lossReport) add(st *stream, seq uint64) {
+// lostUpstream notes that the messages lastSeq+1 … lastSeq+n of st never
+// reached the queue: the hub could not hand them to the shard. They are
+// reported as dropped frames are, but not counted as the connection's
+// drops (Dropped, which the slow-client policy reads): the connection did
+// nothing to lose them. Producer only.
+func (s *Subscriber) lostUpstream(st *stream, lastSeq, n uint64) {
+	ls := s.loss.Load()
+	if ls == nil {
+		ls = new(lossState)
+		s.loss.Store(ls)
+	}
+	r := ls.report.Swap(nil)
+	if r == nil {
+		r = new(lossReport)
+	}
+	r.addRun(st, lastSeq, n)
+	ls.report.Store(r)
+	s.markReady()
+}
+
+// addRun records the loss of lastSeq+1 … lastSeq+n on st. A loss that
+// does not follow the stream's last one starts a new run: the frames in
+// between were queued, so the client sees that earlier gap in the seq of
+// the next frame it reads, and the notice is about what came after them.
+func (r *lossReport) addRun(st *stream, lastSeq, n uint64) {
 	for i := range r.runs {
 		run := &r.runs[i]
 		if run.st != st {
 			continue
 		}
-		if seq != run.lastSeq+run.lost+1 {
-			run.lastSeq, run.lost = seq-1, 0
+		if lastSeq != run.lastSeq+run.lost {
+			run.lastSeq, run.lost = lastSeq, 0
 		}
-		run.lost++
+		run.lost += n
 		return
 	}
-	r.runs = append(r.runs, lostRun{st: st, lastSeq: seq - 1, lost: 1})
+	r.runs = append(r.runs, lostRun{st: st, lastSeq: lastSeq, lost: n})
 }
 
 // TakeLoss returns the messages_lost notice owed to the connection for

@@ -3,6 +3,7 @@ package fanout
 import (
 	"context"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -89,6 +90,34 @@ func TestHandoffBoundedAndCounted(t *testing.T) {
 	}
 	if after := pubsubClient(t, srv); after != before {
 		t.Fatalf("pub/sub client before the flood %q, after %q: want the same connection", before, after)
+	}
+
+	// The shard resumes: the connection gets the ack, the messages the
+	// channel held, then, with nothing more published, the notice of
+	// what the shard missed. It is not counted as the connection's drops.
+	once.Do(func() { close(release) })
+	var data []uint64
+	var lost []lostStream
+	servertest.WaitFor(t, waitTimeout, "the messages_lost notice", func() bool {
+		for f := sub.Pop(); f != nil; f = sub.Pop() {
+			if seq := f.Seq(); seq > 0 {
+				data = append(data, seq)
+			}
+			f.Release()
+		}
+		if f := sub.TakeLoss(); f != nil {
+			lost = decodeLoss(t, f.Bytes())
+			f.Release()
+			return true
+		}
+		return false
+	})
+	want := []lostStream{{Stream: "flood", LastSeq: handoff, Lost: total - handoff}}
+	if len(data) != handoff || data[handoff-1] != handoff || !slices.Equal(lost, want) {
+		t.Fatalf("after the stall: data seqs %v, notice %+v; want 1…%d then %+v", data, lost, handoff, want)
+	}
+	if d := sub.Dropped(); d != 0 {
+		t.Fatalf("the connection's drops: %d, want 0 (the shard missed them)", d)
 	}
 }
 

@@ -85,6 +85,16 @@ type Shard struct {
 	// backlogs: frames of stream readers held back for subscribers
 	// whose queue was full (durablehub.go). Shard goroutine only.
 	backlogs map[*Subscriber]*backlog
+
+	// Messages the hub could not hand to this shard (its channel was
+	// full), per stream: noted by the pub/sub readers (handoffLost),
+	// taken by the shard goroutine, which reports them to the stream's
+	// subscribers here as messages_lost. Only when the shard falls
+	// behind, so a mutex; hasLost keeps the shard's every burst off it.
+	lostMu  sync.Mutex
+	lost    map[*stream]*lostRun
+	hasLost atomic.Bool
+	kick    chan struct{} // capacity 1: wakes a shard that has nothing else to do
 }
 
 // BeginFlush must be called by the event loop at the start of each flush,
@@ -153,6 +163,7 @@ func (sh *Shard) run(done <-chan struct{}) {
 			return
 		case op := <-sh.in:
 			sh.handle(op)
+		case <-sh.kick:
 		case <-retry.C:
 			armed = false
 			sh.retryBacklogs(nil)
@@ -166,6 +177,9 @@ func (sh *Shard) run(done <-chan struct{}) {
 			default:
 				break burst
 			}
+		}
+		if sh.hasLost.Load() {
+			sh.tellLost()
 		}
 		if sh.wakeNeeded {
 			sh.wakeNeeded = false
@@ -198,6 +212,50 @@ func (sh *Shard) handle(op shardOp) {
 		sh.push(op.sub, op.frame, op.ps)
 	case opBacklog:
 		sh.retryBacklogs(op.sub)
+	}
+}
+
+// handoffLost notes that the message seq of st could not be handed to
+// the shard. A drop that does not follow the stream's last one starts a
+// new run, as in lossReport.add. Safe for concurrent use (the readers of
+// several links); never blocks.
+func (sh *Shard) handoffLost(st *stream, seq uint64) {
+	sh.lostMu.Lock()
+	if sh.lost == nil {
+		sh.lost = make(map[*stream]*lostRun)
+	}
+	r := sh.lost[st]
+	switch {
+	case r == nil:
+		sh.lost[st] = &lostRun{st: st, lastSeq: seq - 1, lost: 1}
+	case seq == r.lastSeq+r.lost+1:
+		r.lost++
+	default:
+		r.lastSeq, r.lost = seq-1, 1
+	}
+	sh.lostMu.Unlock()
+	sh.hasLost.Store(true)
+	select {
+	case sh.kick <- struct{}{}:
+	default:
+	}
+}
+
+// tellLost reports the messages the shard missed to the subscribers of
+// their streams here, once the shard has caught up with its channel:
+// each connection gets a messages_lost notice once it has drained its
+// queue (Subscriber.TakeLoss), even if its streams stay quiet. Shard
+// goroutine only.
+func (sh *Shard) tellLost() {
+	sh.lostMu.Lock()
+	lost := sh.lost
+	sh.lost = nil
+	sh.hasLost.Store(false)
+	sh.lostMu.Unlock()
+	for _, r := range lost {
+		for _, s := range r.st.subs[sh.idx] {
+			s.lostUpstream(r.st, r.lastSeq, r.lost)
+		}
 	}
 }
 
