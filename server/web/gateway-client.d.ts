@@ -11,6 +11,9 @@ export declare const ErrorCode: Readonly<{
   TooManyChannels: 'too_many_channels';
   TooManyWildcards: 'too_many_wildcards';
   RateLimited: 'rate_limited';
+  StreamRateLimited: 'stream_rate_limited';
+  ServerBusy: 'server_busy';
+  UpstreamRefused: 'upstream_refused';
   UpstreamInterrupted: 'upstream_interrupted';
   UnsupportedData: 'unsupported_data';
   MessagesLost: 'messages_lost';
@@ -37,6 +40,12 @@ export declare class TooManyChannelsError extends GatewayError {}
 export declare class TooManyWildcardsError extends GatewayError {}
 /** Too many client messages; the gateway closes the connection (1008) if it goes on. */
 export declare class RateLimitedError extends GatewayError {}
+/** Too many new channels at once (MAX_NEW_STREAMS_PER_SECOND); retry a little later. */
+export declare class StreamRateLimitedError extends GatewayError {}
+/** The gateway refused the request for its own sake (MAX_STREAMS, MAX_PENDING_REQUESTS); nothing was done, retry later. */
+export declare class ServerBusyError extends GatewayError {}
+/** Redis (or the gateway, for a pattern over sharded channels) refused these channels; sent unprompted, the gateway dropped them. */
+export declare class UpstreamRefusedError extends GatewayError {}
 /** The gateway's link to Redis broke; the listed streams may have lost messages. */
 export declare class UpstreamInterruptedError extends GatewayError {}
 export declare class UnsupportedDataError extends GatewayError {}

@@ -37,6 +37,9 @@ export const ErrorCode = Object.freeze({
   TooManyChannels: 'too_many_channels',
   TooManyWildcards: 'too_many_wildcards',
   RateLimited: 'rate_limited',
+  StreamRateLimited: 'stream_rate_limited',
+  ServerBusy: 'server_busy',
+  UpstreamRefused: 'upstream_refused',
   UpstreamInterrupted: 'upstream_interrupted',
   UnsupportedData: 'unsupported_data',
   MessagesLost: 'messages_lost',
@@ -67,6 +70,12 @@ export class ForbiddenError extends GatewayError {}
 export class TooManyChannelsError extends GatewayError {}
 export class TooManyWildcardsError extends GatewayError {}
 export class RateLimitedError extends GatewayError {}
+/** Too many new channels at once (MAX_NEW_STREAMS_PER_SECOND); retry a little later. */
+export class StreamRateLimitedError extends GatewayError {}
+/** The gateway refused the request for its own sake (MAX_STREAMS, MAX_PENDING_REQUESTS); nothing was done, retry later. */
+export class ServerBusyError extends GatewayError {}
+/** Redis (or the gateway, for a pattern over sharded channels) refused these channels. */
+export class UpstreamRefusedError extends GatewayError {}
 export class UpstreamInterruptedError extends GatewayError {}
 export class UnsupportedDataError extends GatewayError {}
 /** The gateway dropped messages for this connection; channels lists the streams. */
@@ -85,6 +94,9 @@ const errorClasses = {
   too_many_channels: TooManyChannelsError,
   too_many_wildcards: TooManyWildcardsError,
   rate_limited: RateLimitedError,
+  stream_rate_limited: StreamRateLimitedError,
+  server_busy: ServerBusyError,
+  upstream_refused: UpstreamRefusedError,
   upstream_interrupted: UpstreamInterruptedError,
   unsupported_data: UnsupportedDataError,
   messages_lost: MessagesLostError,
