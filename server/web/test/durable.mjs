@@ -5,82 +5,21 @@
 // by itself and the page gets exactly the missed entries, a 'recovered'
 // event and no gap.
 //
-// Line protocol with the Go test as in run.mjs: `CMD <id> <verb> <json>` on
-// stdout (xadd, restart-gateway), `OK <id> <json>` or `ERR <id> <message>`
-// on stdin. Environment: GATEWAY_URL, CHROMIUM.
-import { chromium } from 'playwright-core';
-import readline from 'node:readline';
+// The line protocol with the Go test is bridge.mjs's (verbs xadd,
+// restart-gateway). Environment: GATEWAY_URL, CHROMIUM.
 import assert from 'node:assert/strict';
+import { call, log, step, launchChromium, run } from './bridge.mjs';
 
 const base = process.env.GATEWAY_URL;
-const executablePath = process.env.CHROMIUM || '/usr/bin/chromium';
 if (!base) {
   console.error('durable.mjs: GATEWAY_URL is required (run it through go test ./server -run TestBrowserDurable)');
   process.exit(2);
 }
 
-let nextId = 0;
-const waiting = new Map();
-const rl = readline.createInterface({ input: process.stdin });
-rl.on('line', (line) => {
-  const m = /^(OK|ERR) (\d+) ?(.*)$/.exec(line);
-  const w = m && waiting.get(Number(m[2]));
-  if (!w) return;
-  waiting.delete(Number(m[2]));
-  if (m[1] === 'OK') w.resolve(m[3] ? JSON.parse(m[3]) : null);
-  else w.reject(new Error(`go side: ${m[3]}`));
-});
-let finished = false;
-rl.on('close', () => {
-  if (finished) return;
-  for (const w of waiting.values()) w.reject(new Error('go side closed stdin'));
-  waiting.clear();
-  abort(new Error('stdin closed'));
-});
-
-function call(verb, args = {}) {
-  const id = ++nextId;
-  return new Promise((resolve, reject) => {
-    waiting.set(id, { resolve, reject });
-    process.stdout.write(`CMD ${id} ${verb} ${JSON.stringify(args)}\n`);
-  });
-}
-
-const log = (...a) => process.stdout.write(a.join(' ') + '\n');
-
-let browser;
-let failed = false;
-function abort(err) {
-  if (failed) return;
-  failed = true;
-  console.error(`FAIL: ${err?.stack ?? err}`);
-  Promise.resolve(browser?.close())
-    .catch(() => {})
-    .finally(() => process.exit(1));
-}
-
-async function step(name, fn) {
-  const t0 = Date.now();
-  log(`STEP ${name}`);
-  try {
-    await fn();
-  } catch (err) {
-    console.error(`FAIL step "${name}"`);
-    throw err;
-  }
-  log(`PASS ${name} (${Date.now() - t0} ms)`);
-}
-
 const channel = 'indicators:signal:WEB';
 
 async function main() {
-  browser = await chromium.launch({
-    executablePath,
-    headless: true,
-    args: ['--no-sandbox', '--headless', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-    timeout: 60000,
-  });
-  log(`chromium ${browser.version()}`);
+  const browser = await launchChromium();
   const page = await browser.newPage();
   page.setDefaultTimeout(20000);
   const pageErrors = [];
@@ -154,11 +93,4 @@ async function main() {
   await browser.close();
 }
 
-main().then(
-  () => {
-    finished = true;
-    rl.close();
-    process.exit(0);
-  },
-  (err) => abort(err),
-);
+run(main);

@@ -1,59 +1,21 @@
 // End-to-end run of the demo page in headless Chromium against a real
 // gateway and a real redis-server, both owned by server/browser_test.go.
 //
-// The Go test starts this script and acts on its requests, one line each
-// way: this script prints `CMD <id> <verb> <json>` on stdout (publish,
-// restart-redis, restart-gateway) and reads `OK <id> <json>` or
-// `ERR <id> <message>` on stdin. Every other stdout line is a log line.
-// Exit status 0 means every step passed.
+// The Go test acts on its requests over the line protocol of bridge.mjs
+// (verbs publish, restart-redis, restart-gateway). Exit status 0 means
+// every step passed.
 //
 // Environment: GATEWAY_URL (http://host:port), CHROMIUM (the browser
 // binary), SCREENSHOT (where to write the demo screenshot).
-import { chromium } from 'playwright-core';
-import readline from 'node:readline';
 import assert from 'node:assert/strict';
+import { call, log, step, launchChromium, run } from './bridge.mjs';
 
 const base = process.env.GATEWAY_URL;
-const executablePath = process.env.CHROMIUM || '/usr/bin/chromium';
 const screenshot = process.env.SCREENSHOT;
 if (!base) {
   console.error('run.mjs: GATEWAY_URL is required (run it through go test ./server -run TestBrowserDemo)');
   process.exit(2);
 }
-
-// --- the line protocol with the Go test ----------------------------------
-
-let nextId = 0;
-/** @type {Map<number, {resolve: (v: any) => void, reject: (e: Error) => void}>} */
-const waiting = new Map();
-const rl = readline.createInterface({ input: process.stdin });
-rl.on('line', (line) => {
-  const m = /^(OK|ERR) (\d+) ?(.*)$/.exec(line);
-  const w = m && waiting.get(Number(m[2]));
-  if (!w) return;
-  waiting.delete(Number(m[2]));
-  if (m[1] === 'OK') w.resolve(m[3] ? JSON.parse(m[3]) : null);
-  else w.reject(new Error(`go side: ${m[3]}`));
-});
-let finished = false;
-rl.on('close', () => {
-  if (finished) return;
-  // The Go test went away (it failed or timed out): stop.
-  for (const w of waiting.values()) w.reject(new Error('go side closed stdin'));
-  waiting.clear();
-  abort(new Error('stdin closed'));
-});
-
-/** Asks the Go side to do something; resolves with its answer. */
-function call(verb, args = {}) {
-  const id = ++nextId;
-  return new Promise((resolve, reject) => {
-    waiting.set(id, { resolve, reject });
-    process.stdout.write(`CMD ${id} ${verb} ${JSON.stringify(args)}\n`);
-  });
-}
-
-const log = (...a) => process.stdout.write(a.join(' ') + '\n');
 
 // --- helpers ----------------------------------------------------------------
 
@@ -74,51 +36,10 @@ async function publish(instrument, minReceivers = 1) {
 const row = (stream, seq) => `tr.msg[data-stream="${stream}"][data-seq="${seq}"]`;
 const sub = (channels, extra = '') => `li.sub[data-channels="${channels}"]${extra}`;
 
-let browser;
-let failed = false;
-function abort(err) {
-  if (failed) return;
-  failed = true;
-  console.error(`FAIL: ${err?.stack ?? err}`);
-  Promise.resolve(browser?.close())
-    .catch(() => {})
-    .finally(() => process.exit(1));
-}
-
-async function step(name, fn) {
-  const t0 = Date.now();
-  log(`STEP ${name}`);
-  try {
-    await fn();
-  } catch (err) {
-    console.error(`FAIL step "${name}"`);
-    throw err;
-  }
-  log(`PASS ${name} (${Date.now() - t0} ms)`);
-}
-
 // --- the run --------------------------------------------------------------
 
 async function main() {
-  browser = await chromium.launch({
-    executablePath,
-    headless: true,
-    // The machine's Chromium flags: no sandbox (root in a container), no
-    // GPU, and nothing that phones home; playwright adds a fresh
-    // --user-data-dir.
-    args: [
-      '--no-sandbox',
-      '--headless',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-    ],
-    timeout: 60000,
-  });
-  log(`chromium ${browser.version()}`);
+  const browser = await launchChromium();
   const page = await browser.newPage({ viewport: { width: 1280, height: 860 } });
   page.setDefaultTimeout(15000);
   const pageErrors = [];
@@ -196,11 +117,4 @@ async function main() {
   await browser.close();
 }
 
-main().then(
-  () => {
-    finished = true;
-    rl.close();
-    process.exit(0);
-  },
-  (err) => abort(err),
-);
+run(main);
