@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"html"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -226,12 +227,16 @@ func (r *runner) durableRun() error {
 				return err
 			}
 			r.resetWindow()
-			if k == 1 {
-				// -profile: the first durable window, the one a ratio
-				// above the target asks about.
-				r.startProfile(cfg.Duration)
+			// -profile: the first window of each kind, the durable one
+			// in -profile and the pub/sub one beside it, to diff.
+			var profiled chan struct{}
+			if round == 1 && cfg.Profile != "" {
+				profiled = r.profileWindow(durableProfilePath(cfg.Profile, kind), cfg.Duration)
 			}
 			m0, m1, secs, err := r.publishUntil(name, cfg.Rate, cfg.Duration, pick, expected, nil)
+			if profiled != nil {
+				<-profiled
+			}
 			if err != nil {
 				return err
 			}
@@ -266,6 +271,38 @@ func (r *runner) durableRun() error {
 	res.judge()
 	r.rep.Noise = r.noise(first, last)
 	return nil
+}
+
+// durableProfilePath is where -profile's CPU profile of a kind's window
+// goes: the path itself for durable, with ".pubsub" before the extension
+// for pub/sub.
+func durableProfilePath(path, kind string) string {
+	if kind == "durable" {
+		return path
+	}
+	ext := filepath.Ext(path)
+	return strings.TrimSuffix(path, ext) + ".pubsub" + ext
+}
+
+// profileWindow fetches a CPU profile of the gateway over the next d into
+// path; the channel is closed when it is saved (or failed).
+func (r *runner) profileWindow(path string, d time.Duration) chan struct{} {
+	done := make(chan struct{})
+	if r.adminAddr == "" {
+		r.rep.Notes = append(r.rep.Notes, "-profile: the gateway has no admin listener (-admin-addr): no profile")
+		close(done)
+		return done
+	}
+	secs := max(1, int(d.Round(time.Second)/time.Second))
+	go func() {
+		defer close(done)
+		if err := fetchProfile(r.adminAddr, fmt.Sprintf("/debug/pprof/profile?seconds=%d", secs), path, time.Duration(secs)*time.Second+30*time.Second); err != nil {
+			r.logf("profile: %v", err)
+			return
+		}
+		r.logf("CPU profile of the gateway (%ds) saved in %s", secs, path)
+	}()
+	return done
 }
 
 // lines is the -durable part of the summary.

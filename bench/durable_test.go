@@ -147,6 +147,9 @@ func TestDurableFlags(t *testing.T) {
 	if got := strings.Join(c.durableGatewayArgs(), " "); got != "-stream-channels market:tick:bench:durable:* -max-replay 5000" || c.streamKeyPrefix() != "s:" {
 		t.Errorf("gateway args %q, key prefix %q", got, c.streamKeyPrefix())
 	}
+	if a, b := durableProfilePath("/tmp/d.pprof", "durable"), durableProfilePath("/tmp/d.pprof", "pubsub"); a != "/tmp/d.pprof" || b != "/tmp/d.pubsub.pprof" {
+		t.Errorf("profile paths %q %q", a, b)
+	}
 	c = parseExpect(t, []string{"-scenario", "replay", "-gateway-args", "-max-replay 10"}, "")
 	if got := strings.Join(c.durableGatewayArgs(), " "); got != "-stream-channels market:tick:bench:durable:*" {
 		t.Errorf("-max-replay given: gateway args %q", got)

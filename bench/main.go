@@ -168,7 +168,7 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 	fs.StringVar(&c.BackendsFlag, "backends", "", "with one -addr that is a load balancer: the gateways behind it (host:port each, comma-separated, in the order of -pid), for their /stats")
 	fs.StringVar(&c.BalancerPid, "balancer-pid", "", "with one -addr that is a load balancer: its pids (comma-separated, e.g. several HAProxy processes on one port), whose CPU is reported apart, per connect and per frame, and is not counted as noise")
 	fs.StringVar(&c.Admin, "admin", "", "with -addr: the gateways' admin listeners (host:port, comma-separated), for -profile and -heap-profile (of the first)")
-	fs.StringVar(&c.Profile, "profile", "", "save a CPU profile (pprof) of the gateway over the measured window here (needs its admin listener)")
+	fs.StringVar(&c.Profile, "profile", "", "save a CPU profile (pprof) of the gateway over the measured window here (needs its admin listener); -durable: of the first durable window, and of the first pub/sub window in the same name with .pubsub before the extension")
 	fs.StringVar(&c.HeapProfile, "heap-profile", "", "save a heap profile (pprof) of the gateway once the sockets are connected here")
 	fs.StringVar(&c.Redis, "redis", "", "use this Redis (host:port, 127.0.0.0/8) instead of starting redis-server")
 	fs.StringVar(&c.RedisServer, "redis-server", "redis-server", "redis-server binary to start")
