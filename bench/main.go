@@ -1,6 +1,7 @@
 // Command bench is the gateway's load harness: go run ./bench -help.
 //
-// Scenarios: idle, fanout, spread, churn, sweep, fairness, storm, floor
+// Scenarios: idle, fanout, spread, churn, sweep, fairness, storm, replay,
+// floor; -durable runs fanout or spread on durable channels beside pub/sub
 // (see docs/BENCHMARKS.md). The harness starts a redis-server and one or
 // more gateways itself on free loopback ports (or uses -redis, -addr and
 // -pid), opens the client sockets from worker subprocesses of itself,
