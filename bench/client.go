@@ -45,6 +45,11 @@ type subPlan struct {
 	Channels int    `json:"channels"` // socket i subscribes Prefix:<i % Channels>; 0: Prefix:<i>
 	Pattern  string `json:"pattern"`  // an extra pattern subscription, "" for none
 	Raw      bool   `json:"raw"`      // floor: no handshake, no subscribe
+	// Durable: the channels are durable (Redis Streams); the subscribe
+	// completes with the "replayed" frame that follows the ack, from
+	// which on the live entries come (those added between the ack and it
+	// are not delivered to a subscription without since).
+	Durable bool `json:"durable,omitempty"`
 }
 
 func (p subPlan) channelOf(idx int) string {
@@ -679,7 +684,13 @@ func (p *pool) OnTraffic(c gnet.Conn) gnet.Action {
 			}
 			if bytes.HasPrefix(payload, subscribedPfx) {
 				ls.Acks++
-				if s.state.CompareAndSwap(stSubscribing, stOpen) {
+				if !p.spec.Plan.Durable && s.state.CompareAndSwap(stSubscribing, stOpen) {
+					p.opened(s, now, true)
+				}
+				continue
+			}
+			if bytes.HasPrefix(payload, replayedPfx) {
+				if p.spec.Plan.Durable && s.state.CompareAndSwap(stSubscribing, stOpen) {
 					p.opened(s, now, true)
 				}
 				continue

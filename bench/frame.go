@@ -65,6 +65,7 @@ var (
 	patternField  = []byte(`,"pattern":`)
 	tField        = []byte(`{"t":`)
 	subscribedPfx = []byte(`{"type":"subscribed"`)
+	replayedPfx   = []byte(`{"type":"replayed"`)
 	errorPfx      = []byte(`{"type":"error","code":"`)
 )
 

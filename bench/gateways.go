@@ -299,7 +299,8 @@ func (r *runner) setupGateways(e *env, bin string) error {
 				name = "gateway-" + strconv.Itoa(i+1)
 			}
 			p, addr, admin, err := startGateway(gwStart{bin: bin, dir: e.dir, name: name, redisAddr: e.redisAddr,
-				eventLoops: cfg.EventLoops, extra: strings.Fields(cfg.GatewayArgs), ownPacing: cfg.Scenario == "storm"})
+				eventLoops: cfg.EventLoops, extra: append(cfg.durableGatewayArgs(), strings.Fields(cfg.GatewayArgs)...),
+				ownPacing: cfg.Scenario == "storm"})
 			if err != nil {
 				return err
 			}

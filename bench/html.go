@@ -64,6 +64,12 @@ func reportHTML(r *Report) string {
 	if s := r.Storm; s != nil {
 		b.WriteString(stormHTML(s))
 	}
+	if d := r.Durable; d != nil && len(d.Windows) > 0 {
+		b.WriteString(durableHTML(d))
+	}
+	if p := r.Replay; p != nil {
+		b.WriteString(replayHTML(p))
+	}
 	if f := r.Fairness; f != nil && len(f.Windows) > 0 {
 		b.WriteString(fairnessHTML(f))
 	}

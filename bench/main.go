@@ -1,6 +1,7 @@
 // Command bench is the gateway's load harness: go run ./bench -help.
 //
-// Scenarios: idle, fanout, spread, churn, sweep, fairness, storm, floor
+// Scenarios: idle, fanout, spread, churn, sweep, fairness, storm, replay,
+// floor; -durable runs fanout or spread on durable channels beside pub/sub
 // (see docs/BENCHMARKS.md). The harness starts a redis-server and one or
 // more gateways itself on free loopback ports (or uses -redis, -addr and
 // -pid), opens the client sockets from worker subprocesses of itself,
@@ -42,9 +43,14 @@ type Config struct {
 	MaxP99Ratio  float64
 	StormMode    string
 	StormHold    time.Duration
-	sizeSet      bool // -size was given
-	durationSet  bool
-	concSet      bool // -connect-concurrency was given
+	Durable      bool // -durable: pub/sub and durable phases side by side
+	// ReplayEntries is -scenario replay's part (a): entries in the one
+	// stream replayed whole to one client (0: skip part a).
+	ReplayEntries int
+	sizeSet       bool // -size was given
+	patternSet    bool // -pattern-share was given
+	durationSet   bool
+	concSet       bool // -connect-concurrency was given
 
 	Workers          int
 	ClientLoops      int
@@ -97,6 +103,7 @@ var scenarios = map[string]struct {
 	"sweep":    {1000, 100, 1, "fanout with R raised by -factor per -step until p99 > -max-p99 or drops: highest sustained rate"},
 	"floor":    {10000, 10, 1, "the floor only: the gateway's frames written to N sockets at R/s by a plain writer (adaptive, write(2), writev(2)): CPU per frame and latency"},
 	"storm":    {15000, 100, 100, "N sockets on C channels, R messages/s; then the gateway restarts (-storm-mode restart: SIGTERM, paced 1001 closes; kill: SIGKILL) or every socket drops (drop); the clients come back with the browser client's backoff: time until all are back, 503 refusals, gateway CPU and peak RSS, messages lost while down (-duration: the budget for coming back, 60s unless given)"},
+	"replay":   {1000, 100, 1, "durable channels (Redis Streams): (a) one stream of -replay-entries entries of S bytes replayed whole to one client (since 0-0): entries/s; (b) N clients reading one durable channel live while R entries/s are added, the gateway restarted (-storm-mode restart or kill, after -storm-hold): time until every client has its replayed frame after resuming with since = its last id, replayed entries/s, gaps and duplicates against the stream (-duration: the budget for coming back, 60s unless given)"},
 	"fairness": {1000, 200, 1, "fanout without and then with -stalled K sockets that never read (A B per -rounds; -size 2048 unless given): the measured sockets' p50/p99/p99.9 and their ratio, losses, the stalled sockets' drops"},
 }
 
@@ -122,13 +129,13 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 		fmt.Fprintf(stderr, "\nFlags:\n")
 		fs.PrintDefaults()
 	}
-	fs.StringVar(&c.Scenario, "scenario", "fanout", "idle, fanout, spread, churn, sweep, fairness, storm or floor")
+	fs.StringVar(&c.Scenario, "scenario", "fanout", "idle, fanout, spread, churn, sweep, fairness, storm, replay or floor")
 	fs.IntVar(&c.N, "n", 0, "sockets (0: the scenario's default)")
 	fs.IntVar(&c.Channels, "channels", -1, "idle/churn/storm: channels the sockets are spread over (-1: 100)")
 	fs.Float64Var(&c.Rate, "rate", -1, "messages published per second (sweep: the first step; -1: the scenario's default)")
 	fs.IntVar(&c.Size, "size", 100, "payload bytes per message ({\"t\":<unix nanos>,\"pad\":\"xxx\"})")
 	fs.DurationVar(&c.Duration, "duration", 10*time.Second, "measured time (idle: hold; sweep: total budget of the steps)")
-	fs.Float64Var(&c.PatternShare, "pattern-share", 0.01, "spread: share of messages sent to the shared pattern (each reaches every socket)")
+	fs.Float64Var(&c.PatternShare, "pattern-share", 0.01, "spread: share of messages sent to the shared pattern (each reaches every socket); -durable forces 0 (no pattern subscription in either phase) and refuses a share above 0")
 	fs.Float64Var(&c.ChurnRate, "churn-rate", 200, "churn: sockets leaving and coming back per second")
 	fs.DurationVar(&c.Step, "step", 2*time.Second, "sweep: duration of each step")
 	fs.Float64Var(&c.Factor, "factor", 2, "sweep: rate multiplier between steps")
@@ -138,8 +145,10 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 	fs.IntVar(&c.FloorK, "floor-k", 8, "floor: frames per writev(2) in the batched run (the other run uses write(2) per frame)")
 	fs.IntVar(&c.Stalled, "stalled", 0, "fanout/spread/sweep/fairness: extra sockets that subscribe like the measured ones and never read again, outside every statistic of the measured sockets (fairness: 0 means 1)")
 	fs.Float64Var(&c.MaxP99Ratio, "max-p99-ratio", 1.5, "fairness: the largest p99 with ÷ without stalled sockets that passes")
-	fs.StringVar(&c.StormMode, "storm-mode", "restart", "storm: restart (SIGTERM to the gateway, which paces its 1001 closes, then started again on the same port), kill (SIGKILL, then started again) or drop (every client socket reset at once)")
-	fs.DurationVar(&c.StormHold, "storm-hold", 2*time.Second, "storm: publishing with every socket connected before the event")
+	fs.BoolVar(&c.Durable, "durable", false, "fanout/spread: run pub/sub and durable channels (Redis Streams) side by side in one run, -rounds pairs of windows (pub/sub, then durable) with the same N, rate, size and client: the started gateway gets -stream-channels '<prefix>:durable:*' and the durable publisher sends XADD stream:<channel> MAXLEN ~ 100000 * data <payload>; prints gateway CPU µs per delivered frame, p50/p99/p99.9 of both and durable ÷ pub/sub (target: within 1.3x). Not with -floor or -stalled; spread: -pattern-share 0")
+	fs.IntVar(&c.ReplayEntries, "replay-entries", 100000, "replay: entries of part (a)'s stream, replayed whole to one client (0: skip part a); the started gateway gets -max-replay max(this, 1000) (at most 1000000) unless -gateway-args sets it")
+	fs.StringVar(&c.StormMode, "storm-mode", "restart", "storm, replay (restart or kill): restart (SIGTERM to the gateway, which paces its 1001 closes, then started again on the same port), kill (SIGKILL, then started again) or drop (every client socket reset at once)")
+	fs.DurationVar(&c.StormHold, "storm-hold", 2*time.Second, "storm, replay: publishing with every socket connected before the event")
 
 	fs.IntVar(&c.Workers, "workers", -1, "client worker processes (-1: as many as RLIMIT_NOFILE requires, at least 1; 0: client inside the harness process)")
 	fs.IntVar(&c.ClientLoops, "client-loops", 2, "gnet event loops of the client, over all workers")
@@ -160,7 +169,7 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 	fs.StringVar(&c.BackendsFlag, "backends", "", "with one -addr that is a load balancer: the gateways behind it (host:port each, comma-separated, in the order of -pid), for their /stats")
 	fs.StringVar(&c.BalancerPid, "balancer-pid", "", "with one -addr that is a load balancer: its pids (comma-separated, e.g. several HAProxy processes on one port), whose CPU is reported apart, per connect and per frame, and is not counted as noise")
 	fs.StringVar(&c.Admin, "admin", "", "with -addr: the gateways' admin listeners (host:port, comma-separated), for -profile and -heap-profile (of the first)")
-	fs.StringVar(&c.Profile, "profile", "", "save a CPU profile (pprof) of the gateway over the measured window here (needs its admin listener)")
+	fs.StringVar(&c.Profile, "profile", "", "save a CPU profile (pprof) of the gateway over the measured window here (needs its admin listener); -durable: of the first durable window, and of the first pub/sub window in the same name with .pubsub before the extension")
 	fs.StringVar(&c.HeapProfile, "heap-profile", "", "save a heap profile (pprof) of the gateway once the sockets are connected here")
 	fs.StringVar(&c.Redis, "redis", "", "use this Redis (host:port, 127.0.0.0/8) instead of starting redis-server")
 	fs.StringVar(&c.RedisServer, "redis-server", "redis-server", "redis-server binary to start")
@@ -168,7 +177,7 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 	fs.StringVar(&c.Out, "out", "", "write the JSON report here")
 	fs.StringVar(&c.HTML, "html", "", "write a self-contained HTML page here")
 	fs.StringVar(&c.Compare, "compare", "", "binA,binB: run the scenario against two gateways in alternation (A B A B ...) and print the ratios")
-	fs.IntVar(&c.Rounds, "rounds", 2, "compare: rounds (each runs A then B); fairness: pairs of windows without and with stalled sockets")
+	fs.IntVar(&c.Rounds, "rounds", 2, "compare: rounds (each runs A then B); fairness: pairs of windows without and with stalled sockets; -durable: pairs of windows pub/sub then durable")
 	fs.BoolVar(&c.Quiet, "q", false, "no progress lines")
 	fs.BoolVar(&c.Keep, "keep", false, "keep the temporary directory (gateway and redis logs)")
 	if err := fs.Parse(args); err != nil {
@@ -178,7 +187,7 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
 	// The flags whose scenario default differs from the flag's.
-	given := map[string]*bool{"size": &c.sizeSet, "duration": &c.durationSet, "connect-concurrency": &c.concSet}
+	given := map[string]*bool{"size": &c.sizeSet, "duration": &c.durationSet, "connect-concurrency": &c.concSet, "pattern-share": &c.patternSet}
 	fs.Visit(func(f *flag.Flag) {
 		if p, ok := given[f.Name]; ok {
 			*p = true
@@ -191,7 +200,7 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 func (c *Config) finish() error {
 	d, ok := scenarios[c.Scenario]
 	if !ok {
-		return fmt.Errorf("-scenario %q: want idle, fanout, spread, churn, sweep, fairness, storm or floor", c.Scenario)
+		return fmt.Errorf("-scenario %q: want idle, fanout, spread, churn, sweep, fairness, storm, replay or floor", c.Scenario)
 	}
 	if c.N == 0 {
 		c.N = d.n
@@ -203,7 +212,7 @@ func (c *Config) finish() error {
 		c.Channels = d.channels
 	}
 	switch c.Scenario {
-	case "fanout", "sweep", "floor", "fairness":
+	case "fanout", "sweep", "floor", "fairness", "replay":
 		c.Channels = 1
 	case "spread":
 		c.Channels = 0
@@ -219,7 +228,10 @@ func (c *Config) finish() error {
 			c.Stalled = 1
 		}
 	}
-	if c.Scenario == "storm" {
+	if c.Durable && c.Scenario == "spread" && !c.patternSet {
+		c.PatternShare = 0
+	}
+	if c.Scenario == "storm" || c.Scenario == "replay" {
 		// Coming back may take several backoff steps (up to 15 s each).
 		if !c.durationSet {
 			c.Duration = time.Minute
@@ -247,7 +259,7 @@ func (c *Config) finish() error {
 		return errors.New("-duration must be positive")
 	case c.Size < 32 || c.Size > 1<<20:
 		return errors.New("-size must be between 32 and 1048576")
-	case (c.Scenario == "fanout" || c.Scenario == "spread" || c.Scenario == "sweep" || c.Scenario == "floor" || c.Scenario == "fairness" || c.Scenario == "storm") && c.Rate <= 0:
+	case (c.Scenario == "fanout" || c.Scenario == "spread" || c.Scenario == "sweep" || c.Scenario == "floor" || c.Scenario == "fairness" || c.Scenario == "storm" || c.Scenario == "replay") && c.Rate <= 0:
 		return fmt.Errorf("-scenario %s needs -rate > 0", c.Scenario)
 	case c.Scenario == "churn" && c.ChurnRate <= 0:
 		return errors.New("-churn-rate must be positive")
@@ -263,6 +275,20 @@ func (c *Config) finish() error {
 		return fmt.Errorf("-stalled is for fanout, spread, sweep and fairness, not %s", c.Scenario)
 	case c.Scenario == "fairness" && c.MaxP99Ratio <= 0:
 		return errors.New("-max-p99-ratio must be positive")
+	case c.Durable && c.Scenario != "fanout" && c.Scenario != "spread":
+		return fmt.Errorf("-durable is for fanout and spread, not %s", c.Scenario)
+	case c.Durable && (c.Floor || c.Stalled > 0):
+		return errors.New("-durable does not go with -floor or -stalled")
+	case c.Durable && c.Scenario == "spread" && c.PatternShare > 0:
+		return errors.New("-durable measures exact channels only: -pattern-share must be 0")
+	case c.Scenario == "replay" && (c.StormMode != "restart" && c.StormMode != "kill"):
+		return fmt.Errorf("replay: -storm-mode %q: want restart or kill", c.StormMode)
+	case c.Scenario == "replay" && (len(c.Addrs) > 0 || c.Gateways > 1):
+		return errors.New("replay restarts the gateway: the harness must start it (no -addr, -gateways 1)")
+	case c.Scenario == "replay" && (c.ReplayEntries < 0 || c.ReplayEntries > 1000000):
+		return errors.New("-replay-entries must be between 0 and 1000000 (MAX_REPLAY's limit)")
+	case (c.Scenario == "replay" || c.Durable) && c.Compare != "":
+		return errors.New("-compare does not go with -durable or -scenario replay: they compare within one run")
 	case c.Scenario == "storm" && c.StormMode != "restart" && c.StormMode != "kill" && c.StormMode != "drop":
 		return fmt.Errorf("-storm-mode %q: want restart, kill or drop", c.StormMode)
 	case c.Scenario == "storm" && c.StormHold <= 0:
@@ -304,6 +330,11 @@ func (c *Config) params() Params {
 		p.Rounds = c.Rounds
 	case "storm":
 		p.StormMode, p.StormHoldS = c.StormMode, c.StormHold.Seconds()
+	case "replay":
+		p.StormMode, p.StormHoldS, p.ReplayEntries = c.StormMode, c.StormHold.Seconds(), c.ReplayEntries
+	}
+	if c.Durable {
+		p.Durable, p.Rounds = true, c.Rounds
 	}
 	if c.Floor || c.Scenario == "floor" {
 		p.FloorK = c.FloorK

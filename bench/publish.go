@@ -12,9 +12,15 @@ import (
 // publisher sends PUBLISH commands at a fixed rate, pipelined through
 // rueidis: every message due by now goes out in one DoMulti. Each payload
 // carries its send time, {"t":<unix nanos>,"pad":"xxx"}, of Size bytes.
+// With a stream key prefix set (durable channels) it sends
+// XADD <prefix><channel> MAXLEN ~ streamMaxLen * data <payload> instead,
+// as a durable channel's publisher does (docs/DURABILITY.md).
 type publisher struct {
 	client rueidis.Client
 	size   int
+	// streamPrefix is the gateway's STREAM_KEY_PREFIX while publishing
+	// to durable channels, "" for pub/sub. Set between runs only.
+	streamPrefix string
 
 	// Counters by kind (0: to exact-channel subscribers, 1: to the shared
 	// pattern), and how many of them Redis delivered to at least one
@@ -40,6 +46,24 @@ func newPublisher(redisAddr string, size int) (*publisher, error) {
 }
 
 func (p *publisher) close() { p.client.Close() }
+
+// streamMaxLen is the retention of the durable publisher's XADD: far more
+// than a window or a resume needs, bounded so that a long run does not
+// fill Redis.
+const streamMaxLen = "100000"
+
+// setStream makes the publisher XADD to prefix+channel (durable channels)
+// instead of PUBLISH; "" goes back to PUBLISH. Not while run is running.
+func (p *publisher) setStream(prefix string) { p.streamPrefix = prefix }
+
+// command is the command that sends payload on ch.
+func (p *publisher) command(ch, payload string) rueidis.Completed {
+	if p.streamPrefix != "" {
+		return p.client.B().Xadd().Key(p.streamPrefix+ch).Maxlen().Almost().Threshold(streamMaxLen).Id("*").
+			FieldValue().FieldValue("data", payload).Build()
+	}
+	return p.client.B().Publish().Channel(ch).Message(payload).Build()
+}
 
 // published is the number of PUBLISH commands answered, and expected the
 // deliveries they imply given subs sockets per pattern message and one
@@ -79,14 +103,23 @@ func (p *publisher) run(ctx context.Context, rate float64, d time.Duration, pick
 		for range due {
 			ch, kind := pick(i)
 			buf = benchPayload(buf[:0], time.Now().UnixNano(), p.size)
-			cmds = append(cmds, p.client.B().Publish().Channel(ch).Message(string(buf)).Build())
+			cmds = append(cmds, p.command(ch, string(buf)))
 			kinds = append(kinds, kind)
 			i++
 		}
 		// A batch once sent is waited for even when ctx ends: every
 		// message counted is one Redis published, and no other.
 		for k, r := range p.client.DoMulti(context.WithoutCancel(ctx), cmds...) {
-			n, err := r.AsInt64()
+			var n int64
+			var err error
+			if p.streamPrefix != "" {
+				// An entry added reaches every reader of the stream,
+				// whenever it reads: XADD has no receiver count.
+				_, err = r.ToString()
+				n = 1
+			} else {
+				n, err = r.AsInt64()
+			}
 			if err != nil {
 				p.errors.Add(1)
 				p.lastErr.Store(err.Error())

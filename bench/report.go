@@ -36,6 +36,8 @@ type Report struct {
 	Stalled      *StalledResult  `json:"stalled,omitempty"` // -stalled: the sockets that never read
 	Fairness     *FairnessResult `json:"fairness,omitempty"`
 	Storm        *StormResult    `json:"storm,omitempty"`
+	Durable      *DurableResult  `json:"durable,omitempty"` // -durable: pub/sub and durable side by side
+	Replay       *ReplayResult   `json:"replay,omitempty"`
 	Noise        *Noise          `json:"noise,omitempty"` // the machine during the measured window
 	// PerGateway is each gateway's share when the run drives several;
 	// every other figure is their total.
@@ -70,6 +72,8 @@ type Params struct {
 	Rounds           int     `json:"rounds,omitempty"`
 	StormMode        string  `json:"storm_mode,omitempty"`
 	StormHoldS       float64 `json:"storm_hold_s,omitempty"`
+	Durable          bool    `json:"durable,omitempty"`
+	ReplayEntries    int     `json:"replay_entries,omitempty"`
 }
 
 type Host struct {
@@ -470,6 +474,12 @@ func (r *Report) summaryLines() []string {
 	}
 	if s := r.Storm; s != nil {
 		out = append(out, s.lines()...)
+	}
+	if d := r.Durable; d != nil {
+		out = append(out, d.lines()...)
+	}
+	if p := r.Replay; p != nil {
+		out = append(out, p.lines()...)
 	}
 	if f := r.Floor; f != nil {
 		out = append(out, f.lines()...)

@@ -8,6 +8,9 @@ import (
 )
 
 func (r *runner) runScenario() error {
+	if r.cfg.Durable {
+		return r.durableRun()
+	}
 	switch r.cfg.Scenario {
 	case "idle":
 		return r.idle()
@@ -25,6 +28,8 @@ func (r *runner) runScenario() error {
 		return r.floorOnly()
 	case "storm":
 		return r.storm()
+	case "replay":
+		return r.replay()
 	}
 	return fmt.Errorf("unknown scenario %q", r.cfg.Scenario)
 }
