@@ -525,7 +525,9 @@ func (res *resume) queuePages(r *reader, t *turn) {
 		res.pos[ke.i] = ke.e.id
 		took[ke.i]++
 	}
-	for i := range tracks {
+	// Over the pages planned, not the tracks: a pattern may have gained
+	// a key in this turn (a scan or a notification), after the plan.
+	for i := range res.pages {
 		if res.paged[i] && len(res.pages[i]) < size && took[i] == len(res.pages[i]) {
 			// The whole page went and it was the last one: the key is
 			// replayed up to this turn's cursor.

@@ -847,3 +847,30 @@ func TestStreamsSentinel(t *testing.T) {
 	}
 	sink.check(t)
 }
+
+// TestQueuePagesAfterGrow: a pattern that gains a key between a turn's
+// plan and its replies (a SCAN or a notification in the same turn) has
+// more tracks than the turn has pages: the pages are merged, and the new
+// key keeps its position for the next turn.
+func TestQueuePagesAfterGrow(t *testing.T) {
+	st := &DurableStream{name: "p:*", pattern: true}
+	for _, ch := range []string{"p:a", "p:b"} {
+		st.tracks = append(st.tracks, &track{k: &rkey{key: "stream:" + ch}, st: st, channel: ch, cursor: id(t, "5-0"), ready: true})
+	}
+	res := &resume{st: st, started: true, phase: phasePage,
+		pos: make([]wsproto.StreamID, 2), explicit: make([]bool, 2)}
+	res.pages = [][]entry{{{id: id(t, "1-0"), payload: "1"}}, {{id: id(t, "2-0"), payload: "2"}}}
+	res.paged = []bool{true, true}
+	st.tracks = append(st.tracks, &track{k: &rkey{key: "stream:p:c"}, st: st, channel: "p:c", cursor: id(t, "3-0"), ready: true})
+	res.grow()
+
+	res.queuePages(nil, &turn{now: time.Now()})
+	defer res.release()
+	if len(res.pending) != 2 {
+		t.Fatalf("%d replay frames, want the 2 paged entries", len(res.pending))
+	}
+	want := []wsproto.StreamID{id(t, "5-0"), id(t, "5-0"), id(t, "3-0")}
+	if !slices.Equal(res.pos, want) {
+		t.Fatalf("positions %v, want %v (the paged keys up to their cursor, the new one where it starts)", res.pos, want)
+	}
+}
