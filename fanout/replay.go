@@ -73,6 +73,7 @@ type resume struct {
 	// phasePage: this turn's pages, and whether the seam may be crossed.
 	pages     [][]entry
 	paged     []bool
+	pageSize  int  // the COUNT of this turn's pages
 	turnReady bool // pages and checks went out this turn, with nothing pending
 	ahead     bool // an entry lies between a cursor and a position ahead of it
 
@@ -403,6 +404,7 @@ func (res *resume) planPages(r *reader, t *turn, b rueidis.Builder) {
 	clear(res.pages)
 	clear(res.paged)
 	size := int64(pageFor(n))
+	res.pageSize = int(size)
 	for i, tr := range res.st.tracks {
 		if tr.k.broken || !tr.ready {
 			continue
@@ -483,7 +485,7 @@ func (res *resume) queuePages(r *reader, t *turn) {
 	var all []kentry
 	limit, limited := -1, false
 	var limitID wsproto.StreamID
-	size := pageFor(len(tracks))
+	size := res.pageSize // the plan's: tracks may have grown since
 	for i, page := range res.pages {
 		if !res.paged[i] {
 			continue

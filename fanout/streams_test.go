@@ -861,6 +861,7 @@ func TestQueuePagesAfterGrow(t *testing.T) {
 		pos: make([]wsproto.StreamID, 2), explicit: make([]bool, 2)}
 	res.pages = [][]entry{{{id: id(t, "1-0"), payload: "1"}}, {{id: id(t, "2-0"), payload: "2"}}}
 	res.paged = []bool{true, true}
+	res.pageSize = pageFor(2)
 	st.tracks = append(st.tracks, &track{k: &rkey{key: "stream:p:c"}, st: st, channel: "p:c", cursor: id(t, "3-0"), ready: true})
 	res.grow()
 
