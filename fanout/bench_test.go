@@ -330,3 +330,45 @@ func BenchmarkOnMessage(b *testing.B) {
 		b.Fatalf("%d hand-offs dropped", d)
 	}
 }
+
+// TestDurableDeliverAllocs: a live durable frame goes to the shards of its
+// subscribers with no copy of their list per frame (the split by shard is
+// rebuilt only when they change).
+func TestDurableDeliverAllocs(t *testing.T) {
+	h := newOfflineHub(t, 2, 64)
+	k := hubSink{d: &DurableHub{hub: h}}
+	st := &DurableStream{name: "d:x"}
+	for i := range 10 {
+		st.subs = append(st.subs, newSubscriber(h, i%2))
+	}
+	st.subsChanged++
+	f := wsproto.BuildEntry(1, "d:x", "", id(t, "1-0"), "1", time.Now())
+	defer f.Release()
+	deliver := func() {
+		f.Retain(1)
+		k.Deliver(st, st.subs, f)
+		for _, sh := range h.shards {
+			op := <-sh.in
+			if len(op.subs) != 5 {
+				t.Fatalf("shard %d got %d subscribers, want 5", sh.idx, len(op.subs))
+			}
+			op.frame.Release()
+		}
+	}
+	deliver() // builds the split
+	if a := testing.AllocsPerRun(100, deliver); a != 0 {
+		t.Fatalf("Deliver allocates %v times per frame, want 0", a)
+	}
+	// A change of subscribers is seen.
+	st.subs = st.subs[:4]
+	st.subsChanged++
+	f.Retain(1)
+	k.Deliver(st, st.subs, f)
+	for _, sh := range h.shards {
+		if op := <-sh.in; len(op.subs) != 2 {
+			t.Fatalf("after the change shard %d got %d subscribers, want 2", sh.idx, len(op.subs))
+		} else {
+			op.frame.Release()
+		}
+	}
+}

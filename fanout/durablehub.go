@@ -113,22 +113,24 @@ func (d *DurableHub) Close(ctx context.Context) error { return d.streams.Close(c
 // shards. Reader goroutines.
 type hubSink struct{ d *DurableHub }
 
-// Deliver hands f to the shard of each subscriber in subs, one operation
-// per shard. A shard whose channel is full loses f for its subscribers,
-// counted (Stats.HandoffDropped); they see the gap in seq.
-func (k hubSink) Deliver(_ *DurableStream, subs []*Subscriber, f *wsproto.Frame) {
+// Deliver hands f to the shard of each of st's subscribers, one
+// operation per shard with that shard's share of them (st.byShard: built
+// when the subscribers change, never written after, so a shard may read
+// it while the reader goes on; nothing is copied per frame). A shard
+// whose channel is full loses f for its subscribers, counted
+// (Stats.HandoffDropped); they see the gap in seq.
+func (k hubSink) Deliver(st *DurableStream, _ []*Subscriber, f *wsproto.Frame) {
 	h := k.d.hub
-	if len(h.shards) == 1 {
-		k.toShard(h.shards[0], append([]*Subscriber(nil), subs...), f)
-	} else {
-		per := make([][]*Subscriber, len(h.shards))
-		for _, s := range subs {
-			per[s.shard.idx] = append(per[s.shard.idx], s)
+	if st.byShard == nil || st.byShardAt != st.subsChanged {
+		st.byShard = make([][]*Subscriber, len(h.shards))
+		for _, s := range st.subs {
+			st.byShard[s.shard.idx] = append(st.byShard[s.shard.idx], s)
 		}
-		for i, ss := range per {
-			if len(ss) > 0 {
-				k.toShard(h.shards[i], ss, f)
-			}
+		st.byShardAt = st.subsChanged
+	}
+	for i, ss := range st.byShard {
+		if len(ss) > 0 {
+			k.toShard(h.shards[i], ss, f)
 		}
 	}
 	f.Release()
@@ -170,6 +172,15 @@ func (k hubSink) Push(s *Subscriber, f *wsproto.Frame) bool {
 	}
 }
 
+// backlogOf is s's backlog, or nil: no map lookup while the shard holds
+// none. Shard's mu held (Shard.mu).
+func (sh *Shard) backlogOf(s *Subscriber) *backlog {
+	if len(sh.backlogs) == 0 {
+		return nil
+	}
+	return sh.backlogs[s]
+}
+
 // backlog is what a shard holds back for one subscriber, in order.
 type backlog struct {
 	ps     *pushState
@@ -183,7 +194,8 @@ func (sh *Shard) durable(subs []*Subscriber, f *wsproto.Frame) {
 		if s.q.removed {
 			continue
 		}
-		if b := sh.backlogs[s]; b != nil {
+		// The map only when some subscriber here has a backlog.
+		if b := sh.backlogOf(s); b != nil {
 			if len(b.frames) < sh.hub.cfg.SendQueue {
 				f.Retain(1)
 				b.frames = append(b.frames, f)

@@ -357,6 +357,7 @@ func (r *reader) leave(st *DurableStream, sub *Subscriber, now time.Time) {
 		st.at[moved] = i
 		st.subs[last] = nil
 		st.subs = st.subs[:last]
+		st.subsChanged++
 		delete(st.at, sub)
 	}
 	r.dropResumes(func(res *resume) bool { return res.st == st && res.sub == sub })
@@ -405,6 +406,7 @@ func (st *DurableStream) attach(sub *Subscriber) {
 	}
 	st.at[sub] = len(st.subs)
 	st.subs = append(st.subs, sub)
+	st.subsChanged++
 }
 
 // expire gives up the streams nobody has followed for the linger.

@@ -54,15 +54,19 @@ type DurableStream struct {
 	r       *reader
 
 	// Reader goroutine only.
-	seq     uint64        // last seq stamped
-	tracks  []*track      // its keys (a pattern's grow), append-only
-	subs    []*Subscriber // attached: they get the live frames
-	at      map[*Subscriber]int
-	resumes int            // subscriptions replaying, not attached yet
-	ready   bool           // the exact key's cursor is known; a pattern's first scan is over
-	scan    *scanState     // a pattern's first scan, while it runs
-	idle    time.Time      // when it lost its last subscriber; zero while it has one
-	byChan  map[string]int // a pattern's track index by channel
+	seq    uint64        // last seq stamped
+	tracks []*track      // its keys (a pattern's grow), append-only
+	subs   []*Subscriber // attached: they get the live frames
+	// subsChanged counts changes of subs; byShard is subs split by
+	// shard as of byShardAt (hubSink.Deliver), rebuilt, never edited.
+	subsChanged, byShardAt uint64
+	byShard                [][]*Subscriber
+	at                     map[*Subscriber]int
+	resumes                int            // subscriptions replaying, not attached yet
+	ready                  bool           // the exact key's cursor is known; a pattern's first scan is over
+	scan                   *scanState     // a pattern's first scan, while it runs
+	idle                   time.Time      // when it lost its last subscriber; zero while it has one
+	byChan                 map[string]int // a pattern's track index by channel
 }
 
 // Name is the exact channel or the pattern.
