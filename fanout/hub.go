@@ -640,9 +640,6 @@ func (h *Hub) process(ctx context.Context) {
 			}
 			ack := wsproto.NewSubscribed(r.all, r.reqID, now)
 			h.toShard(r.sub.shard, shardOp{kind: opAdd, sub: r.sub, streams: r.streams, frame: ack})
-			if r.then != nil {
-				r.then()
-			}
 		case reqUnsubscribe:
 			streams := make([]*stream, 0, len(r.changed))
 			for _, name := range r.changed {
@@ -652,18 +649,15 @@ func (h *Hub) process(ctx context.Context) {
 			}
 			ack := wsproto.NewUnsubscribed(r.all, r.reqID, now)
 			h.toShard(r.sub.shard, shardOp{kind: opDel, sub: r.sub, streams: streams, frame: ack})
-			if r.then != nil {
-				r.then()
-			}
 		case reqRemove:
 			h.toShard(r.sub.shard, shardOp{kind: opRemove, sub: r.sub})
-			if r.then != nil {
-				r.then()
-			}
 		case reqIdle:
 			if r.st.refs.Load() == 0 && h.streams[r.st.name] == r.st {
 				h.setIdle(r.st, now)
 			}
+		}
+		if r.then != nil {
+			r.then() // after the operation went to the shard
 		}
 	}
 }
