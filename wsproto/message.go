@@ -130,9 +130,8 @@ func buildData(kind dataKind, seq uint64, channel, pattern string, id StreamID, 
 		b = AppendJSONString(b, pattern)
 	}
 	if kind != dataPubSub {
-		b = append(b, `,"id":"`...)
-		b = id.AppendTo(b)
-		b = append(b, '"')
+		b = append(b, `,"id":`...)
+		b = appendID(b, id)
 		if kind == dataReplay {
 			b = append(b, `,"replay":true`...)
 		}
@@ -377,9 +376,8 @@ func NewReplayed(channel string, count uint64, lastID StreamID, requestID []byte
 	b = AppendJSONString(b, channel)
 	b = append(b, `,"count":`...)
 	b = strconv.AppendUint(b, count, 10)
-	b = append(b, `,"lastId":"`...)
-	b = lastID.AppendTo(b)
-	b = append(b, '"')
+	b = append(b, `,"lastId":`...)
+	b = appendID(b, lastID)
 	f.buf.B = appendTail(b, requestID, now)
 	return f.seal(ws.OpText)
 }
@@ -438,6 +436,12 @@ func appendOptionalID(b []byte, id StreamID, ok bool) []byte {
 	if !ok {
 		return append(b, "null"...)
 	}
+	return appendID(b, id)
+}
+
+// appendID appends id as a JSON string (its digits and '-' need no
+// escaping).
+func appendID(b []byte, id StreamID) []byte {
 	b = append(b, '"')
 	b = id.AppendTo(b)
 	return append(b, '"')
