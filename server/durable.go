@@ -89,17 +89,15 @@ func (s *Server) durableRequest(cmd wsproto.Command, add []string) (pubsub []str
 		targets []int // indexes in durable of the names it applies to
 	}
 	isDurable := func(name string) bool { return s.durable != nil && s.durable.Durable(name) }
+	pubsub, names := s.splitDurable(add)
 	var at map[string]int // durable name → index in durable
-	for _, name := range add {
-		if !isDurable(name) {
-			pubsub = append(pubsub, name)
-			continue
+	if names != nil {
+		at = make(map[string]int, len(names))
+		durable = make([]fanout.Resume, len(names))
+		for i, name := range names {
+			at[name] = i
+			durable[i].Name = name
 		}
-		if at == nil {
-			at = make(map[string]int)
-		}
-		at[name] = len(durable)
-		durable = append(durable, fanout.Resume{Name: name})
 	}
 	if len(cmd.Since) == 0 {
 		return pubsub, durable, "", nil
@@ -186,9 +184,10 @@ func sinceCost(cmd wsproto.Command) int {
 }
 
 // splitDurable sorts names into pub/sub ones and durable ones; durable is
-// nil when none is. Event-loop only.
+// nil when none is, and then pubsub is names itself (nothing is copied
+// for a gateway or a request without durable channels). Event-loop only.
 func (s *Server) splitDurable(names []string) (pubsub, durable []string) {
-	if s.durable == nil {
+	if s.durable == nil || !slices.ContainsFunc(names, s.durable.Durable) {
 		return names, nil
 	}
 	for _, n := range names {
