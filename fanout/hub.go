@@ -64,6 +64,14 @@ type Config struct {
 	// Handoff bounds each shard's inbound channel, in operations; 0
 	// means 8192.
 	Handoff int
+	// CoalesceDelay, when positive, holds the first message after a
+	// quiet spell for this long before a shard wakes its event loop,
+	// so that the messages arriving meanwhile go out with it: one wake
+	// of the loop thread per delay rather than one per message when
+	// messages come one at a time. It adds up to this much latency
+	// (the runtime's timers wake in whole milliseconds when every thread
+	// sleeps). 0 (the default) delivers at once; at most 10ms.
+	CoalesceDelay time.Duration
 	// Linger is how long a stream with no subscriber stays subscribed
 	// upstream before it is unsubscribed (within a second, as the protocol promises).
 	// It absorbs a client that leaves and comes straight back.
@@ -95,6 +103,10 @@ type Config struct {
 // connection is already far more than a reader that is alive needs.
 const maxSendQueue = 1 << 20
 
+// maxCoalesceDelay bounds Config.CoalesceDelay: beyond it the delay is
+// felt in a UI.
+const maxCoalesceDelay = 10 * time.Millisecond
+
 // Check returns the first field whose value is out of its bounds and the
 // rule it breaks ("SendQueue", "must be between 1 and 1048576"), or two
 // empty strings. It is the one place these bounds are checked: Validate
@@ -119,6 +131,8 @@ func (c *Config) Check() (field, rule string) {
 		return "SendQueue", "must be between 1 and 1048576"
 	case c.Handoff < 0:
 		return "Handoff", "must not be negative"
+	case c.CoalesceDelay < 0 || c.CoalesceDelay > maxCoalesceDelay:
+		return "CoalesceDelay", "must be between 0 and 10ms"
 	case c.Linger < 0 || c.Linger > time.Second:
 		return "Linger", "must be between 0 and 1s"
 	case c.CanaryInterval < 0:

@@ -153,6 +153,13 @@ func (sh *Shard) run(done <-chan struct{}) {
 	retry := time.NewTimer(backlogRetry)
 	retry.Stop()
 	armed := false
+	delay := sh.hub.cfg.CoalesceDelay
+	var hold *time.Timer
+	if delay > 0 {
+		hold = time.NewTimer(delay)
+		hold.Stop()
+	}
+	quiet := true // the last burst emptied the channel
 	for {
 		if len(sh.backlogs) > 0 && !armed {
 			retry.Reset(backlogRetry)
@@ -163,18 +170,32 @@ func (sh *Shard) run(done <-chan struct{}) {
 			return
 		case op := <-sh.in:
 			sh.handle(op)
+			if hold != nil && quiet && sh.wakeNeeded {
+				// The first message after a quiet spell: let the
+				// ones right behind it gather in the channel. The
+				// shard waits on the timer alone, so their sends
+				// wake no thread.
+				hold.Reset(delay)
+				select {
+				case <-done:
+					return
+				case <-hold.C:
+				}
+			}
 		case <-sh.kick:
 		case <-retry.C:
 			armed = false
 			sh.retryBacklogs(nil)
 		}
 		// Drain the burst before waking the loop once for all of it.
+		quiet = false
 	burst:
 		for i := 0; i < 1024; i++ {
 			select {
 			case op := <-sh.in:
 				sh.handle(op)
 			default:
+				quiet = true
 				break burst
 			}
 		}

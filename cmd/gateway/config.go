@@ -47,6 +47,9 @@ type config struct {
 	LogLevel          string
 	LogFormat         string
 	AdminAddr         string
+	// Procs is the GOMAXPROCS serve sets, or 0 to leave the runtime's
+	// (the GOMAXPROCS environment variable was set). See procsFor.
+	Procs int
 }
 
 // setting binds one configuration field to its environment variable and
@@ -90,6 +93,7 @@ var settings = []setting{
 	{"REDIS_WS_GATEWAY_HOST", "host", "0.0.0.0", "address to listen on", func(c *config) any { return &c.Host }},
 	{"REDIS_WS_GATEWAY_PORT", "port", "8889", "port to listen on (0 picks a free one)", func(c *config) any { return &c.Port }},
 	{"ADMIN_ADDR", "admin-addr", "127.0.0.1:8890", "host:port of the private admin listener: /metrics (Prometheus) and /debug/pprof; keep it off the public network (empty: disabled)", func(c *config) any { return &c.AdminAddr }},
+	{"COALESCE_DELAY", "coalesce-delay", "0s", "hold the first message after a quiet spell this long before waking an event loop, so that those right behind it are written in the same wake: less CPU per message when messages come one at a time to few sockets each, at up to this much latency (0: off; at most 10ms)", func(c *config) any { return &c.Fanout.CoalesceDelay }},
 	{"EVENT_LOOPS", "event-loops", "0", "gnet event loops (0: one per CPU)", func(c *config) any { return &c.Server.Loops }},
 	{"MAX_CHANNELS_PER_CLIENT", "max-channels-per-client", "50", "channels and patterns per connection", func(c *config) any { return &c.Server.MaxChannels }},
 	{"MAX_WILDCARD_SUBSCRIPTIONS", "max-wildcard-subscriptions", "5", "pattern subscriptions per connection", func(c *config) any { return &c.Server.MaxWildcards }},
@@ -250,7 +254,24 @@ func loadConfig(args []string, lookupEnv func(string) (string, bool), fs *flag.F
 		return c, fmt.Errorf("%w: unexpected arguments %q", errConfig, fs.Args())
 	}
 	c.derive()
+	if _, set := lookupEnv("GOMAXPROCS"); !set {
+		c.Procs = procsFor(runtime.GOMAXPROCS(0), c.Server.Loops)
+	}
 	return c, c.validate()
+}
+
+// procsFor is the GOMAXPROCS for loops event loops where the runtime's
+// default is def: at least one more than the loops. A gnet loop waits in
+// a blocking epoll_wait(2) made as an ordinary system call, so an idle
+// loop holds its P the whole time. With as many Ps as loops, the Redis
+// readers and the shards find no P free whenever the loops are idle: each
+// message then waits for the runtime's monitor to take a P back from a
+// loop's system call (it polls every 20 us while it keeps doing so) and
+// the loop, woken, waits to get one back. One spare P lets them run at
+// once; more than one only adds spinning threads (measured in
+// docs/BENCHMARKS.md, "Many channels, few readers each").
+func procsFor(def, loops int) int {
+	return max(def, loops+1)
 }
 
 // derive computes, in this one place, the values that no setting holds as

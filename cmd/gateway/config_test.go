@@ -141,6 +141,7 @@ func TestLoadConfig(t *testing.T) {
 				{"Port", c.Port, 8889},
 				{"AdminAddr", c.AdminAddr, "127.0.0.1:8890"},
 				{"EventLoops", c.Server.Loops, runtime.NumCPU()}, // 0 means one per CPU
+				{"Procs", c.Procs, max(runtime.GOMAXPROCS(0), runtime.NumCPU()+1)},
 				{"MaxChannels", c.Server.MaxChannels, 50},
 				{"SendQueueSize", c.Fanout.SendQueue, 1024},
 				{"PingTimeout", c.Server.PingTimeout, 60 * time.Second},
@@ -175,6 +176,16 @@ func TestLoadConfig(t *testing.T) {
 			// Empty means something for ADMIN_ADDR (disabled).
 			if c.AdminAddr != "" {
 				t.Errorf("AdminAddr = %q, want empty (disabled)", c.AdminAddr)
+			}
+		}},
+		{"GOMAXPROCS set: left to the runtime", nil, map[string]string{"GOMAXPROCS": "1", "EVENT_LOOPS": "4"}, func(t *testing.T, c config) {
+			if c.Procs != 0 {
+				t.Errorf("Procs = %d with GOMAXPROCS set, want 0 (the runtime's)", c.Procs)
+			}
+		}},
+		{"spare P beyond the event loops", nil, map[string]string{"EVENT_LOOPS": "64"}, func(t *testing.T, c config) {
+			if c.Procs != 65 {
+				t.Errorf("Procs = %d for 64 event loops, want 65", c.Procs)
 			}
 		}},
 		{"empty variables", nil, map[string]string{

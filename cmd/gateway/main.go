@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
 	"strconv"
 	"syscall"
 
@@ -113,6 +114,9 @@ func serve(cfg config, log *slog.Logger) error {
 		return fmt.Errorf("authentication settings: %w", err)
 	}
 
+	if cfg.Procs > 0 {
+		runtime.GOMAXPROCS(cfg.Procs)
+	}
 	cfg.Server.MaxSockets = socketBudget(log)
 	cfg.Server.Logger, cfg.Fanout.Logger = log, log
 	srv, err := server.New(cfg.Server, cfg.Fanout, authn, acl)
@@ -136,7 +140,7 @@ func serve(cfg config, log *slog.Logger) error {
 		return err
 	}
 	log.Info("gateway listening", "addr", srv.Addr(), "ws", "ws://"+srv.Addr()+"/ws", "redis", cfg.Fanout.Target(),
-		"event_loops", cfg.Server.Loops, "version", version)
+		"event_loops", cfg.Server.Loops, "procs", runtime.GOMAXPROCS(0), "version", version)
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
