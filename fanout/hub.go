@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"math"
 	"slices"
 	"strconv"
 	"sync"
@@ -179,10 +180,22 @@ type stream struct {
 	// followed with SSUBSCRIBE.
 	sharded bool
 	seq     atomic.Uint64 // last seq stamped; bumped once per outage
-	// refs counts local subscriptions. The control goroutine adds, the
-	// shards subtract; the control goroutine is the only one that
-	// drops a stream, and only once refs is 0 after the linger.
+	// refs counts local subscriptions. The control goroutine and
+	// JoinNow (on an event loop) add, the shards subtract; the control
+	// goroutine is the only one that removes a stream from the table,
+	// and only by swapping refs from 0 to refsGone after the linger, so
+	// that JoinNow, which adds only to a count that is not negative,
+	// never revives a stream on its way out.
 	refs atomic.Int64
+	// confirmed: the control goroutine has answered a subscribe request
+	// of the stream (Redis took it, or it waits for a link like every
+	// stream then): JoinNow may join it without asking.
+	confirmed atomic.Bool
+	// dropped: Redis refused the stream and it left the table (drop).
+	// Set before the control goroutine looks at shardSubs to tell the
+	// shards, read by a shard after it counted a JoinNow subscriber in
+	// shardSubs: one of the two sees the other (Shard.join).
+	dropped atomic.Bool
 	// subs[i] is owned by shard i's goroutine; shardSubs[i] mirrors its
 	// length for the dispatcher, which skips shards with nobody.
 	subs      [][]*Subscriber
@@ -482,6 +495,82 @@ func (h *Hub) Remove(s *Subscriber) {
 	_ = h.enqueue(request{kind: reqRemove, sub: s}, false)
 }
 
+// refsGone marks a stream's refs once the control goroutine has taken it
+// off the table: no join may add to it.
+const refsGone = math.MinInt64 / 2
+
+// JoinNow joins s to the streams named by add at once, without the
+// control goroutine or Redis, when every one of them is in the table and
+// confirmed, none is being removed, and s's shard channel has room. It
+// returns false, having changed nothing, otherwise; the caller then
+// sends the request through Subscribe.
+//
+// On true the caller answers the request itself, before its event loop
+// next drains s: the shard joins s to the streams after this returns, so
+// no frame of theirs can be queued ahead of the answer. The caller must
+// have no Subscribe or Unsubscribe of s still with the control goroutine
+// (their operations could reach the shard after this one). A stream Redis
+// refuses meanwhile (on a reconnect) is refused to s as to every other
+// subscriber: an error frame and a Refusal.
+//
+// Event-loop only (s's loop); never blocks.
+func (h *Hub) JoinNow(s *Subscriber, add []string) bool {
+	if len(add) == 0 || len(add) > 64 {
+		return false
+	}
+	select {
+	case <-h.done:
+		return false
+	default:
+	}
+	var buf [8]*stream
+	streams := buf[:0]
+	for _, name := range add {
+		m := &h.channels
+		if auth.IsPattern(name) {
+			m = &h.patterns
+		}
+		v, ok := m.Load(name)
+		if !ok || !h.take(v.(*stream)) {
+			h.giveBack(streams)
+			return false
+		}
+		streams = append(streams, v.(*stream))
+	}
+	select {
+	case s.shard.in <- shardOp{kind: opJoin, sub: s, streams: slices.Clone(streams)}:
+		return true
+	case <-h.done:
+	default:
+	}
+	h.giveBack(streams)
+	return false
+}
+
+// take adds a reference to st for JoinNow if st is confirmed and not on
+// its way out of the table. Safe for concurrent use.
+func (h *Hub) take(st *stream) bool {
+	if !st.confirmed.Load() || st.dropped.Load() {
+		return false
+	}
+	for {
+		r := st.refs.Load()
+		if r < 0 {
+			return false
+		}
+		if st.refs.CompareAndSwap(r, r+1) {
+			return true
+		}
+	}
+}
+
+// giveBack releases the references JoinNow took before it gave up.
+func (h *Hub) giveBack(streams []*stream) {
+	for _, st := range streams {
+		h.release(st)
+	}
+}
+
 // enqueue appends r to the requests of the control goroutine. A
 // refusable request is refused with ErrBusy once MaxPending are waiting.
 func (h *Hub) enqueue(r request, refusable bool) error {
@@ -627,6 +716,15 @@ func (h *Hub) process(ctx context.Context) {
 	}
 	var refused map[*stream]struct{}
 	if len(fresh) > 0 {
+		defer func() {
+			// After their requests' operations went to the shards:
+			// from now on JoinNow may join them.
+			for _, st := range fresh {
+				if _, bad := refused[st]; !bad {
+					st.confirmed.Store(true)
+				}
+			}
+		}()
 		// Streams no link can take now stay in the table; they are
 		// subscribed when a link is back (place).
 		bad := h.place(ctx, fresh)
@@ -728,6 +826,7 @@ func (h *Hub) drop(st *stream) {
 	if h.streams[st.name] != st {
 		return
 	}
+	st.dropped.Store(true) // before refusedOnConnect reads shardSubs
 	delete(h.streams, st.name)
 	delete(h.idle, st)
 	delete(h.unplaced, st)
@@ -820,8 +919,8 @@ func (h *Hub) expire(ctx context.Context, now time.Time) {
 			continue
 		}
 		delete(h.idle, st)
-		if st.refs.Load() != 0 {
-			continue
+		if !st.refs.CompareAndSwap(0, refsGone) {
+			continue // joined again meanwhile (JoinNow)
 		}
 		delete(h.streams, st.name)
 		if st.pattern {

@@ -22,6 +22,7 @@ const (
 	opDurable                       // a durable stream's live frame for subs (durablehub.go)
 	opPush                          // a frame a stream reader pushed for sub (durablehub.go)
 	opBacklog                       // try sub's backlog again (durablehub.go)
+	opJoin                          // sub joins streams, answered by its loop already (Hub.JoinNow)
 )
 
 // shardOp is one unit of work for a shard. Data deliveries and
@@ -233,6 +234,8 @@ func (sh *Shard) handle(op shardOp) {
 		sh.push(op.sub, op.frame, op.ps)
 	case opBacklog:
 		sh.retryBacklogs(op.sub)
+	case opJoin:
+		sh.join(op.sub, op.streams)
 	}
 }
 
@@ -357,6 +360,39 @@ func (sh *Shard) add(s *Subscriber, streams []*stream, ack *wsproto.Frame) {
 		st.shardSubs[sh.idx].Add(1)
 	}
 	sh.reply(s, ack)
+}
+
+// join is add for Hub.JoinNow: the loop has acked the request, and the
+// streams were not asked of the control goroutine, so one of them may
+// have been dropped since (Redis refused it on a reconnect). Counting s in
+// shardSubs before reading dropped pairs with Hub.drop, which sets dropped
+// before refusedOnConnect reads shardSubs: either the control goroutine
+// sends this shard an opDrop (which takes s off after this), or s is not
+// joined here and gets the same refusal. Shard goroutine only.
+func (sh *Shard) join(s *Subscriber, streams []*stream) {
+	if s.q.removed {
+		for _, st := range streams {
+			sh.hub.release(st)
+		}
+		return
+	}
+	var gone []string
+	for _, st := range streams {
+		st.shardSubs[sh.idx].Add(1)
+		if st.dropped.Load() {
+			st.shardSubs[sh.idx].Add(-1)
+			sh.hub.release(st)
+			gone = append(gone, st.name)
+			continue
+		}
+		subs := st.subs[sh.idx]
+		s.members = append(s.members, membership{st: st, idx: int32(len(subs))})
+		st.subs[sh.idx] = append(subs, s)
+	}
+	if gone != nil {
+		sh.record(Refusal{Sub: s, Channels: gone})
+		sh.reply(s, wsproto.NewUpstreamRefused(gone, nil, time.Now()))
+	}
 }
 
 func (sh *Shard) del(s *Subscriber, streams []*stream, ack *wsproto.Frame) {

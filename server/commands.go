@@ -109,6 +109,7 @@ func (s *Server) unsubscribe(cn *conn, cmd wsproto.Command, now time.Time) {
 			del = append(del, ch)
 		}
 	}
+	cn.set(flagViaHub, true)
 	var err error
 	if pubsub, durable := s.splitDurable(del); durable != nil {
 		err = s.durable.UnsubscribeDurable(&cn.sub, pubsub, durable, cmd.Channels, cmd.RequestID)
@@ -305,6 +306,16 @@ func (s *Server) subscribe(cn *conn, cmd wsproto.Command, now time.Time) {
 		cn.reply(wsproto.NewError(wsproto.CodeBadRequest, msg, bad, cmd.RequestID, now))
 		return
 	}
+	if durable == nil && !cn.is(flagViaHub) && s.hub.JoinNow(&cn.sub, add) {
+		// Every stream is followed already: answered here, in the
+		// callback that read the request, before the shard can queue
+		// a frame of them (a connection's usual first subscribe).
+		cn.reply(wsproto.NewSubscribed(cmd.Channels, cmd.RequestID, now))
+		rs.fresh = append(rs.fresh, add...)
+		s.ctr.command(cmd.Action, resultOK)
+		return
+	}
+	cn.set(flagViaHub, true)
 	var err error
 	if durable != nil {
 		err = s.durable.SubscribeDurable(&cn.sub, pubsub, durable, cmd.Channels, cmd.RequestID)

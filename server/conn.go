@@ -82,6 +82,11 @@ const (
 	// flagProxied: a trusted proxy gave the client's address, kept in
 	// Server.peers (proxy.go).
 	flagProxied
+	// flagViaHub: a subscribe or unsubscribe of the connection went
+	// through the hub's control goroutine, so it may still be on its
+	// way: the connection's later subscribes go the same way, in order
+	// (fanout.Hub.JoinNow).
+	flagViaHub
 )
 
 func (cn *conn) is(f connFlags) bool { return cn.flags&f != 0 }
