@@ -1,7 +1,9 @@
 package fanout
 
 import (
+	"strconv"
 	"testing"
+	"time"
 
 	"github.com/wsgw/gateway/fanout/redistest"
 	"github.com/wsgw/gateway/server/servertest"
@@ -115,5 +117,44 @@ func TestShardJoinDropped(t *testing.T) {
 	f.Release()
 	if m.Type != "error" || m.Code != string(wsproto.CodeUpstreamRefused) || len(m.Channels) != 1 || m.Channels[0] != "gone" {
 		t.Fatalf("got %+v, want an upstream_refused error naming gone", m)
+	}
+}
+
+// TestJoinNowRacesLinger joins a stream at moments around the end of its
+// linger, over and over: a JoinNow that succeeds must find the stream
+// still subscribed upstream and delivering (never a stream the control
+// goroutine is removing), and one that fails leaves the stream to go.
+func TestJoinNowRacesLinger(t *testing.T) {
+	srv := redistest.Start(t)
+	cfg := testConfig(srv.Addr())
+	cfg.Linger = 20 * time.Millisecond
+	hs := startHub(t, cfg)
+	waitHealthy(t, hs.h, true)
+
+	const rounds = 40
+	joined := 0
+	for i := range rounds {
+		x := hs.newClient(t, "x", i%testShards)
+		hs.subscribe(t, x, []string{"churn"}, `1`)
+		servertest.WaitFor(t, waitTimeout, "churn subscribed upstream", func() bool { return srv.NumSub(t, "churn") == 1 })
+		hs.remove(t, x)
+		// Spread the join over the linger's end (20 ms, checked on
+		// the control goroutine's 100 ms tick): 0 to 152 ms lands
+		// before, around and after the expiry, so both outcomes
+		// come up. The pause shapes the race; nothing waits on it.
+		time.Sleep(time.Duration(i%20) * 8 * time.Millisecond)
+		y := hs.newClient(t, "y", (i+1)%testShards)
+		if hs.joinNow(t, y, "churn") {
+			joined++
+			publishWhenSubscribed(t, srv, "churn", `{"round":`+strconv.Itoa(i)+`}`)
+			y.expectData(t, "churn", "", `{"round":`+strconv.Itoa(i)+`}`)
+			hs.remove(t, y)
+		}
+		servertest.WaitFor(t, waitTimeout, "churn gone upstream", func() bool { return srv.NumSub(t, "churn") == 0 })
+		servertest.WaitFor(t, waitTimeout, "no stream left", func() bool { return hs.h.Stats().Streams == 0 })
+	}
+	t.Logf("%d of %d joins succeeded", joined, rounds)
+	if joined == 0 || joined == rounds {
+		t.Logf("every join went the same way: the race was not exercised this run")
 	}
 }
