@@ -29,6 +29,10 @@
 //     fails the requests that asked for it, or drops the stream, never the
 //     link: the clients get an error frame, and the event loop a Refusal
 //     (Shard.TakeRefusals) so that its view of the connection matches.
+//     A subscribe that names only streams already followed and confirmed
+//     need not reach it: the event loop joins them itself (Hub.JoinNow,
+//     references taken by compare-and-swap, the join handed to the shard)
+//     and answers the client in the same callback.
 //   - one goroutine per shard (one shard per event loop) owns the
 //     subscriber lists of its loop's connections. It is the only producer
 //     of those connections' queues; the event loop is the only consumer.
@@ -47,6 +51,8 @@
 //     queue; if no flush is scheduled, the shard calls its Waker, which
 //     submits one task to the loop, and the loop drains every ready
 //     subscriber (Shard.NextReady, Subscriber.Pop) with one Writev each.
+//     With Config.CoalesceDelay the shard holds the first message after
+//     a quiet spell that long before it wakes the loop.
 //   - durable channels (docs/DURABILITY.md; streams.go, reader.go,
 //     replay.go): one goroutine per stream reader follows up to
 //     StreamConfig.ReaderKeys Redis Stream keys with a blocking XREAD on
