@@ -537,11 +537,24 @@ func (h *Hub) JoinNow(s *Subscriber, add []string) bool {
 		}
 		streams = append(streams, v.(*stream))
 	}
+	// Counted for the dispatcher before the ack exists: from here on
+	// onMessage hands every message of these streams to s's shard, behind
+	// the opJoin, so none received after the ack is skipped while the
+	// shard has yet to join s (as add's ack, queued after the join,
+	// guarantees on the other path). It is also the count Shard.join's
+	// read of dropped pairs with.
+	idx := s.shard.idx
+	for _, st := range streams {
+		st.shardSubs[idx].Add(1)
+	}
 	select {
 	case s.shard.in <- shardOp{kind: opJoin, sub: s, streams: slices.Clone(streams)}:
 		return true
 	case <-h.done:
 	default:
+	}
+	for _, st := range streams {
+		st.shardSubs[idx].Add(-1)
 	}
 	h.giveBack(streams)
 	return false

@@ -93,6 +93,9 @@ func TestShardJoinDropped(t *testing.T) {
 	gone.dropped.Store(true)
 	ok.refs.Add(1)
 	gone.refs.Add(1)
+	// As JoinNow does before the opJoin.
+	ok.shardSubs[0].Add(1)
+	gone.shardSubs[0].Add(1)
 	s := newSubscriber(h, 0)
 	sh.join(s, []*stream{ok, gone})
 

@@ -364,21 +364,22 @@ func (sh *Shard) add(s *Subscriber, streams []*stream, ack *wsproto.Frame) {
 
 // join is add for Hub.JoinNow: the loop has acked the request, and the
 // streams were not asked of the control goroutine, so one of them may
-// have been dropped since (Redis refused it on a reconnect). Counting s in
-// shardSubs before reading dropped pairs with Hub.drop, which sets dropped
-// before refusedOnConnect reads shardSubs: either the control goroutine
+// have been dropped since (Redis refused it on a reconnect). JoinNow
+// counted s in shardSubs before this reads dropped, which pairs with
+// Hub.drop, which sets dropped before refusedOnConnect reads shardSubs: either the control goroutine
 // sends this shard an opDrop (which takes s off after this), or s is not
 // joined here and gets the same refusal. Shard goroutine only.
 func (sh *Shard) join(s *Subscriber, streams []*stream) {
 	if s.q.removed {
 		for _, st := range streams {
+			st.shardSubs[sh.idx].Add(-1)
 			sh.hub.release(st)
 		}
 		return
 	}
 	var gone []string
 	for _, st := range streams {
-		st.shardSubs[sh.idx].Add(1)
+		// JoinNow counted s in shardSubs already.
 		if st.dropped.Load() {
 			st.shardSubs[sh.idx].Add(-1)
 			sh.hub.release(st)
