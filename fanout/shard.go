@@ -366,8 +366,8 @@ func (sh *Shard) add(s *Subscriber, streams []*stream, ack *wsproto.Frame) {
 // streams were not asked of the control goroutine, so one of them may
 // have been dropped since (Redis refused it on a reconnect). JoinNow
 // counted s in shardSubs before this reads dropped, which pairs with
-// Hub.drop, which sets dropped before refusedOnConnect reads shardSubs: either the control goroutine
-// sends this shard an opDrop (which takes s off after this), or s is not
+// Hub.drop, which sets dropped before refusedOnConnect reads shardSubs:
+// either the control goroutine sends this shard an opDrop (which takes s off after this), or s is not
 // joined here and gets the same refusal. Shard goroutine only.
 func (sh *Shard) join(s *Subscriber, streams []*stream) {
 	if s.q.removed {
