@@ -367,8 +367,8 @@ func (sh *Shard) add(s *Subscriber, streams []*stream, ack *wsproto.Frame) {
 // have been dropped since (Redis refused it on a reconnect). JoinNow
 // counted s in shardSubs before this reads dropped, which pairs with
 // Hub.drop, which sets dropped before refusedOnConnect reads shardSubs:
-// either the control goroutine sends this shard an opDrop (which takes s off after this), or s is not
-// joined here and gets the same refusal. Shard goroutine only.
+// either the control goroutine sends this shard an opDrop (which takes s
+// off after this), or s is not joined here and gets the same refusal. Shard goroutine only.
 func (sh *Shard) join(s *Subscriber, streams []*stream) {
 	if s.q.removed {
 		for _, st := range streams {
