@@ -513,7 +513,8 @@ const refsGone = math.MinInt64 / 2
 // refuses meanwhile (on a reconnect) is refused to s as to every other
 // subscriber: an error frame and a Refusal.
 //
-// Event-loop only (s's loop); never blocks.
+// add names each stream once (a name twice would take two references
+// and two memberships). Event-loop only (s's loop); never blocks.
 func (h *Hub) JoinNow(s *Subscriber, add []string) bool {
 	if len(add) == 0 || len(add) > 64 {
 		return false

@@ -365,10 +365,13 @@ func (sh *Shard) add(s *Subscriber, streams []*stream, ack *wsproto.Frame) {
 // join is add for Hub.JoinNow: the loop has acked the request, and the
 // streams were not asked of the control goroutine, so one of them may
 // have been dropped since (Redis refused it on a reconnect). JoinNow
-// counted s in shardSubs before this reads dropped, which pairs with
-// Hub.drop, which sets dropped before refusedOnConnect reads shardSubs:
-// either the control goroutine sends this shard an opDrop (which takes s
-// off after this), or s is not joined here and gets the same refusal. Shard goroutine only.
+// counted s in shardSubs before this reads dropped, and Hub.drop sets
+// dropped before refusedOnConnect reads shardSubs: one of the two sees
+// the other. Either this finds dropped set and refuses s the stream
+// itself (an opDrop sent because of that count, arriving first or
+// after, finds s not a member), or it joins s and the control goroutine,
+// having seen the count, sends the opDrop that takes s off after this.
+// Shard goroutine only.
 func (sh *Shard) join(s *Subscriber, streams []*stream) {
 	if s.q.removed {
 		for _, st := range streams {

@@ -310,8 +310,9 @@ func (s *Server) subscribe(cn *conn, cmd wsproto.Command, now time.Time) {
 		// Every stream is followed already: answered here, in the
 		// callback that read the request, before the shard can queue
 		// a frame of them (a connection's usual first subscribe).
-		cn.reply(wsproto.NewSubscribed(cmd.Channels, cmd.RequestID, now))
-		l.shard.AddDelivered(1) // as an ack through the queue is
+		if cn.reply(wsproto.NewSubscribed(cmd.Channels, cmd.RequestID, now)) {
+			l.shard.AddDelivered(1) // as an ack through the queue is
+		}
 		rs.fresh = append(rs.fresh, add...)
 		s.ctr.command(cmd.Action, resultOK)
 		return

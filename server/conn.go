@@ -322,16 +322,18 @@ func (s *Server) event(cn *conn, ev wsproto.Event) gnet.Action {
 // reply writes a per-connection frame and releases it. A peer that keeps
 // sending while it does not read what it is already owed (gnet's outbound
 // buffer at MaxOutboundBytes) is closed with 1013 instead: writing would
-// grow that buffer by every answer, as large as each request.
-func (cn *conn) reply(f *wsproto.Frame) {
+// grow that buffer by every answer, as large as each request. It reports
+// whether the frame was written.
+func (cn *conn) reply(f *wsproto.Frame) bool {
 	if cn.gc.OutboundBuffered() >= cn.loop.srv.cfg.MaxOutboundBytes {
 		f.Release()
 		cn.startClose(wsproto.CloseSlowConsumer)
-		return
+		return false
 	}
 	_, _ = cn.gc.Write(f.Bytes())
 	f.Release()
 	cn.sent++
+	return true
 }
 
 // startClose closes the connection with r: the close frame goes after
