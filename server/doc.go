@@ -6,6 +6,11 @@
 // shard per event loop, each loop's state being its shard's Waker, starts
 // it with the engine and closes it at the end of Shutdown.
 //
+// Listening: each event loop has its own listening socket on the address
+// (SO_REUSEPORT), so the loop that accepts a connection serves it and no
+// thread hands connections over; Start first checks with a plain bind
+// that nothing else listens there (listen.go).
+//
 // Goroutines:
 //   - gnet's event loops (Config.Loops of them) run every callback of
 //     Server (OnOpen, OnTraffic, OnClose) and every task the server

@@ -157,18 +157,24 @@ func (s *Server) Start() error {
 	if !s.started.IsZero() {
 		return ErrStarted
 	}
+	addr, release, err := reservePort(s.cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("server: listen on %s: %w", s.cfg.Addr, err)
+	}
+	defer release()
 	s.started = time.Now()
 	go func() {
 		defer close(s.done)
-		s.runErr = gnet.Run(s, "tcp://"+s.cfg.Addr,
+		s.runErr = gnet.Run(s, "tcp://"+addr,
 			gnet.WithMulticore(true),
 			gnet.WithNumEventLoop(s.cfg.Loops),
-			gnet.WithReusePort(false),
+			// A listener per loop, no acceptor thread; reservePort
+			// keeps a second process off the port.
+			gnet.WithReusePort(true),
 			// SO_REUSEADDR, as net.Listen sets it: the gateway closes
 			// first, so its port holds TIME_WAIT sockets for a minute
 			// after a shutdown, and a restart on the same port would
 			// fail with "address already in use" without it.
-			// Linux still refuses a second listener on the port.
 			gnet.WithReuseAddr(true),
 			gnet.WithTicker(true),
 			gnet.WithTCPNoDelay(gnet.TCPNoDelay),
