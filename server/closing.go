@@ -97,6 +97,7 @@ func (cn *conn) closing(reason string) {
 	c.removed = true
 	cn.loop.srv.removeSub(&cn.sub)
 	cn.loop.closing = append(cn.loop.closing, cn)
+	cn.loop.busy.Store(true)
 }
 
 // settle looks at a closing connection: once gnet has sent everything, it

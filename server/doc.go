@@ -22,8 +22,10 @@
 //   - fanout's shard goroutine for a loop wakes it once per burst with one
 //     Execute(flush) task; the flush drains each ready connection's queue
 //     with one Writev per batch.
-//   - gnet's ticker goroutine calls OnTick every 100 ms, which submits one
-//     tick task per loop: blocked connections are resumed, closing ones
+//   - gnet's ticker goroutine calls OnTick every 100 ms, which submits a
+//     tick task to each loop that has blocked or closing connections (and
+//     to every loop once a second, or on every tick of a paced shutdown):
+//     blocked connections are resumed, closing ones
 //     moved along (closing.go), and once a second the loop sweeps its
 //     connections for handshake timeouts, pings, idle peers, expired
 //     tokens and messages not completed within

@@ -39,6 +39,10 @@ type loopState struct {
 	conns   []*conn // every connection of the loop, for sweeps
 	blocked []*conn // connections that stopped draining on a full outbound buffer
 	closing []*conn // connections in stateClosing, each once (closing.go)
+	// busy is set on the loop whenever blocked or closing gains an
+	// entry, and left set by tick while either has one: OnTick (on the
+	// ticker goroutine) wakes the loop between sweeps only then.
+	busy atomic.Bool
 
 	// recent holds the connections that subscribed lately (see
 	// recentSubs, commands.go); nil when none.
@@ -202,6 +206,7 @@ func (l *loopState) drain(cn *conn) {
 			if !cn.is(flagBlocked) {
 				cn.set(flagBlocked, true)
 				l.blocked = append(l.blocked, cn)
+				l.busy.Store(true)
 			}
 			return
 		}
@@ -237,11 +242,15 @@ func (l *loopState) tick(context.Context) error {
 		l.paceClose(now, by)
 	}
 	l.lingerTick(now.UnixNano())
-	if now.Sub(l.lastSweep) >= sweepEvery {
+	// Half a tick early: the sweep's tick comes every ticksPerSweep
+	// ticks, and a timer a little early must not put it off by a whole
+	// sweep period (a loop that is not busy gets no tick in between).
+	if now.Sub(l.lastSweep) >= sweepEvery-tickEvery/2 {
 		l.lastSweep = now
 		l.sweep(now)
 		l.settleRecent(now.UnixNano())
 	}
+	l.busy.Store(len(l.blocked) > 0 || len(l.closing) > 0)
 	return nil
 }
 

@@ -171,3 +171,52 @@ func TestPaceCloseParked(t *testing.T) {
 		t.Errorf("the parked connection is listed %d times in blocked, want once", listed)
 	}
 }
+
+// TestLoopBusy: between sweeps OnTick wakes only a busy loop, so a loop
+// must be marked busy when a connection parks on a full outbound buffer
+// (or it would be resumed only at the next sweep), and unmarked once
+// nothing is blocked or closing (or idle loops would be woken forever).
+func TestLoopBusy(t *testing.T) {
+	const channel = "market:tick:BUSY"
+	rs := redistest.Start(t)
+	s := startInternal(t, rs, Config{
+		Addr: "127.0.0.1:0", Loops: 1, MaxMessageBytes: 64 << 10, MaxChannels: 50, MaxWildcards: 5,
+		MaxMessagesPerSecond: 1000, HandshakeTimeout: 5 * time.Second, MaxOutboundBytes: 32 << 10,
+		PingInterval: time.Minute, PingTimeout: 2 * time.Minute, CloseLinger: 100 * time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	}, 64)
+	c := dialPaused(t, s.Addr(), channel)
+	servertest.WaitFor(t, 10*time.Second, "the subscription upstream", func() bool {
+		return strings.HasSuffix(rs.Do(t, "PUBSUB", "NUMSUB", channel), " 1")
+	})
+	s.loopsMu.Lock()
+	l := s.loops[0]
+	s.loopsMu.Unlock()
+	if l.busy.Load() {
+		t.Fatal("loop busy with one open, unblocked connection")
+	}
+
+	payload := `"` + strings.Repeat("x", 2040) + `"`
+	servertest.WaitFor(t, 20*time.Second, "the connection to park on its outbound buffer", func() bool {
+		for range 20 {
+			rs.Publish(t, channel, payload)
+		}
+		parked := false
+		onLoop(t, l, func() {
+			for _, cn := range l.conns {
+				parked = parked || cn.is(flagBlocked)
+			}
+		})
+		return parked
+	})
+	if !l.busy.Load() {
+		t.Fatal("a connection is parked on a full outbound buffer, but the loop is not busy: only sweeps would resume it")
+	}
+
+	// The reader goes away: the loop is neither blocked nor closing any
+	// more, and ticks stop between sweeps.
+	_ = c.Close()
+	servertest.WaitFor(t, 10*time.Second, "the loop to be idle again", func() bool {
+		return !l.busy.Load()
+	})
+}
