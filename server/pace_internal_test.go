@@ -106,36 +106,30 @@ func onLoop(tb testing.TB, l *loopState, fn func()) {
 	}
 }
 
-// TestPaceCloseParked: a shutdown's paced close sends a connection parked
-// on a full outbound buffer (MAX_OUTBOUND_BYTES) its 1001 without draining
-// its queue into gnet's buffer first, and lists it among the blocked
-// connections once, not twice.
-func TestPaceCloseParked(t *testing.T) {
-	const channel = "market:tick:PARKED"
-	rs := redistest.Start(t)
-	s := startInternal(t, rs, Config{
+// parkingConfig is a one-loop gateway whose outbound buffer (32 KiB) a
+// reader that has stopped fills quickly.
+func parkingConfig() Config {
+	return Config{
 		Addr: "127.0.0.1:0", Loops: 1, MaxMessageBytes: 64 << 10, MaxChannels: 50, MaxWildcards: 5,
 		MaxMessagesPerSecond: 1000, HandshakeTimeout: 5 * time.Second, MaxOutboundBytes: 32 << 10,
 		PingInterval: time.Minute, PingTimeout: 2 * time.Minute,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-	}, 64)
-	dialPaused(t, s.Addr(), channel)
-	servertest.WaitFor(t, 10*time.Second, "the subscription upstream", func() bool {
-		return strings.HasSuffix(rs.Do(t, "PUBSUB", "NUMSUB", channel), " 1")
-	})
-	s.loopsMu.Lock()
-	l := s.loops[0]
-	s.loopsMu.Unlock()
+	}
+}
 
-	// Publish until the connection is parked with a full queue.
+// publishUntilParked publishes on channel until l's one open connection,
+// a reader that has stopped, is parked on a full outbound buffer with a
+// full queue (it has dropped frames), and returns it.
+func publishUntilParked(tb testing.TB, rs *redistest.Server, l *loopState, channel string) *conn {
+	tb.Helper()
 	payload := `"` + strings.Repeat("x", 2040) + `"`
 	var cn *conn
-	servertest.WaitFor(t, 20*time.Second, "the connection to be parked with a full queue", func() bool {
+	servertest.WaitFor(tb, 20*time.Second, "the connection to be parked with a full queue", func() bool {
 		for range 20 {
-			rs.Publish(t, channel, payload)
+			rs.Publish(tb, channel, payload)
 		}
 		parked := false
-		onLoop(t, l, func() {
+		onLoop(tb, l, func() {
 			for _, c := range l.conns {
 				if c.state == stateOpen {
 					cn = c
@@ -145,6 +139,26 @@ func TestPaceCloseParked(t *testing.T) {
 		})
 		return parked
 	})
+	return cn
+}
+
+// TestPaceCloseParked: a shutdown's paced close sends a connection parked
+// on a full outbound buffer (MAX_OUTBOUND_BYTES) its 1001 without draining
+// its queue into gnet's buffer first, and lists it among the blocked
+// connections once, not twice.
+func TestPaceCloseParked(t *testing.T) {
+	const channel = "market:tick:PARKED"
+	rs := redistest.Start(t)
+	s := startInternal(t, rs, parkingConfig(), 64)
+	dialPaused(t, s.Addr(), channel)
+	servertest.WaitFor(t, 10*time.Second, "the subscription upstream", func() bool {
+		return strings.HasSuffix(rs.Do(t, "PUBSUB", "NUMSUB", channel), " 1")
+	})
+	s.loopsMu.Lock()
+	l := s.loops[0]
+	s.loopsMu.Unlock()
+
+	cn := publishUntilParked(t, rs, l, channel)
 
 	var sentBefore, sentAfter uint64
 	var listed int
@@ -179,12 +193,9 @@ func TestPaceCloseParked(t *testing.T) {
 func TestLoopBusy(t *testing.T) {
 	const channel = "market:tick:BUSY"
 	rs := redistest.Start(t)
-	s := startInternal(t, rs, Config{
-		Addr: "127.0.0.1:0", Loops: 1, MaxMessageBytes: 64 << 10, MaxChannels: 50, MaxWildcards: 5,
-		MaxMessagesPerSecond: 1000, HandshakeTimeout: 5 * time.Second, MaxOutboundBytes: 32 << 10,
-		PingInterval: time.Minute, PingTimeout: 2 * time.Minute, CloseLinger: 100 * time.Millisecond,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-	}, 64)
+	cfg := parkingConfig()
+	cfg.CloseLinger = 100 * time.Millisecond
+	s := startInternal(t, rs, cfg, 64)
 	c := dialPaused(t, s.Addr(), channel)
 	servertest.WaitFor(t, 10*time.Second, "the subscription upstream", func() bool {
 		return strings.HasSuffix(rs.Do(t, "PUBSUB", "NUMSUB", channel), " 1")
@@ -196,19 +207,7 @@ func TestLoopBusy(t *testing.T) {
 		t.Fatal("loop busy with one open, unblocked connection")
 	}
 
-	payload := `"` + strings.Repeat("x", 2040) + `"`
-	servertest.WaitFor(t, 20*time.Second, "the connection to park on its outbound buffer", func() bool {
-		for range 20 {
-			rs.Publish(t, channel, payload)
-		}
-		parked := false
-		onLoop(t, l, func() {
-			for _, cn := range l.conns {
-				parked = parked || cn.is(flagBlocked)
-			}
-		})
-		return parked
-	})
+	publishUntilParked(t, rs, l, channel)
 	if !l.busy.Load() {
 		t.Fatal("a connection is parked on a full outbound buffer, but the loop is not busy: only sweeps would resume it")
 	}
