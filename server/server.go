@@ -417,6 +417,11 @@ wait:
 	select {
 	case <-s.done: // stopped by itself
 	default:
+		if s.started.IsZero() {
+			// Start was refused before the engine ran
+			// (reservePort): there is none to stop.
+			break
+		}
 		if err = s.eng.Stop(ctx); err != nil {
 			err = fmt.Errorf("server: stop engine: %w", err)
 		} else {
