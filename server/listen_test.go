@@ -96,3 +96,57 @@ func TestListenLoopsSharePort(t *testing.T) {
 		return g.srv.LoopsSeen() == 2
 	})
 }
+
+// TestListenRefusedThenRetry: a Start refused because the address is taken
+// leaves the server as New made it: Shutdown has no engine to stop and
+// says nothing is wrong, and Start may be tried again once the address
+// is free.
+func TestListenRefusedThenRetry(t *testing.T) {
+	newServer := func(t *testing.T, addr string) *server.Server {
+		t.Helper()
+		o := defaultOptions("127.0.0.1:1")
+		o.srv.Addr = addr
+		authn, err := auth.NewAuthenticator(o.auth, o.acl)
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv, err := server.New(o.srv, o.hub, authn, o.acl)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return srv
+	}
+	take := func(t *testing.T) net.Listener {
+		t.Helper()
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = ln.Close() })
+		return ln
+	}
+	t.Run("shutdown", func(t *testing.T) {
+		ln := take(t)
+		srv := newServer(t, ln.Addr().String())
+		if err := srv.Start(); !errors.Is(err, server.ErrAddrInUse) {
+			t.Fatalf("Start on a taken address: %v, want ErrAddrInUse", err)
+		}
+		if err := srv.Shutdown(t.Context()); err != nil {
+			t.Fatalf("Shutdown after a refused Start: %v, want nil", err)
+		}
+	})
+	t.Run("retry", func(t *testing.T) {
+		ln := take(t)
+		srv := newServer(t, ln.Addr().String())
+		if err := srv.Start(); !errors.Is(err, server.ErrAddrInUse) {
+			t.Fatalf("Start on a taken address: %v, want ErrAddrInUse", err)
+		}
+		_ = ln.Close()
+		if err := srv.Start(); err != nil {
+			t.Fatalf("Start again once the address is free: %v", err)
+		}
+		if err := srv.Shutdown(t.Context()); err != nil {
+			t.Fatalf("Shutdown: %v", err)
+		}
+	})
+}

@@ -43,6 +43,13 @@ type loopState struct {
 	// entry, and left set by tick while either has one: OnTick (on the
 	// ticker goroutine) wakes the loop between sweeps only then.
 	busy atomic.Bool
+	// sweepDue is set by OnTick on every ticksPerSweep-th tick and taken
+	// by the tick it submits: the loop sweeps on that tick, however late
+	// the task runs. A check of the time since the last sweep would not
+	// do: after a sweep tick that ran late the next one comes less than
+	// a sweep period later, and an idle loop, which gets no tick in
+	// between, would wait another whole period.
+	sweepDue atomic.Bool
 
 	// recent holds the connections that subscribed lately (see
 	// recentSubs, commands.go); nil when none.
@@ -51,8 +58,6 @@ type loopState struct {
 	// Scratch for one Writev, reused across connections.
 	iov    [][]byte
 	frames []*wsproto.Frame
-
-	lastSweep time.Time
 }
 
 func newLoopState(s *Server, idx int) *loopState {
@@ -242,11 +247,7 @@ func (l *loopState) tick(context.Context) error {
 		l.paceClose(now, by)
 	}
 	l.lingerTick(now.UnixNano())
-	// Half a tick early: the sweep's tick comes every ticksPerSweep
-	// ticks, and a timer a little early must not put it off by a whole
-	// sweep period (a loop that is not busy gets no tick in between).
-	if now.Sub(l.lastSweep) >= sweepEvery-tickEvery/2 {
-		l.lastSweep = now
+	if l.sweepDue.Swap(false) {
 		l.sweep(now)
 		l.settleRecent(now.UnixNano())
 	}

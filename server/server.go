@@ -335,8 +335,12 @@ func (s *Server) OnTick() (time.Duration, gnet.Action) {
 	loops := s.loops[:s.bound]
 	s.loopsMu.Unlock()
 	s.ticks++
-	all := s.ticks%ticksPerSweep == 0 || s.closeBy.Load() != 0
+	sweep := s.ticks%ticksPerSweep == 0
+	all := sweep || s.closeBy.Load() != 0
 	for _, l := range loops {
+		if sweep {
+			l.sweepDue.Store(true)
+		}
 		if all || l.busy.Load() {
 			_ = l.el.Execute(context.Background(), l.tickTask)
 		}
@@ -413,6 +417,11 @@ wait:
 	select {
 	case <-s.done: // stopped by itself
 	default:
+		if s.started.IsZero() {
+			// Start was refused before the engine ran
+			// (reservePort): there is none to stop.
+			break
+		}
 		if err = s.eng.Stop(ctx); err != nil {
 			err = fmt.Errorf("server: stop engine: %w", err)
 		} else {
