@@ -61,6 +61,7 @@ type Server struct {
 	eng      gnet.Engine
 	addr     string
 	booted   chan struct{}
+	ticked   chan struct{} // closed by the first OnTick: every loop listens
 	done     chan struct{}
 	runErr   error
 	started  time.Time
@@ -115,6 +116,7 @@ func New(cfg Config, hubCfg fanout.Config, authn *auth.Authenticator, acl *auth.
 		authn:  authn,
 		acl:    acl,
 		booted: make(chan struct{}),
+		ticked: make(chan struct{}),
 		done:   make(chan struct{}),
 		perIP:  make(map[string]int),
 		roles:  acl.Roles(),
@@ -185,8 +187,12 @@ func (s *Server) Start() error {
 			gnet.WithLogger(gnetLogger{s.log}),
 		)
 	}()
+	// gnet calls OnBoot before the loops past the first have bound their
+	// listeners, and starts the ticker after: the first tick is the sign
+	// that every loop listens (and that the placeholder of a port 0 can
+	// go).
 	select {
-	case <-s.booted:
+	case <-s.ticked:
 		// Requests of connections accepted before this wait in the
 		// hub's queue.
 		s.hub.Start()
@@ -335,6 +341,9 @@ func (s *Server) OnTick() (time.Duration, gnet.Action) {
 	loops := s.loops[:s.bound]
 	s.loopsMu.Unlock()
 	s.ticks++
+	if s.ticks == 1 {
+		close(s.ticked)
+	}
 	sweep := s.ticks%ticksPerSweep == 0
 	all := sweep || s.closeBy.Load() != 0
 	for _, l := range loops {
