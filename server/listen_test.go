@@ -43,17 +43,8 @@ func TestListenAddrInUse(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			addr := tc.taken(t)
-			o := defaultOptions("127.0.0.1:1")
-			o.srv.Addr = addr
-			authn, err := auth.NewAuthenticator(o.auth, o.acl)
-			if err != nil {
-				t.Fatal(err)
-			}
-			srv, err := server.New(o.srv, o.hub, authn, o.acl)
-			if err != nil {
-				t.Fatal(err)
-			}
-			err = srv.Start()
+			srv := newUnstarted(t, addr)
+			err := srv.Start()
 			if err == nil {
 				t.Cleanup(func() { _ = srv.Shutdown(t.Context()) })
 				t.Fatalf("Start on %s, which is taken: no error", addr)
@@ -102,20 +93,6 @@ func TestListenLoopsSharePort(t *testing.T) {
 // says nothing is wrong, and Start may be tried again once the address
 // is free.
 func TestListenRefusedThenRetry(t *testing.T) {
-	newServer := func(t *testing.T, addr string) *server.Server {
-		t.Helper()
-		o := defaultOptions("127.0.0.1:1")
-		o.srv.Addr = addr
-		authn, err := auth.NewAuthenticator(o.auth, o.acl)
-		if err != nil {
-			t.Fatal(err)
-		}
-		srv, err := server.New(o.srv, o.hub, authn, o.acl)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return srv
-	}
 	take := func(t *testing.T) net.Listener {
 		t.Helper()
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -127,7 +104,7 @@ func TestListenRefusedThenRetry(t *testing.T) {
 	}
 	t.Run("shutdown", func(t *testing.T) {
 		ln := take(t)
-		srv := newServer(t, ln.Addr().String())
+		srv := newUnstarted(t, ln.Addr().String())
 		if err := srv.Start(); !errors.Is(err, server.ErrAddrInUse) {
 			t.Fatalf("Start on a taken address: %v, want ErrAddrInUse", err)
 		}
@@ -137,7 +114,7 @@ func TestListenRefusedThenRetry(t *testing.T) {
 	})
 	t.Run("retry", func(t *testing.T) {
 		ln := take(t)
-		srv := newServer(t, ln.Addr().String())
+		srv := newUnstarted(t, ln.Addr().String())
 		if err := srv.Start(); !errors.Is(err, server.ErrAddrInUse) {
 			t.Fatalf("Start on a taken address: %v, want ErrAddrInUse", err)
 		}
@@ -149,4 +126,21 @@ func TestListenRefusedThenRetry(t *testing.T) {
 			t.Fatalf("Shutdown: %v", err)
 		}
 	})
+}
+
+// newUnstarted builds a gateway on addr (Redis on a port nobody listens
+// on) without starting it.
+func newUnstarted(tb testing.TB, addr string) *server.Server {
+	tb.Helper()
+	o := defaultOptions("127.0.0.1:1")
+	o.srv.Addr = addr
+	authn, err := auth.NewAuthenticator(o.auth, o.acl)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	srv, err := server.New(o.srv, o.hub, authn, o.acl)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return srv
 }
