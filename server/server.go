@@ -10,10 +10,8 @@ import (
 	"net/http"
 	"net/netip"
 	"slices"
-	"strconv"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/gobwas/ws"
@@ -60,7 +58,6 @@ type Server struct {
 
 	eng      gnet.Engine
 	addr     string
-	booted   chan struct{}
 	ticked   chan struct{} // closed by the first OnTick: every loop listens
 	done     chan struct{}
 	runErr   error
@@ -115,7 +112,6 @@ func New(cfg Config, hubCfg fanout.Config, authn *auth.Authenticator, acl *auth.
 		log:    cfg.Logger,
 		authn:  authn,
 		acl:    acl,
-		booted: make(chan struct{}),
 		ticked: make(chan struct{}),
 		done:   make(chan struct{}),
 		perIP:  make(map[string]int),
@@ -168,6 +164,7 @@ func (s *Server) Start() error {
 		return fmt.Errorf("server: listen on %s: %w", s.cfg.Addr, err)
 	}
 	defer release()
+	s.addr = addr
 	s.started = time.Now()
 	go func() {
 		defer close(s.done)
@@ -214,22 +211,9 @@ func (s *Server) Err() error { return s.runErr }
 // Config.Addr asked for port 0. Valid after Start.
 func (s *Server) Addr() string { return s.addr }
 
-// OnBoot records the engine and the bound address. Engine goroutine.
+// OnBoot records the engine. Engine goroutine.
 func (s *Server) OnBoot(eng gnet.Engine) gnet.Action {
 	s.eng = eng
-	s.addr = s.cfg.Addr
-	if fd, err := eng.Dup(); err == nil {
-		if sa, err := syscall.Getsockname(fd); err == nil {
-			switch a := sa.(type) {
-			case *syscall.SockaddrInet4:
-				s.addr = net.JoinHostPort(net.IP(a.Addr[:]).String(), strconv.Itoa(a.Port))
-			case *syscall.SockaddrInet6:
-				s.addr = net.JoinHostPort(net.IP(a.Addr[:]).String(), strconv.Itoa(a.Port))
-			}
-		}
-		_ = syscall.Close(fd)
-	}
-	close(s.booted)
 	return gnet.None
 }
 
